@@ -1,0 +1,105 @@
+"""Database access: one ``Database`` per process, built from the database URL.
+
+Two kinds of transaction:
+
+* ``db.read()``  a plain transaction for queries.
+* ``db.write()`` a transaction that may write. On SQLite it starts with
+  ``BEGIN IMMEDIATE``, so there is exactly one writer at a time and a read-then-write
+  (the ledger head, a job claim, a quota check) can never be overtaken by another writer
+  between its read and its write. On PostgreSQL it is an ordinary READ COMMITTED
+  transaction; the code that needs exclusion takes row locks or advisory locks.
+
+SQLite runs with ``journal_mode=WAL`` and ``synchronous=FULL``: an upload we acknowledged
+must survive a power cut (SECURITY_CHECKLIST CF-08), and WAL lets the reviewer read
+while uploads write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = _sqlite_engine(url, echo)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
+            )
+        else:
+            raise ValueError(f"unsupported database: {self.dialect}")
+        self._write_engine = self.engine.execution_options(exhibit_immediate=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A writing transaction: commits when the block ends, rolls back on an error."""
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def now(self, session: Session) -> dt.datetime:
+        """The database's clock (UTC). Leases and expiries are computed on it, so that
+        workers whose clocks drift apart still agree (SECURITY_CHECKLIST CF-04)."""
+        if self.is_sqlite:
+            value = session.exec(  # type: ignore[call-overload]
+                text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+            ).scalar_one()
+            return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+        value = session.exec(text("SELECT clock_timestamp()")).scalar_one()  # type: ignore[call-overload]
+        assert isinstance(value, dt.datetime)
+        return value.astimezone(dt.UTC)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(url: str, echo: bool) -> Engine:
+    # NullPool: each thread opens its own connection, which SQLite wants; opening one is
+    # cheap next to the fsync every write pays.
+    engine = create_engine(
+        url, echo=echo, poolclass=NullPool, connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy (below) emit BEGIN itself, so we can choose IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get("exhibit_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine

@@ -1,0 +1,269 @@
+"""The custody ledger: an append-only, hash-chained record of every event.
+
+Each event's hash is ``SHA-256(prev_hash || "\\n" || canonical_json(event))`` where the
+event is ``{seq, at, actor, action, subject, report_id, item_id, detail, request_id}``
+and canonical JSON is sorted keys, no whitespace, UTF-8 (``canonical_json``). The first
+event's ``prev_hash`` is ``GENESIS`` (64 zeros). Anyone can recompute the chain from an
+export with nothing but SHA-256 and a JSON encoder.
+
+A chain alone cannot show that its tail was cut off, so ``write_checkpoint`` signs the
+head ``{seq, hash, count, at}`` with an Ed25519 key; ``verify`` against a checkpoint
+file finds truncation and rollback too (SECURITY_CHECKLIST AU-04, AU-05).
+
+Concurrency: appends are serialised, so two appenders can never both extend the same
+head (a fork). On SQLite every writing transaction is ``BEGIN IMMEDIATE`` (one writer);
+on PostgreSQL ``append`` takes a transaction-scoped advisory lock. In both, the unique
+constraints on ``prev_hash`` and ``hash`` are the last line of defence.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import func, select, text
+from sqlmodel import Session
+
+from storage.db import Database
+from storage.models import Checkpoint, CustodyEvent
+
+GENESIS = "0" * 64
+# Arbitrary constant naming the ledger's advisory lock on PostgreSQL.
+LEDGER_LOCK_ID = 0x45584849  # "EXHI"
+MAX_DETAIL_STRING = 2000
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def format_time(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_body(event: CustodyEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "at": format_time(event.at),
+        "actor": event.actor,
+        "action": event.action,
+        "subject": event.subject,
+        "report_id": event.report_id,
+        "item_id": event.item_id,
+        "detail": event.detail or {},
+        "request_id": event.request_id,
+    }
+
+
+def compute_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical_json(body)).hexdigest()
+
+
+def _cap(value: Any, depth: int = 0) -> Any:
+    """Length-cap detail values: a 1 MB filename must not become a 1 MB ledger row
+    (SECURITY_CHECKLIST AU-09). Control characters survive as JSON escapes."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_DETAIL_STRING else value[:MAX_DETAIL_STRING] + "…"
+    if isinstance(value, dict) and depth < 5:
+        return {str(k)[:100]: _cap(v, depth + 1) for k, v in list(value.items())[:100]}
+    if isinstance(value, list | tuple) and depth < 5:
+        return [_cap(v, depth + 1) for v in list(value)[:100]]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _cap(str(value), depth)
+
+
+def append(
+    db: Database,
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    subject: str = "",
+    report_id: str | None = None,
+    item_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> CustodyEvent:
+    """Append one event inside the caller's writing transaction (``db.write()``), so the
+    event commits or rolls back with the change it records."""
+    if db.is_postgresql:
+        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=LEDGER_LOCK_ID))  # type: ignore[call-overload]
+    head = session.exec(  # type: ignore[call-overload]
+        select(CustodyEvent.seq, CustodyEvent.hash).order_by(CustodyEvent.seq.desc()).limit(1)  # type: ignore[attr-defined]
+    ).first()
+    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    event = CustodyEvent(
+        seq=seq,
+        at=db.now(session),
+        actor=actor[:200],
+        action=action[:64],
+        subject=subject[:100],
+        report_id=report_id,
+        item_id=item_id,
+        detail=_cap(detail or {}),
+        request_id=(request_id or None) and request_id[:64],
+        prev_hash=prev,
+        hash="",
+    )
+    event.hash = compute_hash(prev, event_body(event))
+    session.add(event)
+    session.flush()
+    return event
+
+
+# --- verification ---------------------------------------------------------------------
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    count: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    checkpoint_seq: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "count": self.count,
+            "head_seq": self.head_seq,
+            "head_hash": self.head_hash,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": self.reason,
+            "checkpoint_seq": self.checkpoint_seq,
+        }
+
+
+def iter_events(db: Database, batch: int = 5000) -> Iterator[CustodyEvent]:
+    """All events in seq order, in batches (constant memory for millions of events)."""
+    last = 0
+    while True:
+        with db.read() as session:
+            rows = list(
+                session.exec(  # type: ignore[call-overload]
+                    select(CustodyEvent)
+                    .where(CustodyEvent.seq > last)  # type: ignore[arg-type]
+                    .order_by(CustodyEvent.seq)  # type: ignore[arg-type]
+                    .limit(batch)
+                ).scalars()
+            )
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoint: dict[str, Any] | None = None) -> VerifyResult:
+    """Walk the chain. The first problem found is reported by the seq where it shows."""
+    prev = GENESIS
+    expected_seq = 1
+    count = 0
+    seen_at_checkpoint: str | None = None
+    cp_seq = int(checkpoint["seq"]) if checkpoint else None
+    for event in events:
+        if event.seq != expected_seq:
+            # A deleted row shows as a gap; the first missing seq is the bad one.
+            return VerifyResult(False, count, expected_seq - 1, prev, expected_seq,
+                                f"event {expected_seq} is missing (next present is {event.seq})", cp_seq)
+        if event.prev_hash != prev:
+            return VerifyResult(False, count, event.seq - 1, prev, event.seq,
+                                f"event {event.seq} does not link to event {event.seq - 1}", cp_seq)
+        if compute_hash(prev, event_body(event)) != event.hash:
+            return VerifyResult(False, count, event.seq - 1, prev, event.seq,
+                                f"event {event.seq} was altered (its hash does not match its content)", cp_seq)
+        prev = event.hash
+        count += 1
+        if cp_seq is not None and event.seq == cp_seq:
+            seen_at_checkpoint = event.hash
+        expected_seq += 1
+    head_seq = expected_seq - 1
+    if checkpoint is not None and cp_seq is not None:
+        if head_seq < cp_seq:
+            return VerifyResult(False, count, head_seq, prev, head_seq + 1,
+                                f"the ledger ends at {head_seq} but the checkpoint vouches for {cp_seq}: "
+                                "events were removed from the end", cp_seq)
+        if seen_at_checkpoint != checkpoint["hash"]:
+            return VerifyResult(False, count, head_seq, prev, cp_seq,
+                                f"event {cp_seq} differs from the one the checkpoint signed", cp_seq)
+    return VerifyResult(True, count, head_seq, prev, None, None, cp_seq)
+
+
+def verify(db: Database, checkpoint: dict[str, Any] | None = None) -> VerifyResult:
+    return verify_events(iter_events(db), checkpoint)
+
+
+# --- signed checkpoints ---------------------------------------------------------------
+
+
+def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # The private key is created 0600 and never world-readable, even for an instant.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    return key
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def make_checkpoint(db: Database, key: Ed25519PrivateKey) -> dict[str, Any]:
+    """Sign the current head. The document is self-contained: body, public key, signature."""
+    with db.write() as session:
+        row = session.exec(  # type: ignore[call-overload]
+            select(CustodyEvent.seq, CustodyEvent.hash).order_by(CustodyEvent.seq.desc()).limit(1)  # type: ignore[attr-defined]
+        ).first()
+        count = session.exec(select(func.count()).select_from(CustodyEvent)).scalar_one()  # type: ignore[call-overload]
+        seq, head = (row[0], row[1]) if row else (0, GENESIS)
+        at = db.now(session)
+        body = {"seq": seq, "hash": head, "count": int(count), "at": format_time(at)}
+        signature = base64.b64encode(key.sign(canonical_json(body))).decode("ascii")
+        pub = public_key_b64(key)
+        session.add(Checkpoint(seq=seq, hash=head, count=int(count), at=at, public_key=pub, signature=signature))
+    return {"checkpoint": body, "algorithm": "Ed25519", "public_key": pub, "signature": signature}
+
+
+class CheckpointInvalid(Exception):  # noqa: N818
+    pass
+
+
+def read_checkpoint(document: dict[str, Any], trusted_public_key: str | None = None) -> dict[str, Any]:
+    """Check a checkpoint document's signature and return its body. With
+    ``trusted_public_key`` the signer must also be that key (a forged checkpoint signed
+    by another key is refused)."""
+    try:
+        body = document["checkpoint"]
+        pub = document["public_key"]
+        sig = base64.b64decode(document["signature"])
+        if trusted_public_key is not None and pub != trusted_public_key:
+            raise CheckpointInvalid("checkpoint signed by an unexpected key")
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(pub)).verify(sig, canonical_json(body))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointInvalid(f"malformed checkpoint: {exc}") from None
+    except InvalidSignature:
+        raise CheckpointInvalid("checkpoint signature does not verify") from None
+    return dict(body)

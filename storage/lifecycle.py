@@ -1,0 +1,125 @@
+"""The evidence item lifecycle: the one table of legal transitions, and the one function
+that changes an item's state.
+
+    receiving → received → scanning → clean → processing → ready
+                         ↘ integrity_alarm (re-computed SHA-256 differs from ingest)
+                         ↘ rejected       (not an allowed type by magic and decode)
+                scanning ↘ infected       (kept byte-exact; never previewed or shared)
+                         ↘ unscannable    (over scanner limits; never treated as clean)
+              processing ↘ failed         (original kept; reason shown; retry possible)
+    any → purged  (bytes destroyed under retention or legal order; record and hash kept)
+
+``transition`` changes the state and appends the custody event in the caller's
+transaction, so the two always commit together. An illegal transition raises
+``IllegalTransition`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sqlmodel import Session
+
+from storage import ledger
+from storage.db import Database
+from storage.models import EvidenceItem, utcnow
+
+
+class ItemState(enum.StrEnum):
+    RECEIVING = "receiving"
+    RECEIVED = "received"
+    SCANNING = "scanning"
+    CLEAN = "clean"
+    PROCESSING = "processing"
+    READY = "ready"
+    INFECTED = "infected"
+    UNSCANNABLE = "unscannable"
+    REJECTED = "rejected"
+    INTEGRITY_ALARM = "integrity_alarm"
+    FAILED = "failed"
+    PURGED = "purged"
+
+
+S = ItemState
+TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
+    S.RECEIVING: frozenset({S.RECEIVED}),
+    # Verification and sniffing happen before the scan; a worker that restarts after a
+    # crash may run them again from `scanning`, hence the same exits there.
+    S.RECEIVED: frozenset({S.SCANNING, S.INTEGRITY_ALARM, S.REJECTED}),
+    S.SCANNING: frozenset({S.CLEAN, S.INFECTED, S.UNSCANNABLE, S.INTEGRITY_ALARM, S.REJECTED}),
+    S.CLEAN: frozenset({S.PROCESSING}),
+    S.PROCESSING: frozenset({S.READY, S.FAILED}),
+    S.FAILED: frozenset({S.PROCESSING}),  # retry
+    # An unscannable item can only leave through a recorded human decision.
+    S.UNSCANNABLE: frozenset({S.CLEAN}),
+    S.READY: frozenset(),
+    S.INFECTED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.INTEGRITY_ALARM: frozenset(),
+    S.PURGED: frozenset(),
+}
+# Any state but purged may go to purged.
+for _state in ItemState:
+    if _state is not S.PURGED:
+        TRANSITIONS[_state] = TRANSITIONS[_state] | {S.PURGED}
+
+TERMINAL: frozenset[ItemState] = frozenset(
+    {S.READY, S.INFECTED, S.UNSCANNABLE, S.REJECTED, S.INTEGRITY_ALARM, S.FAILED, S.PURGED}
+)
+# States in which bytes may be shown to a reviewer (through derivatives only).
+VIEWABLE: frozenset[ItemState] = frozenset({S.READY})
+
+
+class IllegalTransition(Exception):  # noqa: N818
+    code = "ERR_ILLEGAL_TRANSITION"
+
+    def __init__(self, item_id: str, current: str, target: str) -> None:
+        super().__init__(f"item {item_id}: {current} → {target} is not a legal transition")
+        self.current = current
+        self.target = target
+
+
+def can_transition(current: str, target: str) -> bool:
+    try:
+        return ItemState(target) in TRANSITIONS[ItemState(current)]
+    except ValueError:
+        return False
+
+
+def transition(
+    db: Database,
+    session: Session,
+    item: EvidenceItem,
+    target: ItemState,
+    *,
+    actor: str,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> ledger.CustodyEvent:
+    """Move ``item`` to ``target`` and append ``item.<target>`` to the ledger, in the
+    caller's writing transaction. Raises ``IllegalTransition`` (nothing changed)."""
+    current = item.state
+    if not can_transition(current, target):
+        raise IllegalTransition(item.id, current, target)
+    item.state = target
+    item.state_reason = reason[:1000] if reason else None
+    item.updated_at = utcnow()
+    session.add(item)
+    event_detail: dict[str, Any] = {"from": current, "to": str(target)}
+    if reason:
+        event_detail["reason"] = reason
+    if detail:
+        event_detail.update(detail)
+    return ledger.append(
+        db,
+        session,
+        actor=actor,
+        action=f"item.{target}",
+        subject=f"item:{item.id}",
+        report_id=item.report_id,
+        item_id=item.id,
+        detail=event_detail,
+        request_id=request_id,
+    )

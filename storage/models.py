@@ -1,0 +1,374 @@
+"""The schema: SQLModel tables of the system of record.
+
+Conventions: ids are 32 hex characters from a CSPRNG (``new_id``) so that an id in a URL
+says nothing about how many rows exist; sizes, offsets and sequence numbers are 64-bit
+(``BigInteger``: SQLModel's ``int`` is a 32-bit INTEGER on PostgreSQL); every timestamp is
+a timezone-aware UTC ``datetime`` (``UTCDateTime``). Free text from citizens or files is
+stored as data and capped in length by the code that writes it.
+
+Migrations live in ``storage/migrations``; a change here needs a migration there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores UTC, returns aware UTC datetimes on SQLite and PostgreSQL alike."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every timestamp in Exhibit is UTC-aware")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+def big(*, default: int | None = 0, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=default, sa_type=sa.BigInteger, nullable=nullable, index=index)
+
+
+def json_col(*, nullable: bool = True) -> Any:
+    return Field(default=None, sa_type=sa.JSON, nullable=nullable)
+
+
+# --- enums (stored as short strings; the legal values are checked in code) ------------
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    OFFICER = "officer"
+    PARTNER = "partner"
+    AUDITOR = "auditor"
+
+
+class ReportKind(enum.StrEnum):
+    CRIME = "crime"
+    RTC = "rtc"
+    ASB = "asb"
+    COMPLAINT = "complaint"
+    OTHER = "other"
+
+
+class UploadState(enum.StrEnum):
+    OPEN = "open"  # receiving bytes
+    COMPLETE = "complete"  # sealed, evidence item created
+    TERMINATED = "terminated"  # deleted by the client before completion
+    EXPIRED = "expired"  # removed by the expiry sweep
+    REFUSED = "refused"  # refused while streaming (type, quota); bytes deleted
+
+
+class Triage(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+
+
+# --- people ----------------------------------------------------------------------------
+
+
+class Organisation(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=200, unique=True)
+    is_partner: bool = False
+    created_at: dt.datetime = created()
+
+
+class User(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    email: str = Field(max_length=320, unique=True, index=True)
+    display_name: str = Field(default="", max_length=200)
+    role: str = Field(max_length=16)
+    org_id: str | None = Field(default=None, foreign_key="organisation.id", max_length=32)
+    unit: str | None = Field(default=None, max_length=100)
+    password_hash: str | None = Field(default=None, max_length=255)
+    totp_secret: str | None = Field(default=None, max_length=64)
+    mfa_enrolled: bool = False
+    last_totp_step: int | None = big(default=None, nullable=True)
+    disabled: bool = False
+    created_at: dt.datetime = created()
+
+
+class StaffSession(SQLModel, table=True):
+    """A server-side staff session. ``id`` is the SHA-256 of the cookie value, so a
+    database read does not hand out live session cookies."""
+
+    __tablename__ = "staff_session"
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(foreign_key="user.id", index=True, max_length=32)
+    csrf_token: str = Field(max_length=64)
+    mfa_passed: bool = False
+    created_at: dt.datetime = created()
+    last_seen_at: dt.datetime = created()
+    expires_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    client_ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=300)
+
+
+class ApiKey(SQLModel, table=True):
+    """Key for the force's reporting system. Only the SHA-256 of the key is stored."""
+
+    __tablename__ = "api_key"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: dt.datetime = created()
+    revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+# --- the matter ------------------------------------------------------------------------
+
+
+class Report(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    reference: str = Field(max_length=64, unique=True, index=True)
+    kind: str = Field(max_length=16)
+    title: str = Field(default="", max_length=300)
+    owner_id: str | None = Field(default=None, foreign_key="user.id", max_length=32, index=True)
+    unit: str | None = Field(default=None, max_length=100)
+    closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)
+
+
+class ReportAssignment(SQLModel, table=True):
+    __tablename__ = "report_assignment"
+    report_id: str = Field(foreign_key="report.id", primary_key=True, max_length=32)
+    user_id: str = Field(foreign_key="user.id", primary_key=True, max_length=32, index=True)
+    assigned_by: str | None = Field(default=None, max_length=32)
+    created_at: dt.datetime = created()
+
+
+class UploadLink(SQLModel, table=True):
+    """A signed, expiring upload link. The token is 256 random bits shown once; only its
+    SHA-256 is stored, so a database leak does not open any link."""
+
+    __tablename__ = "upload_link"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    report_id: str = Field(foreign_key="report.id", index=True, max_length=32)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_by: str | None = Field(default=None, max_length=64)
+    created_at: dt.datetime = created()
+    expires_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    revoked_by: str | None = Field(default=None, max_length=64)
+    max_files: int = big(default=50)
+    max_bytes: int = big(default=0)
+    used_files: int = big(default=0)  # files committed as evidence through this link
+    used_bytes: int = big(default=0)  # bytes committed as evidence through this link
+    reserved_bytes: int = big(default=0)  # declared lengths of open uploads
+    note: str = Field(default="", max_length=300)
+
+
+class Submission(SQLModel, table=True):
+    """One citizen's batch through one link: their statement and declaration."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    reference: str = Field(max_length=32, unique=True, index=True)  # receipt code shown to the citizen
+    link_id: str = Field(foreign_key="upload_link.id", index=True, max_length=32)
+    report_id: str = Field(foreign_key="report.id", index=True, max_length=32)
+    description: str = Field(default="", max_length=5000)
+    occurred_at: str = Field(default="", max_length=200)
+    location: str = Field(default="", max_length=500)
+    contact_name: str = Field(default="", max_length=200)
+    contact_details: str = Field(default="", max_length=300)
+    declaration_version: str | None = Field(default=None, max_length=32)
+    declaration_accepted_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    created_at: dt.datetime = created()
+
+
+class Upload(SQLModel, table=True):
+    """One resumable transfer (tus or multipart). Not evidence until complete."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    link_id: str = Field(foreign_key="upload_link.id", index=True, max_length=32)
+    submission_id: str | None = Field(default=None, foreign_key="submission.id", index=True, max_length=32)
+    blob_key: str = Field(max_length=200, unique=True)
+    length: int | None = big(default=None, nullable=True)
+    offset: int = big(default=0)
+    state: str = Field(default=UploadState.OPEN, max_length=16, index=True)
+    filename: str = Field(default="", max_length=255)  # untrusted display data
+    filetype: str = Field(default="", max_length=100)  # untrusted display data
+    detected_type: str | None = Field(default=None, max_length=100)
+    sha256: str | None = Field(default=None, max_length=64)
+    client_sha256: str | None = Field(default=None, max_length=64)
+    expires_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True, index=True)
+    created_at: dt.datetime = created()
+    completed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class EvidenceItem(SQLModel, table=True):
+    __tablename__ = "evidence_item"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    report_id: str = Field(foreign_key="report.id", index=True, max_length=32)
+    submission_id: str | None = Field(default=None, foreign_key="submission.id", index=True, max_length=32)
+    # Unique: one completed upload makes exactly one item, however many times the
+    # completion races (SECURITY_CHECKLIST UP-17).
+    upload_id: str | None = Field(default=None, foreign_key="upload.id", unique=True, max_length=32)
+    blob_key: str = Field(max_length=200)
+    size: int = big(default=0)
+    sha256: str = Field(max_length=64, index=True)
+    verified_sha256: str | None = Field(default=None, max_length=64)
+    original_filename: str = Field(default="", max_length=255)
+    claimed_type: str = Field(default="", max_length=100)
+    detected_type: str | None = Field(default=None, max_length=100)
+    state: str = Field(default="received", max_length=16, index=True)
+    state_reason: str | None = Field(default=None, max_length=1000)
+    verdict: str | None = Field(default=None, max_length=16)
+    verdict_signature: str | None = Field(default=None, max_length=200)
+    signature_db_version: str | None = Field(default=None, max_length=200)
+    media_metadata: dict[str, Any] | None = json_col()
+    progress: int = Field(default=0)  # 0..100, for the reviewer's progress bar
+    client_sha256: str | None = Field(default=None, max_length=64)
+    client_hash_match: bool | None = None
+    triage: str = Field(default=Triage.PENDING, max_length=16, index=True)
+    triage_reason: str | None = Field(default=None, max_length=1000)
+    received_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)
+    updated_at: dt.datetime = created()
+
+
+class Derivative(SQLModel, table=True):
+    """Something we made from an original (thumbnail, preview, poster, proxy), with what
+    a third party needs to reproduce it (ACPO principle 3)."""
+
+    __table_args__ = (sa.UniqueConstraint("item_id", "kind", name="uq_derivative_item_kind"),)
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    item_id: str = Field(foreign_key="evidence_item.id", index=True, max_length=32)
+    kind: str = Field(max_length=16)
+    blob_key: str = Field(max_length=200)
+    mime_type: str = Field(max_length=100)
+    size: int = big(default=0)
+    sha256: str = Field(max_length=64)
+    input_sha256: str = Field(max_length=64)
+    tool: str = Field(max_length=100)
+    tool_version: str = Field(max_length=200)
+    argv: list[str] | None = json_col()
+    width: int | None = None
+    height: int | None = None
+    created_at: dt.datetime = created()
+
+
+class Job(SQLModel, table=True):
+    """A unit of background work: the transactional outbox between ingest and the worker."""
+
+    id: int | None = Field(default=None, sa_type=sa.BigInteger, primary_key=True)
+    kind: str = Field(max_length=32, index=True)
+    item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
+    payload: dict[str, Any] | None = json_col()
+    # Optional idempotency key: enqueueing the same key twice yields one job.
+    dedup_key: str | None = Field(default=None, max_length=200, unique=True)
+    state: str = Field(default=JobState.QUEUED, max_length=16)
+    attempts: int = Field(default=0)
+    max_attempts: int = Field(default=5)
+    run_after: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    last_error: str | None = Field(default=None, max_length=2000)
+    progress: int = Field(default=0)
+    created_at: dt.datetime = created()
+    updated_at: dt.datetime = created()
+
+
+class Share(SQLModel, table=True):
+    """A grant of one item or a whole report to a partner organisation (or one user)."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    report_id: str = Field(foreign_key="report.id", index=True, max_length=32)
+    item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
+    partner_org_id: str | None = Field(default=None, foreign_key="organisation.id", index=True, max_length=32)
+    partner_user_id: str | None = Field(default=None, foreign_key="user.id", index=True, max_length=32)
+    allow_download: bool = False
+    created_by: str = Field(max_length=32)
+    created_at: dt.datetime = created()
+    expires_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    revoked_by: str | None = Field(default=None, max_length=32)
+
+
+class Note(SQLModel, table=True):
+    """Append-only notes: an edit is a new row that supersedes the old one."""
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    report_id: str = Field(foreign_key="report.id", index=True, max_length=32)
+    item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
+    author_id: str = Field(foreign_key="user.id", max_length=32)
+    body: str = Field(max_length=10000)
+    supersedes_id: str | None = Field(default=None, max_length=32)
+    created_at: dt.datetime = created()
+
+
+class ItemTag(SQLModel, table=True):
+    __tablename__ = "item_tag"
+    item_id: str = Field(foreign_key="evidence_item.id", primary_key=True, max_length=32)
+    tag: str = Field(primary_key=True, max_length=64, index=True)
+    created_by: str | None = Field(default=None, max_length=32)
+    created_at: dt.datetime = created()
+
+
+class CustodyEvent(SQLModel, table=True):
+    """One link of the hash-chained custody ledger. Append-only: on PostgreSQL a trigger
+    refuses UPDATE and DELETE; on both, ``storage.ledger.verify`` finds any change."""
+
+    __tablename__ = "custody_event"
+    seq: int = Field(sa_type=sa.BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64, index=True)
+    subject: str = Field(default="", max_length=100)
+    report_id: str | None = Field(default=None, max_length=32, index=True)
+    item_id: str | None = Field(default=None, max_length=32, index=True)
+    detail: dict[str, Any] | None = json_col()
+    request_id: str | None = Field(default=None, max_length=64)
+    # Unique: two appenders that read the same head cannot both commit (no fork).
+    prev_hash: str = Field(max_length=64, unique=True)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class Checkpoint(SQLModel, table=True):
+    id: int | None = Field(default=None, sa_type=sa.BigInteger, primary_key=True)
+    seq: int = big()
+    hash: str = Field(max_length=64)
+    count: int = big()
+    at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    public_key: str = Field(max_length=100)
+    signature: str = Field(max_length=200)

@@ -1,0 +1,161 @@
+"""Settings, read once from ``EXHIBIT_*`` environment variables at the entry point.
+
+Every variable the project reads is declared in ``SETTINGS`` below with its default and
+its meaning; ``tests/test_readme.py`` fails when one of them is not documented in the
+README. Nothing in the project reads ``os.environ`` for an ``EXHIBIT_*`` name anywhere
+else: code receives a ``Settings`` object and passes it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+
+
+# One row per variable: (environment name, default, meaning). A default of "" means
+# "derived" (see Settings.from_env) or "unset".
+SETTINGS: tuple[Setting, ...] = (
+    Setting("EXHIBIT_DATA_DIR", "./var", "Directory for the SQLite database, blobs, keys and clamd state."),
+    Setting("EXHIBIT_DATABASE_URL", "", "SQLAlchemy URL. Default: sqlite:///<data dir>/exhibit.db. PostgreSQL: postgresql+psycopg://user:pass@host/db."),
+    Setting("EXHIBIT_STORAGE_URL", "", "Blob store. Default: file://<data dir>/blobs. S3: s3://bucket/prefix."),
+    Setting("EXHIBIT_S3_ENDPOINT_URL", "", "S3 endpoint (MinIO, moto, a VPC endpoint). Unset: AWS. Credentials come from the usual AWS_* variables."),
+    Setting("EXHIBIT_S3_REGION", "us-east-1", "S3 region name."),
+    Setting("EXHIBIT_S3_RETENTION_DAYS", "2555", "Object Lock retention (days, COMPLIANCE mode) set on finished originals when the bucket has Object Lock enabled."),
+    Setting("EXHIBIT_PUBLIC_URL", "http://localhost:8000", "Base URL citizens reach; upload links are built on it. https:// here turns on Secure cookies."),
+    Setting("EXHIBIT_HOST", "127.0.0.1", "Address `exhibit serve` listens on."),
+    Setting("EXHIBIT_PORT", "8000", "Port `exhibit serve` listens on."),
+    Setting("EXHIBIT_SECRET_KEY_FILE", "", "File holding the server secret (random, created on first start). Default: <data dir>/keys/secret."),
+    Setting("EXHIBIT_SIGNING_KEY_FILE", "", "Ed25519 private key (PEM) that signs custody checkpoints, created on first use. Default: <data dir>/keys/ledger-ed25519.pem."),
+    Setting("EXHIBIT_CLAMD_ADDRESS", "", "clamd to use: unix:///path/clamd.sock or tcp://127.0.0.1:3310. Unset: `exhibit serve` starts and supervises its own clamd."),
+    Setting("EXHIBIT_CLAMD_DATABASE_DIR", "", "Signature database for the managed clamd. Unset: /var/lib/clamav when it holds signatures, otherwise the project's own test signatures (announced loudly)."),
+    Setting("EXHIBIT_LINK_DEFAULT_EXPIRY", "7d", "Lifetime of a new upload link when none is given."),
+    Setting("EXHIBIT_LINK_MAX_FILES", "50", "Default per-link file quota."),
+    Setting("EXHIBIT_LINK_MAX_BYTES", "20G", "Default per-link byte quota."),
+    Setting("EXHIBIT_MAX_FILE_BYTES", "10G", "Largest single file accepted."),
+    Setting("EXHIBIT_UPLOAD_EXPIRY", "24h", "How long an unfinished resumable upload is kept before it is removed."),
+    Setting("EXHIBIT_JOB_LEASE_SECONDS", "60", "Worker job lease; a worker heartbeats well inside it."),
+    Setting("EXHIBIT_JOB_MAX_ATTEMPTS", "5", "Attempts before a job is dead, its last error kept."),
+    Setting("EXHIBIT_WORKER_CONCURRENCY", "1", "Jobs one worker process runs at once."),
+    Setting("EXHIBIT_SESSION_IDLE_MINUTES", "30", "Staff session idle timeout."),
+    Setting("EXHIBIT_SESSION_ABSOLUTE_HOURS", "12", "Staff session absolute lifetime."),
+    Setting("EXHIBIT_LOG_LEVEL", "INFO", "Python log level."),
+)
+
+
+def parse_bytes(text: str) -> int:
+    """'10G' -> 10 GiB, '512M' -> 512 MiB, '1024' -> 1024 bytes."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def parse_duration(text: str) -> int:
+    """'7d' -> seconds, '12h', '30m', '45s', or a bare number of seconds."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    storage_url: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_retention_days: int = 2555
+    public_url: str = "http://localhost:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key_file: Path | None = None
+    signing_key_file: Path | None = None
+    clamd_address: str | None = None
+    clamd_database_dir: Path | None = None
+    link_default_expiry_seconds: int = 7 * 86400
+    link_max_files: int = 50
+    link_max_bytes: int = 20 << 30
+    max_file_bytes: int = 10 << 30
+    upload_expiry_seconds: int = 24 * 3600
+    job_lease_seconds: int = 60
+    job_max_attempts: int = 5
+    worker_concurrency: int = 1
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 12
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Derived defaults live here so that Settings(data_dir=tmp) in a test is complete.
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir.resolve() / 'exhibit.db'}")
+        if not self.storage_url:
+            object.__setattr__(self, "storage_url", f"file://{self.data_dir.resolve() / 'blobs'}")
+        if self.secret_key_file is None:
+            object.__setattr__(self, "secret_key_file", self.data_dir / "keys" / "secret")
+        if self.signing_key_file is None:
+            object.__setattr__(self, "signing_key_file", self.data_dir / "keys" / "ledger-ed25519.pem")
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str) -> str:
+            for s in SETTINGS:
+                if s.env == name:
+                    return env.get(name, s.default)
+            raise KeyError(name)  # a setting read here must be declared above
+
+        def opt(name: str) -> str | None:
+            return get(name) or None
+
+        def opt_path(name: str) -> Path | None:
+            value = get(name)
+            return Path(value) if value else None
+
+        return cls(
+            data_dir=Path(get("EXHIBIT_DATA_DIR")),
+            database_url=get("EXHIBIT_DATABASE_URL"),
+            storage_url=get("EXHIBIT_STORAGE_URL"),
+            s3_endpoint_url=opt("EXHIBIT_S3_ENDPOINT_URL"),
+            s3_region=get("EXHIBIT_S3_REGION"),
+            s3_retention_days=int(get("EXHIBIT_S3_RETENTION_DAYS")),
+            public_url=get("EXHIBIT_PUBLIC_URL").rstrip("/"),
+            host=get("EXHIBIT_HOST"),
+            port=int(get("EXHIBIT_PORT")),
+            secret_key_file=opt_path("EXHIBIT_SECRET_KEY_FILE"),
+            signing_key_file=opt_path("EXHIBIT_SIGNING_KEY_FILE"),
+            clamd_address=opt("EXHIBIT_CLAMD_ADDRESS"),
+            clamd_database_dir=opt_path("EXHIBIT_CLAMD_DATABASE_DIR"),
+            link_default_expiry_seconds=parse_duration(get("EXHIBIT_LINK_DEFAULT_EXPIRY")),
+            link_max_files=int(get("EXHIBIT_LINK_MAX_FILES")),
+            link_max_bytes=parse_bytes(get("EXHIBIT_LINK_MAX_BYTES")),
+            max_file_bytes=parse_bytes(get("EXHIBIT_MAX_FILE_BYTES")),
+            upload_expiry_seconds=parse_duration(get("EXHIBIT_UPLOAD_EXPIRY")),
+            job_lease_seconds=int(get("EXHIBIT_JOB_LEASE_SECONDS")),
+            job_max_attempts=int(get("EXHIBIT_JOB_MAX_ATTEMPTS")),
+            worker_concurrency=int(get("EXHIBIT_WORKER_CONCURRENCY")),
+            session_idle_minutes=int(get("EXHIBIT_SESSION_IDLE_MINUTES")),
+            session_absolute_hours=int(get("EXHIBIT_SESSION_ABSOLUTE_HOURS")),
+            log_level=get("EXHIBIT_LOG_LEVEL"),
+        )
