@@ -247,7 +247,7 @@ def make_checkpoint(db: Database, key: Ed25519PrivateKey) -> dict[str, Any]:
     return {"checkpoint": body, "algorithm": "Ed25519", "public_key": pub, "signature": signature}
 
 
-class CheckpointInvalid(Exception):  # noqa: N818
+class CheckpointInvalid(Exception):
     pass
 
 

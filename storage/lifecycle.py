@@ -71,7 +71,7 @@ TERMINAL: frozenset[ItemState] = frozenset(
 VIEWABLE: frozenset[ItemState] = frozenset({S.READY})
 
 
-class IllegalTransition(Exception):  # noqa: N818
+class IllegalTransition(Exception):
     code = "ERR_ILLEGAL_TRANSITION"
 
     def __init__(self, item_id: str, current: str, target: str) -> None:

@@ -32,7 +32,7 @@ BACKOFF_BASE_SECONDS = 5
 BACKOFF_MAX_SECONDS = 600
 
 
-class LeaseLost(Exception):  # noqa: N818
+class LeaseLost(Exception):
     code = "ERR_LEASE_LOST"
 
 

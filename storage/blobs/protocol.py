@@ -31,22 +31,22 @@ class BlobStoreError(Exception):
     """The backend failed (I/O error, S3 error). Retryable unless a subclass says otherwise."""
 
 
-class BlobNotFound(BlobStoreError):  # noqa: N818 - a name that reads as the condition
+class BlobNotFound(BlobStoreError):
     pass
 
 
-class InvalidKey(BlobStoreError):  # noqa: N818
+class InvalidKey(BlobStoreError):
     """The key was not made by this store (traversal, wrong shape): refused before any I/O."""
 
 
-class OffsetMismatch(BlobStoreError):  # noqa: N818
+class OffsetMismatch(BlobStoreError):
     def __init__(self, expected: int, got: int) -> None:
         super().__init__(f"offset mismatch: store is at {expected}, write started at {got}")
         self.expected = expected
         self.got = got
 
 
-class UploadFinished(BlobStoreError):  # noqa: N818
+class UploadFinished(BlobStoreError):
     """The upload is sealed: no more writes, no termination."""
 
 

@@ -1,0 +1,70 @@
+"""Staff and partner accounts and organisations."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from storage import ledger
+from storage.db import Database
+from storage.errors import Conflict, Invalid
+from storage.models import Organisation, Role, User
+from storage.passwords import hash_password
+
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+MIN_PASSWORD_LENGTH = 12
+
+
+def get_or_create_org(db: Database, session: Session, name: str, *, is_partner: bool, actor: str) -> Organisation:
+    org = session.exec(select(Organisation).where(Organisation.name == name)).scalars().first()  # type: ignore[call-overload, arg-type]
+    if org is not None:
+        return org  # type: ignore[no-any-return]
+    org = Organisation(name=name[:200], is_partner=is_partner)
+    session.add(org)
+    session.flush()
+    ledger.append(db, session, actor=actor, action="org.created", subject=f"org:{org.id}",
+                  detail={"name": org.name, "is_partner": is_partner})
+    return org
+
+
+def add_user(
+    db: Database,
+    session: Session,
+    email: str,
+    role: str,
+    *,
+    org_name: str | None = None,
+    display_name: str = "",
+    password: str | None = None,
+    unit: str | None = None,
+    actor: str,
+) -> User:
+    email = email.strip().lower()
+    if not EMAIL_RE.match(email):
+        raise Invalid("not an email address", code="ERR_EMAIL_INVALID")
+    try:
+        role = Role(role)
+    except ValueError:
+        raise Invalid(f"role must be one of {', '.join(r.value for r in Role)}", code="ERR_ROLE_INVALID") from None
+    if role is Role.PARTNER and not org_name:
+        raise Invalid("a partner belongs to an organisation: give --org", code="ERR_ORG_REQUIRED")
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise Invalid(f"passwords are at least {MIN_PASSWORD_LENGTH} characters", code="ERR_PASSWORD_SHORT")
+    if session.exec(select(User.id).where(User.email == email)).first():  # type: ignore[call-overload, arg-type]
+        raise Conflict(f"user {email} already exists", code="ERR_USER_EXISTS")
+    org = get_or_create_org(db, session, org_name, is_partner=role is Role.PARTNER, actor=actor) if org_name else None
+    user = User(
+        email=email,
+        role=role,
+        org_id=org.id if org else None,
+        display_name=display_name[:200] or email,
+        password_hash=hash_password(password) if password else None,
+        unit=unit,
+    )
+    session.add(user)
+    session.flush()
+    ledger.append(db, session, actor=actor, action="user.created", subject=f"user:{user.id}",
+                  detail={"email": email, "role": str(role), "org": org_name})
+    return user
