@@ -1,4 +1,5 @@
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.database",
+    "tests.fixtures.blobs",
 ]

@@ -1,0 +1,349 @@
+"""The filesystem blob store: the default backend, under the data directory.
+
+Layout under ``root``::
+
+    incoming/<namespace>/<hex>        bytes of an unfinished upload (appended, fsynced)
+    incoming/<namespace>/<hex>.json   its sidecar: the declared length
+    objects/<namespace>/<hex[:2]>/<hex>  finished objects, mode 0444
+
+An upload becomes an object by one atomic ``rename`` after the file and its directory
+are fsynced, so a reader never sees half-written data under ``objects/``, and a crash
+leaves either the unfinished upload or the finished object, never a mix.
+
+``info().offset`` is the size of the incoming file. ``write`` fsyncs before it returns,
+and when the stream breaks off it writes and fsyncs what it had received before passing
+the error on, so the size is the number of bytes durably received.
+
+All blocking I/O runs in worker threads (``anyio.to_thread``); chunks are gathered into
+buffers of ``WRITE_BUFFER_BYTES`` so the thread hop is paid once per few MiB, not once
+per network read.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from storage.blobs.protocol import (
+    NAMESPACES,
+    BlobNotFound,
+    BlobStoreError,
+    InvalidKey,
+    OffsetMismatch,
+    UploadFinished,
+    UploadInfo,
+)
+
+log = logging.getLogger(__name__)
+
+WRITE_BUFFER_BYTES = 4 << 20
+READ_CHUNK_BYTES = 1 << 20
+
+# Threat: path traversal through a key handed back to us (tusd b20e725f, tus-java-server
+# #90/#95, supabase/storage #1039). Only the exact shape the store generates is accepted:
+# a known namespace, one slash, 32 lowercase hex digits. Checked before any I/O.
+_KEY_RE = re.compile(r"(?P<ns>" + "|".join(NAMESPACES) + r")/(?P<hex>[0-9a-f]{32})")
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
+    if match is None:
+        raise InvalidKey("invalid blob key")
+    return match["ns"], match["hex"]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class FilesystemBlobStore:
+    """Blobs as files under ``root`` (created if missing, mode 0700)."""
+
+    def __init__(self, root: Path) -> None:
+        # Resolved once, here: every path we build is checked to stay under it.
+        self.root = Path(os.path.abspath(root))
+        self._incoming = self.root / "incoming"
+        self._objects = self.root / "objects"
+        for directory in (self.root, self._incoming, self._objects):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    # -- paths -----------------------------------------------------------------
+
+    def _inside(self, path: Path) -> Path:
+        # Defence in depth behind the key regex: the lexically normalised path must stay
+        # under the root (no I/O, so a bad key costs nothing).
+        normal = os.path.normpath(path)
+        if os.path.commonpath([normal, str(self.root)]) != str(self.root):
+            raise InvalidKey("blob key escapes the store root")
+        return Path(normal)
+
+    def _incoming_path(self, key: str) -> Path:
+        ns, hexpart = _split_key(key)
+        return self._inside(self._incoming / ns / hexpart)
+
+    def _sidecar_path(self, key: str) -> Path:
+        ns, hexpart = _split_key(key)
+        return self._inside(self._incoming / ns / f"{hexpart}.json")
+
+    def _object_path(self, key: str) -> Path:
+        ns, hexpart = _split_key(key)
+        return self._inside(self._objects / ns / hexpart[:2] / hexpart)
+
+    # -- BlobStore -------------------------------------------------------------
+
+    async def create(self, namespace: str = "originals", length: int | None = None) -> FilesystemUpload:
+        if namespace not in NAMESPACES:
+            raise InvalidKey("unknown blob namespace")
+        if length is not None and length < 0:
+            raise ValueError("length must be >= 0")
+        # Threat: a client choosing or guessing a storage key. Keys are 128 bits from the
+        # CSPRNG, made here and nowhere else.
+        key = f"{namespace}/{secrets.token_hex(16)}"
+        await anyio.to_thread.run_sync(self._create_sync, key, length)
+        return FilesystemUpload(self, key)
+
+    def _create_sync(self, key: str, length: int | None) -> None:
+        data = self._incoming_path(key)
+        sidecar = self._sidecar_path(key)
+        directory = data.parent
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Sidecar first (written whole, then renamed), so a data file never exists
+            # without its declared length.
+            tmp = sidecar.with_suffix(".json.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, json.dumps({"length": length}).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, sidecar)
+            fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fsync(fd)
+            os.close(fd)
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise BlobStoreError("could not create upload") from exc
+
+    async def get(self, key: str) -> FilesystemUpload:
+        _split_key(key)
+        upload = FilesystemUpload(self, key)
+        await upload.info()  # BlobNotFound when neither an upload nor an object exists
+        return upload
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._object_path(key)  # InvalidKey now, before any I/O
+        if start < 0 or (end is not None and end < start):
+            raise ValueError("invalid byte range")
+        return self._read(path, start, end)
+
+    async def _read(self, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
+        def open_() -> tuple[int, int]:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise BlobNotFound("no finished object with this key") from None
+            except OSError as exc:
+                raise BlobStoreError("could not open object") from exc
+            return fd, os.fstat(fd).st_size
+
+        fd, size = await anyio.to_thread.run_sync(open_)
+        try:
+            position = min(start, size)
+            stop = size if end is None else min(end, size)
+            while position < stop:
+                want = min(READ_CHUNK_BYTES, stop - position)
+                chunk = await anyio.to_thread.run_sync(os.pread, fd, want, position)
+                if not chunk:  # cannot happen to a read-only object; never loop forever
+                    raise BlobStoreError("object shorter than its size")
+                position += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    async def size(self, key: str) -> int:
+        path = self._object_path(key)
+
+        def stat_() -> int:
+            try:
+                return path.stat().st_size
+            except FileNotFoundError:
+                raise BlobNotFound("no finished object with this key") from None
+
+        return await anyio.to_thread.run_sync(stat_)
+
+    @property
+    def capabilities(self) -> dict[str, object]:
+        return {"backend": "filesystem", "read_only_objects": True, "fsync": True}
+
+    async def describe(self) -> dict[str, object]:
+        return self.capabilities
+
+    async def close(self) -> None:
+        return None
+
+    # -- per-upload operations (sync, run in threads) --------------------------
+
+    def _info_sync(self, key: str) -> UploadInfo:
+        obj = self._object_path(key)
+        try:
+            size = obj.stat().st_size
+        except FileNotFoundError:
+            pass
+        else:
+            return UploadInfo(key=key, offset=size, length=size, finished=True)
+        try:
+            size = self._incoming_path(key).stat().st_size
+            sidecar = json.loads(self._sidecar_path(key).read_bytes())
+        except FileNotFoundError:
+            raise BlobNotFound("no upload with this key") from None
+        except (OSError, ValueError) as exc:
+            raise BlobStoreError("could not read upload state") from exc
+        length = sidecar.get("length")
+        return UploadInfo(key=key, offset=size, length=length, finished=False)
+
+    def _open_for_append(self, key: str, offset: int) -> int:
+        if self._object_path(key).exists():
+            raise UploadFinished("upload is finished")
+        try:
+            fd = os.open(self._incoming_path(key), os.O_WRONLY | os.O_APPEND)
+        except FileNotFoundError:
+            raise BlobNotFound("no upload with this key") from None
+        except OSError as exc:
+            raise BlobStoreError("could not open upload") from exc
+        size = os.fstat(fd).st_size
+        if size != offset:
+            os.close(fd)
+            raise OffsetMismatch(size, offset)
+        return fd
+
+    def _finish_sync(self, key: str) -> UploadInfo:
+        obj = self._object_path(key)
+        data = self._incoming_path(key)
+        sidecar = self._sidecar_path(key)
+        if obj.exists():
+            sidecar.unlink(missing_ok=True)  # a crash after the rename may have left it
+            return self._info_sync(key)
+        try:
+            fd = os.open(data, os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlobNotFound("no upload with this key") from None
+        try:
+            # ACPO principle 1: the original must not change once received. Read-only on
+            # disk stops accidental rewrites by our own code and by operators' tools.
+            os.fchmod(fd, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        obj.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _fsync_dir(obj.parent.parent)
+        # The atomic step: readers see nothing under objects/ until this rename, and
+        # then the whole, fsynced file.
+        os.rename(data, obj)
+        _fsync_dir(obj.parent)
+        _fsync_dir(data.parent)
+        sidecar.unlink(missing_ok=True)
+        return self._info_sync(key)
+
+    def _terminate_sync(self, key: str) -> None:
+        if self._object_path(key).exists():
+            raise UploadFinished("a finished object cannot be deleted")
+        data = self._incoming_path(key)
+        try:
+            data.unlink()
+        except FileNotFoundError:
+            raise BlobNotFound("no upload with this key") from None
+        self._sidecar_path(key).unlink(missing_ok=True)
+        _fsync_dir(data.parent)
+
+
+class FilesystemUpload:
+    """One upload in a :class:`FilesystemBlobStore`. Holds no open file between calls, so
+    any number of instances (in any process) agree on the state on disk."""
+
+    def __init__(self, store: FilesystemBlobStore, key: str) -> None:
+        self._store = store
+        self._key = key
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    async def info(self) -> UploadInfo:
+        return await anyio.to_thread.run_sync(self._store._info_sync, self._key)
+
+    async def write(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+        fd = await anyio.to_thread.run_sync(self._store._open_for_append, self._key, offset)
+        written = 0
+        buffered: list[bytes] = []
+        buffered_bytes = 0
+        try:
+            try:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    buffered.append(chunk)
+                    buffered_bytes += len(chunk)
+                    if buffered_bytes >= WRITE_BUFFER_BYTES:
+                        data = buffered[0] if len(buffered) == 1 else b"".join(buffered)
+                        buffered.clear()
+                        buffered_bytes = 0
+                        await anyio.to_thread.run_sync(_write_all, fd, data)
+                        written += len(data)
+            finally:
+                # Reached on success, on an error from the stream (client gone) and on
+                # cancellation alike: what was received is written and fsynced, so that
+                # info().offset is true and the client can resume from it. Shielded, or a
+                # cancelled request would lose the bytes it had already sent.
+                with anyio.CancelScope(shield=True):
+                    data = b"".join(buffered)
+                    buffered.clear()
+                    await anyio.to_thread.run_sync(_flush_and_sync, fd, data)
+                    written += len(data)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise BlobStoreError("no space left for upload") from exc
+            raise BlobStoreError("could not write upload") from exc
+        finally:
+            os.close(fd)
+        return written
+
+    async def finish(self) -> UploadInfo:
+        try:
+            return await anyio.to_thread.run_sync(self._store._finish_sync, self._key)
+        except OSError as exc:
+            raise BlobStoreError("could not finish upload") from exc
+
+    async def terminate(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._store._terminate_sync, self._key)
+        except OSError as exc:
+            raise BlobStoreError("could not delete upload") from exc
+
+
+def _flush_and_sync(fd: int, data: bytes) -> None:
+    if data:
+        _write_all(fd, data)
+    # fdatasync: the size is metadata that fdatasync does flush; mtime is not needed.
+    os.fdatasync(fd)
