@@ -21,6 +21,10 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
+# 64-bit on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" autoincrements (it is 64-bit there).
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def new_id() -> str:
     return secrets.token_hex(16)
 
@@ -291,7 +295,7 @@ class Derivative(SQLModel, table=True):
 class Job(SQLModel, table=True):
     """A unit of background work: the transactional outbox between ingest and the worker."""
 
-    id: int | None = Field(default=None, sa_type=sa.BigInteger, primary_key=True)
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
     kind: str = Field(max_length=32, index=True)
     item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
     payload: dict[str, Any] | None = json_col()
@@ -365,7 +369,7 @@ class CustodyEvent(SQLModel, table=True):
 
 
 class Checkpoint(SQLModel, table=True):
-    id: int | None = Field(default=None, sa_type=sa.BigInteger, primary_key=True)
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
     seq: int = big()
     hash: str = Field(max_length=64)
     count: int = big()

@@ -28,7 +28,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('key_hash')
     )
     op.create_table('checkpoint',
-    sa.Column('id', sa.BigInteger(), nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
     sa.Column('hash', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('count', sa.BigInteger(), nullable=False),
@@ -275,7 +275,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_item_tag_tag'), ['tag'], unique=False)
 
     op.create_table('job',
-    sa.Column('id', sa.BigInteger(), nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('item_id', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
     sa.Column('payload', sa.JSON(), nullable=True),
