@@ -1,0 +1,42 @@
+"""What every upload_api handler needs, built once by ``create_app`` and passed down."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from storage.blobs.protocol import BlobStore
+from storage.db import Database
+from storage.models import utcnow
+from storage.settings import Settings
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def make_templates() -> jinja2.Environment:
+    # Autoescape everything: filenames and statements are the attacker's words (BF-15).
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+@dataclass
+class UploadContext:
+    settings: Settings
+    db: Database
+    store: BlobStore
+    templates: jinja2.Environment
+    secret: bytes  # HMAC key for upload-session cookies and status tokens; never logged
+    clock: Callable[[], dt.datetime] = utcnow
+    health: dict[str, Any] = field(default_factory=dict)
+    # Per-process state (hash states of unfinished uploads, rate limiter, locks) is
+    # attached by the modules that own it, under their own names.
+    state: dict[str, Any] = field(default_factory=dict)
