@@ -27,7 +27,7 @@ from storage.db import Database
 from storage.models import utcnow
 from storage.secrets import load_or_create_secret
 from storage.settings import Settings
-from upload_api import pages
+from upload_api import auth, pages
 from upload_api.context import STATIC_DIR, UploadContext, make_templates
 
 log = logging.getLogger("upload_api")
@@ -130,6 +130,7 @@ def build(ctx: UploadContext) -> Starlette:
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET", "HEAD"])]
     routes += pages.routes(ctx)
     routes.append(Mount("/u/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    routes += auth.routes(ctx)
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, hsts=ctx.settings.secure_cookies)])
     app.state.ctx = ctx
     return app

@@ -1,0 +1,233 @@
+"""Who is uploading: the link exchange, the upload-session cookie, Bearer tokens.
+
+``GET /u/{token}`` swaps the link token for an upload-session cookie and redirects to
+``/u/`` so that the token never stays in the address bar, history or a Referer
+(SECURITY_CHECKLIST UP-15). The cookie holds an HMAC-signed, expiring reference to the
+*link id*, never the token. Scripts may send ``Authorization: Bearer <token>`` instead.
+
+Every /u/ endpoint calls ``current_link``, which re-checks the link in the database on
+each request, so revocation and expiry act on the next request (UP-14).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from storage import ledger, links
+from storage.errors import LinkProblem
+from storage.models import Report, UploadLink
+from upload_api.context import UploadContext
+from upload_api.errors import status_for
+
+log = logging.getLogger("upload_api.auth")
+
+SESSION_SECONDS = 24 * 3600
+COOKIE_PURPOSE = b"exhibit-upload-session-v1"
+# Guessing links: at most this many failed lookups per client address per window.
+GUESS_LIMIT = 20
+GUESS_WINDOW_SECONDS = 600
+
+
+def cookie_name(ctx: UploadContext) -> str:
+    # __Host- binds the cookie to this exact origin, Secure, Path=/ (AC-12).
+    return "__Host-exhibit_upload" if ctx.settings.secure_cookies else "exhibit_upload"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def sign_session(secret: bytes, link_id: str, expires_at: int) -> str:
+    payload = f"{link_id}.{expires_at}"
+    mac = hmac.new(secret, COOKIE_PURPOSE + b"\n" + payload.encode(), hashlib.sha256).digest()
+    return f"{payload}.{_b64(mac)}"
+
+
+_SESSION_RE = re.compile(r"([0-9a-f]{32})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
+
+
+def verify_session(secret: bytes, value: str, now: float) -> str | None:
+    """The link id this cookie value names, or None when it is forged, tampered with or
+    expired. Constant-time MAC comparison (UP-13); the purpose string in the MAC stops a
+    status token or any other HMAC of ours being replayed as a session (UP-14)."""
+    match = _SESSION_RE.fullmatch(value or "")
+    if match is None:
+        return None
+    link_id, expires, mac = match.groups()
+    expected = sign_session(secret, link_id, int(expires)).rsplit(".", 1)[1]
+    if not hmac.compare_digest(expected, mac):
+        return None
+    if int(expires) <= now:
+        return None
+    return link_id
+
+
+class GuessLimiter:
+    """Failed link lookups per client address in a sliding window (in-process).
+
+    Threat: enumerating tokens. 256-bit tokens make guessing hopeless already; the limit
+    keeps the attempts (and their DB lookups) cheap to refuse. The address is the TCP
+    peer: X-Forwarded-For is only honoured by the server when a trusted proxy is set, so
+    it cannot be spoofed to dodge the limit (AC-15). Only failures count, so a citizen
+    reopening a good link is never locked out."""
+
+    def __init__(self, limit: int = GUESS_LIMIT, window: float = GUESS_WINDOW_SECONDS) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, client: str, now: float) -> bool:
+        with self._lock:
+            q = self._failures.get(client)
+            if not q:
+                return False
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            return len(q) >= self.limit
+
+    def failed(self, client: str, now: float) -> None:
+        with self._lock:
+            if len(self._failures) > 100_000:  # bound memory under a spray of addresses
+                self._failures.clear()
+            self._failures.setdefault(client, collections.deque()).append(now)
+
+
+def limiter(ctx: UploadContext) -> GuessLimiter:
+    value = ctx.state.get("guess_limiter")
+    if value is None:
+        value = ctx.state["guess_limiter"] = GuessLimiter()
+    assert isinstance(value, GuessLimiter)
+    return value
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def request_id(request: Request) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return str(value) if value else None
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def _check_token(ctx: UploadContext, token: str) -> tuple[UploadLink, Report]:
+    with ctx.db.read() as session:
+        return links.check_token(ctx.db, session, token)
+
+
+def _check_link_id(ctx: UploadContext, link_id: str) -> tuple[UploadLink, Report]:
+    with ctx.db.read() as session:
+        return links.check_link_id(ctx.db, session, link_id)
+
+
+async def _lookup_token(request: Request, ctx: UploadContext, token: str) -> tuple[UploadLink, Report]:
+    now = time.monotonic()
+    guard = limiter(ctx)
+    client = client_address(request)
+    if guard.blocked(client, now):
+        raise LinkProblem("too many attempts", code="ERR_RATE_LIMITED")
+    try:
+        return await anyio.to_thread.run_sync(_check_token, ctx, token)
+    except LinkProblem as problem:
+        if problem.code == "ERR_LINK_UNKNOWN":
+            guard.failed(client, now)
+        raise
+
+
+def session_link_id(request: Request, ctx: UploadContext) -> str | None:
+    """The link id of the upload-session cookie, without touching the database."""
+    value = request.cookies.get(cookie_name(ctx))
+    if not value:
+        return None
+    return verify_session(ctx.secret, value, ctx.clock().timestamp())
+
+
+async def current_link(request: Request, ctx: UploadContext) -> tuple[UploadLink, Report]:
+    """The link (and its report) this request acts for: from a Bearer token, or else the
+    upload-session cookie. Raises ``LinkProblem`` (codes ERR_NO_SESSION, ERR_LINK_*,
+    ERR_RATE_LIMITED). Re-checked in the database on every call."""
+    token = _bearer(request)
+    if token is not None:
+        return await _lookup_token(request, ctx, token)
+    link_id = session_link_id(request, ctx)
+    if link_id is None:
+        raise LinkProblem("no upload session", code="ERR_NO_SESSION")
+    return await anyio.to_thread.run_sync(_check_link_id, ctx, link_id)
+
+
+def link_problem_page(ctx: UploadContext, problem: LinkProblem) -> HTMLResponse:
+    body = ctx.templates.get_template("link_problem.html").render(
+        code=problem.code, report_reference=problem.report_reference
+    )
+    status = 429 if problem.code == "ERR_RATE_LIMITED" else status_for(problem)
+    return HTMLResponse(body, status_code=status)
+
+
+def _record_open(ctx: UploadContext, link: UploadLink, rid: str | None) -> None:
+    with ctx.db.write() as session:
+        ledger.append(
+            ctx.db, session, actor=f"citizen:link:{link.id}", action="link.opened",
+            subject=f"link:{link.id}", report_id=link.report_id, detail={"link_id": link.id},
+            request_id=rid,
+        )
+
+
+def routes(ctx: UploadContext) -> list[BaseRoute]:
+    async def exchange(request: Request) -> Response:
+        token = str(request.path_params["token"])
+        try:
+            link, _report = await _lookup_token(request, ctx, token)
+        except LinkProblem as problem:
+            return link_problem_page(ctx, problem)
+        await anyio.to_thread.run_sync(_record_open, ctx, link, request_id(request))
+        now = ctx.clock().timestamp()
+        expires = int(min(now + SESSION_SECONDS, link.expires_at.timestamp()))
+        response = RedirectResponse("/u/", status_code=303)
+        response.set_cookie(
+            cookie_name(ctx),
+            sign_session(ctx.secret, link.id, expires),
+            max_age=max(0, expires - int(now)),
+            path="/",
+            secure=ctx.settings.secure_cookies,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    return [Route("/u/{token}", exchange, methods=["GET"])]
+
+
+class TokenRedactingFilter(logging.Filter):
+    """Install on the ``uvicorn.access`` logger: replaces the link token in ``/u/<token>``
+    request lines with ``[redacted]`` (UP-15: tokens never reach logs)."""
+
+    _TOKEN = re.compile(r"(/u/)(?!files/|static/|receipt/|status/|submit|submission)[^/?\s\"]{16,}")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args: Any = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args)
+        if isinstance(record.msg, str):
+            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
+        return True
