@@ -1,0 +1,370 @@
+"""The steps of one ``process_item`` job, resumable from whatever state a previous
+(crashed) attempt left the item in.
+
+    received  -> scanning           (checks start)
+    scanning  -> verify (SHA-256 of the stored original, must equal the ingest hash)
+              -> sniff (magic bytes + decode by the allowed parser)
+              -> scan (clamd INSTREAM from the blob store)
+              -> clean | infected | unscannable | rejected | integrity_alarm
+    clean     -> processing
+    processing-> metadata, derivatives (each committed once: unique (item_id, kind))
+              -> ready | failed
+
+Every step appends a custody event with the tool, its version and the exact arguments.
+The job is completed in the same transaction as the item's final state change, so a
+worker that lost its lease cannot finish anything (``queue.LeaseLost``). Delivery is
+at-least-once: a step that runs twice leaves one result (derivative rows that exist
+for the same input hash are not made again; a state already reached is not re-entered).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import shutil
+import ssl
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from processing import images, video
+from processing.blobs import BlobBridge
+from processing.scanning import Scanner, Verdict, VerdictKind
+from processing.sniff import Identified, Rejected, identify
+from storage import ledger, queue
+from storage.blobs import BlobNotFound
+from storage.db import Database
+from storage.lifecycle import TERMINAL, ItemState, transition
+from storage.models import Derivative, EvidenceItem
+from storage.sniff import is_image
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[str, str], None]  # (point, item_id): test hooks at named points
+
+
+class Cancelled(Exception):
+    """Shutdown or lost lease: stop now, hand the job back."""
+
+
+class ProcessingFailed(Exception):
+    """Deterministic failure making derivatives: the item fails with this reason."""
+
+
+@dataclass
+class JobContext:
+    db: Database
+    blobs: BlobBridge
+    scanner: Scanner
+    claim: queue.Claim
+    actor: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    hook: Hook | None = None
+    progress: int = 0
+    temp_root: Path | None = None
+
+    def set_progress(self, value: int) -> None:
+        self.progress = max(self.progress, min(100, value))
+
+    def at(self, point: str, item_id: str) -> None:
+        if self.hook is not None:
+            self.hook(point, item_id)
+        if self.cancel.is_set():
+            raise Cancelled(point)
+
+
+def hash_tool() -> dict[str, Any]:
+    return {"tool": "hashlib.sha256", "tool_version": f"Python {platform.python_version()}; {ssl.OPENSSL_VERSION}"}
+
+
+def _load(session: Any, db: Database, item_id: str, *, lock: bool = False) -> EvidenceItem:
+    query = select(EvidenceItem).where(EvidenceItem.id == item_id)  # type: ignore[arg-type]
+    if lock and db.is_postgresql:
+        query = query.with_for_update()
+    item = session.exec(query).scalars().first()
+    if item is None:
+        raise LookupError(f"item {item_id} does not exist")
+    return item  # type: ignore[no-any-return]
+
+
+def _finish(ctx: JobContext, item_id: str, target: ItemState, *, reason: str | None,
+            detail: dict[str, Any] | None = None, set_fields: dict[str, Any] | None = None) -> None:
+    """Final state change + job completion, one transaction."""
+    with ctx.db.write() as s:
+        item = _load(s, ctx.db, item_id, lock=True)
+        for k, v in (set_fields or {}).items():
+            setattr(item, k, v)
+        if item.state != target:
+            transition(ctx.db, s, item, target, actor=ctx.actor, reason=reason, detail=detail)
+        queue.complete(ctx.db, s, ctx.claim)
+
+
+def _move(ctx: JobContext, item_id: str, target: ItemState, *, reason: str | None = None,
+          detail: dict[str, Any] | None = None, set_fields: dict[str, Any] | None = None,
+          events: list[tuple[str, dict[str, Any]]] | None = None) -> EvidenceItem:
+    with ctx.db.write() as s:
+        # Only the lease holder moves the item (a worker that lost its lease stops here).
+        queue_check(ctx, s)
+        item = _load(s, ctx.db, item_id, lock=True)
+        for k, v in (set_fields or {}).items():
+            setattr(item, k, v)
+        s.add(item)
+        for action, event_detail in events or []:
+            ledger.append(ctx.db, s, actor=ctx.actor, action=action, subject=f"item:{item.id}",
+                          report_id=item.report_id, item_id=item.id, detail=event_detail)
+        if item.state != target:
+            transition(ctx.db, s, item, target, actor=ctx.actor, reason=reason, detail=detail)
+        return item
+
+
+def queue_check(ctx: JobContext, session: Any) -> None:
+    from storage.models import Job
+
+    query = select(Job).where(Job.id == ctx.claim.job_id)  # type: ignore[arg-type]
+    if ctx.db.is_postgresql:
+        query = query.with_for_update()
+    job = session.exec(query).scalars().first()
+    if job is None or job.state != "running" or job.lease_owner != ctx.claim.owner:
+        raise queue.LeaseLost(f"job {ctx.claim.job_id} is no longer held by {ctx.claim.owner}")
+
+
+def fetch_and_hash(ctx: JobContext, item: EvidenceItem, workdir: Path) -> tuple[str, int]:
+    """Stream the original into the private work directory, hashing as it goes."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(workdir / "input", "wb") as f:
+        for chunk in ctx.blobs.iter(item.blob_key):
+            if ctx.cancel.is_set():
+                raise Cancelled("verify")
+            digest.update(chunk)
+            f.write(chunk)
+            size += len(chunk)
+    (workdir / "input").chmod(0o400)
+    return digest.hexdigest(), size
+
+
+def _scan_stream(ctx: JobContext, item: EvidenceItem) -> Iterator[bytes]:
+    first = True
+    for chunk in ctx.blobs.iter(item.blob_key):
+        if ctx.cancel.is_set():
+            raise Cancelled("scan")
+        yield chunk
+        if first:
+            first = False
+            ctx.at("scan", item.id)
+
+
+def process_item(ctx: JobContext) -> str:
+    """Run the job; returns the item's final state. Raises for retryable problems."""
+    item_id = ctx.claim.item_id
+    if item_id is None:
+        raise LookupError("process_item job without an item")
+    with ctx.db.read() as s:
+        item = _load(s, ctx.db, item_id)
+    if ItemState(item.state) in TERMINAL:
+        # Already finished by an earlier attempt whose completion was lost: nothing to do.
+        _finish(ctx, item_id, ItemState(item.state), reason=item.state_reason)
+        return item.state
+    workdir = Path(tempfile.mkdtemp(prefix="exhibit-job-", dir=ctx.temp_root))
+    try:
+        return _run(ctx, item, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
+    item_id = item.id
+    fetched = False
+    ident: Identified | None = None
+    if item.state == ItemState.RECEIVED:
+        item = _move(ctx, item_id, ItemState.SCANNING, reason="checks started")
+    if item.state == ItemState.SCANNING:
+        # 1. verify
+        try:
+            digest, size = fetch_and_hash(ctx, item, workdir)
+        except BlobNotFound:
+            _finish(ctx, item_id, ItemState.INTEGRITY_ALARM, reason="the stored original is missing")
+            return ItemState.INTEGRITY_ALARM
+        fetched = True
+        ctx.set_progress(5)
+        verify_detail = {**hash_tool(), "argv": ["sha256", item.blob_key], "expected": item.sha256,
+                         "computed": digest, "size": size}
+        if digest != item.sha256 or size != item.size:
+            _finish(ctx, item_id, ItemState.INTEGRITY_ALARM,
+                    reason=f"SHA-256 of the stored original ({digest}) differs from the ingest hash",
+                    detail=verify_detail, set_fields={"verified_sha256": digest})
+            return ItemState.INTEGRITY_ALARM
+        # 2. sniff
+        try:
+            ident = identify(workdir)
+        except Rejected as exc:
+            with ctx.db.write() as s:
+                queue_check(ctx, s)
+                it = _load(s, ctx.db, item_id, lock=True)
+                it.verified_sha256 = digest
+                ledger.append(ctx.db, s, actor=ctx.actor, action="item.verified", subject=f"item:{item_id}",
+                              report_id=it.report_id, item_id=item_id, detail=verify_detail)
+                transition(ctx.db, s, it, ItemState.REJECTED, actor=ctx.actor, reason=str(exc)[:1000],
+                           detail={"step": "sniff"})
+                queue.complete(ctx.db, s, ctx.claim)
+            return ItemState.REJECTED
+        sniff_detail = {"tool": ident.tool, "tool_version": ident.tool_version, "argv": ident.argv,
+                        "detected_type": ident.mime, "claimed_type": item.claimed_type}
+        item = _move(ctx, item_id, ItemState.SCANNING,
+                     set_fields={"verified_sha256": digest, "detected_type": ident.mime},
+                     events=[("item.verified", verify_detail), ("item.sniffed", sniff_detail)])
+        ctx.set_progress(8)
+        # 3. scan (streamed from the blob store)
+        verdict: Verdict = ctx.scanner.scan(_scan_stream(ctx, item), item.size)
+        ctx.set_progress(20)
+        scan_detail = {"tool": "clamd", "tool_version": verdict.database_version,
+                       "argv": ["INSTREAM", item.blob_key], "verdict": str(verdict.kind),
+                       "signature": verdict.signature, "reply": verdict.raw_reply}
+        fields = {"verdict": str(verdict.kind), "verdict_signature": verdict.signature,
+                  "signature_db_version": verdict.database_version[:200]}
+        if verdict.kind is VerdictKind.INFECTED:
+            _finish(ctx, item_id, ItemState.INFECTED, reason=f"signature {verdict.signature}",
+                    detail=scan_detail, set_fields=fields)
+            return ItemState.INFECTED
+        if verdict.kind is VerdictKind.UNSCANNABLE:
+            _finish(ctx, item_id, ItemState.UNSCANNABLE, reason=verdict.reason, detail=scan_detail,
+                    set_fields=fields)
+            return ItemState.UNSCANNABLE
+        item = _move(ctx, item_id, ItemState.CLEAN, reason="no signature matched", detail=scan_detail,
+                     set_fields=fields)
+    if item.state == ItemState.CLEAN:
+        item = _move(ctx, item_id, ItemState.PROCESSING, reason="derivatives started")
+    if item.state == ItemState.FAILED:
+        item = _move(ctx, item_id, ItemState.PROCESSING, reason="retry")
+    if item.state != ItemState.PROCESSING:
+        raise RuntimeError(f"item {item_id} in unexpected state {item.state}")
+    if not fetched:
+        digest, size = fetch_and_hash(ctx, item, workdir)
+        if digest != item.sha256:
+            _finish(ctx, item_id, ItemState.FAILED,
+                    reason=f"the stored original no longer matches its SHA-256 ({digest})",
+                    detail={**hash_tool(), "argv": ["sha256", item.blob_key], "computed": digest})
+            return ItemState.FAILED
+    try:
+        if ident is None:
+            ident = identify(workdir)
+        if ident.mime != item.detected_type:
+            raise ProcessingFailed(f"type changed between attempts: {item.detected_type} -> {ident.mime}")
+        metadata, metadata_event = _metadata(workdir, ident)
+        made = _derivatives(ctx, item, workdir, ident)
+    except (Rejected, images.ImageRejected, video.VideoRejected, video.ToolFailed, ProcessingFailed) as exc:
+        _finish(ctx, item_id, ItemState.FAILED, reason=str(exc)[:1000], detail={"step": "derivatives"})
+        return ItemState.FAILED
+    ctx.at("before_ready", item_id)
+    with ctx.db.write() as s:
+        it = _load(s, ctx.db, item_id, lock=True)
+        it.media_metadata = metadata
+        it.progress = 100
+        ledger.append(ctx.db, s, actor=ctx.actor, action="item.metadata", subject=f"item:{item_id}",
+                      report_id=it.report_id, item_id=item_id, detail=metadata_event)
+        transition(ctx.db, s, it, ItemState.READY, actor=ctx.actor, reason="derivatives made",
+                   detail={"derivatives": made})
+        queue.complete(ctx.db, s, ctx.claim)
+    return ItemState.READY
+
+
+def _metadata(workdir: Path, ident: Identified) -> tuple[dict[str, Any], dict[str, Any]]:
+    if is_image(ident.mime):
+        meta = images.extract_metadata(workdir / "input", ident.mime)
+        event = {"tool": "pillow", "tool_version": images.tool_version(),
+                 "argv": ["Image.getexif()", "get_ifd(Exif)", "get_ifd(GPSInfo)"]}
+    else:
+        assert ident.probe is not None
+        meta = video.metadata(ident.probe)
+        event = {"tool": "ffprobe", "tool_version": video.tool_version("ffprobe"), "argv": ident.argv}
+    meta["detected_type"] = ident.mime
+    return meta, event
+
+
+def _existing(ctx: JobContext, item: EvidenceItem) -> dict[str, Derivative]:
+    with ctx.db.read() as s:
+        rows = s.exec(select(Derivative).where(Derivative.item_id == item.id)).scalars().all()  # type: ignore[call-overload, arg-type]
+    # A derivative made from other bytes is not ours to reuse.
+    return {d.kind: d for d in rows if d.input_sha256 == item.sha256}
+
+
+def _record(ctx: JobContext, item: EvidenceItem, *, kind: str, key: str, sha256: str, size: int,
+            mime: str, width: int, height: int, tool: str, tool_version: str, argv: list[str]) -> None:
+    """Commit one derivative row and its custody event. Losing the race to another
+    worker (unique (item_id, kind)) is fine: theirs stands, ours is an orphan blob."""
+    detail = {"kind": kind, "sha256": sha256, "size": size, "input_sha256": item.sha256,
+              "mime_type": mime, "tool": tool, "tool_version": tool_version, "argv": argv,
+              "width": width, "height": height}
+    try:
+        with ctx.db.write() as s:
+            queue_check(ctx, s)
+            s.add(Derivative(item_id=item.id, kind=kind, blob_key=key, mime_type=mime, size=size,
+                             sha256=sha256, input_sha256=item.sha256, tool=tool,
+                             tool_version=tool_version[:200], argv=argv, width=width, height=height))
+            s.flush()
+            ledger.append(ctx.db, s, actor=ctx.actor, action="item.derivative", subject=f"item:{item.id}",
+                          report_id=item.report_id, item_id=item.id, detail=detail)
+    except IntegrityError:
+        log.warning("processing.derivative_exists", extra={"item_id": item.id, "kind": kind})
+
+
+def _derivatives(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identified) -> list[dict[str, Any]]:
+    have = _existing(ctx, item)
+    if is_image(ident.mime):
+        if not {"thumbnail", "preview"} <= have.keys():
+            for d in images.make_derivatives(workdir / "input", ident.mime):
+                if d.kind in have:
+                    continue
+                key, sha, size = ctx.blobs.put_bytes(d.data)
+                _record(ctx, item, kind=d.kind, key=key, sha256=sha, size=size, mime=d.mime_type,
+                        width=d.width, height=d.height, tool="pillow", tool_version=images.tool_version(),
+                        argv=d.argv)
+        ctx.set_progress(95)
+    else:
+        assert ident.probe is not None
+        ffmpeg_version = video.tool_version("ffmpeg")
+        if not {"poster", "thumbnail"} <= have.keys():
+            poster = video.make_poster(workdir, ident.mime, ident.probe, cancel=ctx.cancel)
+            data = poster.path.read_bytes()
+            if "poster" not in have:
+                key, sha, size = ctx.blobs.put_bytes(data)
+                _record(ctx, item, kind="poster", key=key, sha256=sha, size=size, mime=poster.mime_type,
+                        width=poster.width, height=poster.height, tool="ffmpeg",
+                        tool_version=ffmpeg_version, argv=poster.argv)
+            if "thumbnail" not in have:
+                thumb, w, h = images.frame_to_jpeg(data, images.THUMBNAIL_PX)
+                key, sha, size = ctx.blobs.put_bytes(thumb)
+                _record(ctx, item, kind="thumbnail", key=key, sha256=sha, size=size, mime="image/jpeg",
+                        width=w, height=h, tool="ffmpeg+pillow",
+                        tool_version=f"{ffmpeg_version}; {images.tool_version()}",
+                        argv=[*poster.argv, "|", f"thumbnail(({images.THUMBNAIL_PX},{images.THUMBNAIL_PX}))",
+                              "save(JPEG quality=85)"])
+        ctx.set_progress(25)
+        if "proxy" not in have:
+            first = [True]
+
+            def on_progress(pct: int) -> None:
+                ctx.set_progress(25 + pct * 70 // 100)
+                if first[0]:
+                    first[0] = False
+                    ctx.at("transcode", item.id)
+
+            try:
+                proxy = video.make_proxy(workdir, ident.mime, ident.probe, on_progress=on_progress,
+                                         cancel=ctx.cancel)
+            except video.Cancelled:
+                raise Cancelled("transcode") from None
+            key, sha, size = ctx.blobs.put_file(proxy.path)
+            _record(ctx, item, kind="proxy", key=key, sha256=sha, size=size, mime=proxy.mime_type,
+                    width=proxy.width, height=proxy.height, tool="ffmpeg", tool_version=ffmpeg_version,
+                    argv=proxy.argv)
+        ctx.set_progress(97)
+    rows = _existing(ctx, item)
+    return [{"kind": d.kind, "sha256": d.sha256, "size": d.size} for d in sorted(rows.values(), key=lambda d: d.kind)]
