@@ -1,0 +1,27 @@
+# The two commands of the README. Everything else is a helper of these.
+.PHONY: run test lint typecheck pytest bootstrap-run bootstrap-test
+
+export UV_PYTHON_DOWNLOADS := never
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+EXHIBIT_DATA_DIR ?= ./var
+export EXHIBIT_DATA_DIR
+
+run: bootstrap-run
+	.venv/bin/exhibit serve --demo
+
+test: bootstrap-test lint typecheck pytest
+
+bootstrap-run:
+	@scripts/bootstrap.sh run
+
+bootstrap-test:
+	@scripts/bootstrap.sh test
+
+lint:
+	.venv/bin/ruff check .
+
+typecheck:
+	.venv/bin/mypy
+
+pytest:
+	.venv/bin/pytest -p no:cacheprovider

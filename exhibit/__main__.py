@@ -1,0 +1,5 @@
+import sys
+
+from exhibit.cli import main
+
+sys.exit(main())

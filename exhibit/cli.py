@@ -1,0 +1,316 @@
+"""The ``exhibit`` command line (DESIGN.md §5). A contract: scripts rely on its commands,
+flags, exit codes and ``--json`` output.
+
+Exit codes: 0 success; 1 the command ran and the answer is "no" (e.g. the ledger does
+not verify); 2 bad usage or a domain error (unknown report, invalid value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from storage import ledger
+from storage.db import Database
+from storage.errors import DomainError
+from storage.settings import Settings, parse_bytes, parse_duration
+
+log = logging.getLogger("exhibit.cli")
+
+
+class Output:
+    """Prints either human lines or one JSON document."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: dict[str, Any] | list[Any], human: Callable[[], str] | str) -> None:
+        if self.as_json:
+            print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        else:
+            print(human() if callable(human) else human)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _open_db(settings: Settings) -> Database:
+    from storage.migrate import current_heads
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    # Refuse to work on an unmigrated database with a clear instruction, rather than
+    # failing later with "no such table".
+    from sqlalchemy import inspect, text
+
+    with db.read() as session:
+        tables = inspect(session.connection()).get_table_names()
+        version = (
+            session.exec(text("SELECT version_num FROM alembic_version")).scalars().all()  # type: ignore[call-overload]
+            if "alembic_version" in tables
+            else []
+        )
+    if set(version) != set(current_heads()):
+        db.dispose()
+        raise DomainError("the database is not up to date: run `exhibit db upgrade`", code="ERR_DB_NOT_MIGRATED")
+    return db
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.migrate import current_heads, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    heads = list(current_heads())
+    out.emit({"ok": True, "revision": heads}, f"database upgraded to {', '.join(heads)}")
+    return 0
+
+
+def cmd_users_add(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.users import add_user
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    db = _open_db(settings)
+    with db.write() as session:
+        user = add_user(db, session, args.email, args.role, org_name=args.org, display_name=args.name or "",
+                        password=password, actor=_actor())
+        data = {"id": user.id, "email": user.email, "role": user.role, "org": args.org,
+                "has_password": user.password_hash is not None}
+    out.emit(data, f"user {data['email']} added ({data['role']}), id {data['id']}")
+    return 0
+
+
+def cmd_reports_create(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.reports import create_report
+
+    db = _open_db(settings)
+    with db.write() as session:
+        report = create_report(db, session, args.ref, args.kind, title=args.title or "", actor=_actor())
+        data = {"id": report.id, "reference": report.reference, "kind": report.kind, "title": report.title}
+    out.emit(data, f"report {data['reference']} created ({data['kind']})")
+    return 0
+
+
+def cmd_links_create(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.links import create_link
+    from storage.reports import get_report_by_reference
+
+    expires = parse_duration(args.expires) if args.expires else settings.link_default_expiry_seconds
+    max_files = args.max_files if args.max_files is not None else settings.link_max_files
+    max_bytes = parse_bytes(args.max_bytes) if args.max_bytes else settings.link_max_bytes
+    db = _open_db(settings)
+    with db.write() as session:
+        report = get_report_by_reference(session, args.ref)
+        issued = create_link(db, session, report, public_url=settings.public_url, expires_in_seconds=expires,
+                             max_files=max_files, max_bytes=max_bytes, actor=_actor())
+        data = {"url": issued.url, "id": issued.link.id, "expires_at": ledger.format_time(issued.link.expires_at),
+                "report": report.reference, "max_files": max_files, "max_bytes": max_bytes}
+    out.emit(data, lambda: f"url         {data['url']}\nid          {data['id']}\nexpires_at  {data['expires_at']}\n"
+             "The URL is shown once: send it to the citizen now.")
+    return 0
+
+
+def cmd_links_revoke(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.links import revoke_link
+
+    db = _open_db(settings)
+    with db.write() as session:
+        link = revoke_link(db, session, args.link_id, actor=_actor())
+        data = {"id": link.id, "revoked_at": ledger.format_time(link.revoked_at) if link.revoked_at else None}
+    out.emit(data, f"link {data['id']} revoked")
+    return 0
+
+
+def cmd_items_list(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.items import list_items
+    from storage.reports import get_report_by_reference
+
+    db = _open_db(settings)
+    with db.read() as session:
+        report = get_report_by_reference(session, args.ref)
+        rows = [
+            {"id": i.id, "state": i.state, "sha256": i.sha256, "size": i.size, "filename": i.original_filename,
+             "verdict": i.verdict, "triage": i.triage, "received_at": ledger.format_time(i.received_at)}
+            for i in list_items(session, report.id)
+        ]
+
+    def human() -> str:
+        if not rows:
+            return f"no items in {args.ref}"
+        return "\n".join(f"{r['id']}  {r['state']:<12} {r['size']:>12}  {r['sha256']}  {r['filename']}" for r in rows)
+
+    out.emit(rows, human)
+    return 0
+
+
+def cmd_items_show(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.items import item_summary
+
+    db = _open_db(settings)
+    with db.read() as session:
+        data = item_summary(session, args.item_id)
+
+    def human() -> str:
+        lines = [f"{k:<22}{data[k]}" for k in ("id", "report", "state", "reason", "sha256", "verified_sha256",
+                                                "size", "detected_type", "verdict", "verdict_signature",
+                                                "signature_db_version", "triage", "received_at")]
+        for d in data["derivatives"]:
+            lines.append(f"derivative {d['kind']:<11} {d['sha256']}  {d['tool']} {d['tool_version']}")
+        for j in data["jobs"]:
+            lines.append(f"job {j['id']} {j['kind']} {j['state']} attempts {j['attempts']}/{j['max_attempts']}"
+                         + (f" last error: {j['last_error']}" if j["last_error"] else ""))
+        return "\n".join(lines)
+
+    out.emit(data, human)
+    return 0
+
+
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    db = _open_db(settings)
+    checkpoint = None
+    if args.checkpoint:
+        document = json.loads(Path(args.checkpoint).read_text())
+        trusted = None
+        assert settings.signing_key_file is not None
+        if settings.signing_key_file.exists():
+            trusted = ledger.public_key_b64(ledger.load_or_create_signing_key(settings.signing_key_file))
+        try:
+            checkpoint = ledger.read_checkpoint(document, trusted_public_key=trusted)
+        except ledger.CheckpointInvalid as exc:
+            out.emit({"ok": False, "reason": str(exc), "first_bad_seq": None}, f"checkpoint refused: {exc}")
+            return 1
+    result = ledger.verify(db, checkpoint)
+    data = result.as_dict()
+    if result.ok:
+        out.emit(data, f"ledger intact: {result.count} events, head {result.head_seq} {result.head_hash}"
+                 + (f", consistent with checkpoint at {result.checkpoint_seq}" if checkpoint else ""))
+        return 0
+    out.emit(data, f"LEDGER BROKEN at seq {result.first_bad_seq}: {result.reason}")
+    return 1
+
+
+def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    db = _open_db(settings)
+    assert settings.signing_key_file is not None
+    key = ledger.load_or_create_signing_key(settings.signing_key_file)
+    document = ledger.make_checkpoint(db, key)
+    Path(args.out).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    body = document["checkpoint"]
+    out.emit({**document, "path": args.out}, f"checkpoint of seq {body['seq']} ({body['count']} events) written to {args.out}")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from exhibit.server import serve
+
+    if args.host:
+        settings = settings.replace(host=args.host)
+    if args.port is not None:
+        settings = settings.replace(port=args.port)
+    return serve(settings, with_worker=not args.no_worker, demo=args.demo)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from exhibit.server import run_worker_forever
+
+    concurrency = args.concurrency or settings.worker_concurrency
+    return run_worker_forever(settings, concurrency=concurrency)
+
+
+# --- parser ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exhibit", description="Digital evidence upload and review.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(parent: Any, name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
+    add(db, "upgrade", cmd_db_upgrade, "apply migrations")
+
+    users = sub.add_parser("users", help="accounts").add_subparsers(dest="sub", required=True)
+    p = add(users, "add", cmd_users_add, "add a user")
+    p.add_argument("email")
+    p.add_argument("--role", required=True, choices=["officer", "partner", "admin", "auditor"])
+    p.add_argument("--org")
+    p.add_argument("--name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+
+    reports = sub.add_parser("reports", help="reports").add_subparsers(dest="sub", required=True)
+    p = add(reports, "create", cmd_reports_create, "create a report")
+    p.add_argument("ref")
+    p.add_argument("--kind", required=True, choices=["rtc", "crime", "asb", "complaint", "other"])
+    p.add_argument("--title")
+
+    links = sub.add_parser("links", help="upload links").add_subparsers(dest="sub", required=True)
+    p = add(links, "create", cmd_links_create, "issue an upload link for a report")
+    p.add_argument("ref")
+    p.add_argument("--expires", help="lifetime, e.g. 7d, 48h (default EXHIBIT_LINK_DEFAULT_EXPIRY)")
+    p.add_argument("--max-files", type=int)
+    p.add_argument("--max-bytes", help="e.g. 10G, 500M")
+    p = add(links, "revoke", cmd_links_revoke, "revoke a link")
+    p.add_argument("link_id")
+
+    items = sub.add_parser("items", help="evidence items").add_subparsers(dest="sub", required=True)
+    p = add(items, "list", cmd_items_list, "list a report's items")
+    p.add_argument("ref")
+    p = add(items, "show", cmd_items_show, "show one item: state, hashes, verdict, derivatives, jobs")
+    p.add_argument("item_id")
+
+    audit = sub.add_parser("audit", help="custody ledger").add_subparsers(dest="sub", required=True)
+    p = add(audit, "verify", cmd_audit_verify, "verify the hash chain (and a signed checkpoint)")
+    p.add_argument("--checkpoint")
+    p = add(audit, "checkpoint", cmd_audit_checkpoint, "write a signed checkpoint of the head")
+    p.add_argument("--out", required=True)
+
+    p = add(sub, "serve", cmd_serve, "all-in-one server: upload API + reviewer UI + worker + clamd")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-worker", action="store_true", help="do not start the in-process worker and clamd")
+    p.add_argument("--demo", action="store_true", help="create a demo report, link and first admin if missing")
+
+    p = add(sub, "worker", cmd_worker, "processing worker(s)")
+    p.add_argument("--concurrency", type=int)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    out = Output(getattr(args, "json", False))
+    try:
+        result: int = args.func(settings, args, out)
+        return result
+    except DomainError as exc:
+        out.emit({"ok": False, "error": {"code": exc.code, "message": exc.message}}, f"error: {exc.message} ({exc.code})")
+        return 2
+    except ValueError as exc:
+        out.emit({"ok": False, "error": {"code": "ERR_INVALID", "message": str(exc)}}, f"error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

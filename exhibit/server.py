@@ -1,0 +1,150 @@
+"""The all-in-one server (``exhibit serve``): the composition root.
+
+One uvicorn process serves two ASGI apps of two trust levels, chosen by path:
+``/u/…``, ``/api/…`` and ``/healthz`` go to the public upload app; everything else goes to
+the staff reviewer app. In a scaled deployment these run as separate services on separate
+networks (docker-compose.yml); here they share a port for the embedded default.
+
+It also runs, in-process: the processing worker and a supervised clamd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from storage.blobs import open_store
+from storage.blobs.protocol import BlobStore
+from storage.db import Database
+from storage.migrate import upgrade
+from storage.settings import Settings
+
+log = logging.getLogger("exhibit.server")
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+PUBLIC_PREFIXES = ("/u/", "/api/")
+PUBLIC_EXACT = ("/u", "/api", "/healthz")
+
+
+class Dispatcher:
+    """Route by path prefix to the public or the staff app. Lifespan events go to both."""
+
+    def __init__(self, public: ASGIApp, staff: ASGIApp) -> None:
+        self.public = public
+        self.staff = staff
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan_both(self.public, self.staff, receive, send)
+            return
+        path: str = scope.get("path", "")
+        if path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES):
+            await self.public(scope, receive, send)
+        else:
+            await self.staff(scope, receive, send)
+
+
+async def _lifespan_both(a: ASGIApp, b: ASGIApp, receive: Any, send: Any) -> None:
+    """Run both apps' lifespans: start both, then stop both when the server stops."""
+    started: list[asyncio.Queue[Any]] = []
+    tasks = []
+    replies: asyncio.Queue[Any] = asyncio.Queue()
+    for app in (a, b):
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        started.append(inbox)
+
+        async def app_send(message: Any) -> None:
+            await replies.put(message)
+
+        tasks.append(asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                             inbox.get, app_send)))
+    message = await receive()  # lifespan.startup
+    for inbox in started:
+        await inbox.put(message)
+    for _ in started:
+        reply = await replies.get()
+        if reply["type"].endswith(".failed"):
+            await send(reply)
+            return
+    await send({"type": "lifespan.startup.complete"})
+    message = await receive()  # lifespan.shutdown
+    for inbox in started:
+        await inbox.put(message)
+    for _ in started:
+        await replies.get()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+def build_app(settings: Settings, db: Database, store: BlobStore, *, health: dict[str, Any] | None = None) -> Dispatcher:
+    from reviewer_ui.app import create_app as create_staff_app
+    from upload_api.app import create_app as create_public_app
+
+    public = create_public_app(settings, db, store, health=health)
+    staff = create_staff_app(settings, db, store)
+    return Dispatcher(public, staff)
+
+
+def prepare(settings: Settings) -> tuple[Database, BlobStore]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    store = open_store(settings)
+    return db, store
+
+
+def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -> int:
+    import uvicorn
+
+    db, store = prepare(settings)
+    description = asyncio.run(store.describe())
+    log.info("storage.ready", extra={"storage": description})
+    if demo:
+        from exhibit.demo import ensure_demo
+
+        ensure_demo(settings, db)
+
+    health: dict[str, Any] = {"storage": description}
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    if with_worker:
+        from exhibit.services import start_background_services
+
+        threads = start_background_services(settings, db, store, stop, health)
+    app = build_app(settings, db, store, health=health)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        # Client addresses from X-Forwarded-For are only honoured from a proxy we trust
+        # (none by default), so nobody can spoof an address to dodge rate limits (AC-15).
+        proxy_headers=False, server_header=False, date_header=True,
+        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        db.dispose()
+    return 0
+
+
+def run_worker_forever(settings: Settings, *, concurrency: int) -> int:
+    from exhibit.services import run_worker_process
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("worker.stopping", extra={"signal": signum})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return run_worker_process(settings, concurrency=concurrency, stop=stop)
