@@ -48,7 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_WORKER_CONCURRENCY", "1", "Jobs one worker process runs at once."),
     Setting("EXHIBIT_SESSION_IDLE_MINUTES", "30", "Staff session idle timeout."),
     Setting("EXHIBIT_SESSION_ABSOLUTE_HOURS", "12", "Staff session absolute lifetime."),
+    Setting("EXHIBIT_OFFICER_UNIT_ACCESS", "false", "true: an officer also sees every report of their own unit (the force's policy), not only those they own or are assigned to."),
     Setting("EXHIBIT_LOG_LEVEL", "INFO", "Python log level."),
+    Setting("EXHIBIT_REQUIRE_CONTACT", "false", "true: the citizen upload page requires a name and contact details; false: both are optional."),
 )
 
 
@@ -95,7 +97,9 @@ class Settings:
     worker_concurrency: int = 1
     session_idle_minutes: int = 30
     session_absolute_hours: int = 12
+    officer_unit_access: bool = False
     log_level: str = "INFO"
+    require_contact: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -157,5 +161,7 @@ class Settings:
             worker_concurrency=int(get("EXHIBIT_WORKER_CONCURRENCY")),
             session_idle_minutes=int(get("EXHIBIT_SESSION_IDLE_MINUTES")),
             session_absolute_hours=int(get("EXHIBIT_SESSION_ABSOLUTE_HOURS")),
+            officer_unit_access=get("EXHIBIT_OFFICER_UNIT_ACCESS").strip().lower() in {"1", "true", "yes", "on"},
             log_level=get("EXHIBIT_LOG_LEVEL"),
+            require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
         )

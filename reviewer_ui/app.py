@@ -1,0 +1,104 @@
+"""The staff app: ``create_app(settings, db, store, *, clock=None) -> Starlette``.
+
+The composition root of reviewer_ui. Builds the ``ReviewContext`` and wraps the routes
+(sign-in and MFA from ``auth``, admin pages from ``admin``, everything about reports and
+evidence from ``casework``) in the staff middleware (``reviewer_ui.middleware``): security
+headers and a request id on every response, server-side sessions, CSRF on every
+state-changing request.
+
+Exceptions any handler may raise (see ``permissions``):
+
+* ``permissions.LoginRequired`` -> 303 to /login for pages, 401 for anything else;
+* ``permissions.Denied``        -> ``permissions.deny``: the uniform 404 + access.denied;
+* ``audit.AuditUnavailable``    -> 503 (fail closed);
+* anything else                 -> a generic 500 page with the request id, no details
+  (SECURITY_CHECKLIST VL-09).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from reviewer_ui import admin, auth, casework, permissions
+from reviewer_ui.audit import AuditUnavailable
+from reviewer_ui.context import STATIC_DIR, Clock, ReviewContext, make_templates
+from reviewer_ui.middleware import CSRF, SecurityHeaders, Sessions
+from storage.blobs.protocol import BlobStore
+from storage.db import Database
+from storage.models import utcnow
+from storage.secrets import load_or_create_secret
+from storage.settings import Settings
+
+log = logging.getLogger("exhibit.reviewer")
+
+
+class ReviewerApp(Starlette):
+    """Starlette with the staff middleware around EVERYTHING, Starlette's own error
+    middleware included, so that even a 500 carries no-store, the CSP and nosniff."""
+
+    ctx: ReviewContext
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = super().build_middleware_stack()
+        ctx = self.state.ctx
+        return SecurityHeaders(Sessions(CSRF(inner, ctx), ctx), hsts=ctx.settings.secure_cookies)
+
+
+def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clock | None = None) -> Starlette:
+    assert settings.secret_key_file is not None
+    ctx = ReviewContext(
+        settings=settings, db=db, store=store, templates=make_templates(), clock=clock or utcnow,
+        secret=load_or_create_secret(settings.secret_key_file),
+    )
+    routes: list[BaseRoute] = [
+        *auth.routes(ctx),
+        *admin.routes(ctx),
+        *casework.routes(ctx),
+        Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
+    ]
+
+    async def login_required(request: Request, exc: Exception) -> Response:
+        if request.method == "GET" and "text/html" in request.headers.get("accept", "text/html"):
+            return RedirectResponse("/login", status_code=303)
+        return PlainTextResponse("Sign in first.", status_code=401)
+
+    async def denied(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, permissions.Denied)
+        return await permissions.deny(request, exc.subject, report_id=exc.report_id, item_id=exc.item_id,
+                                      reason=exc.reason)
+
+    async def audit_unavailable(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("The audit trail is unavailable, so this action was not performed. "
+                                 f"Reference {request.state.request_id}.", status_code=503)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return permissions.not_found_response(request)
+        return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        rid = request.scope.get("state", {}).get("request_id", "")
+        log.error("reviewer.error", extra={"request_id": rid, "error": type(exc).__name__})
+        return PlainTextResponse(f"Something went wrong. Reference {rid}.", status_code=500)
+
+    handlers: dict[Any, Any] = {
+        permissions.LoginRequired: login_required,
+        permissions.Denied: denied,
+        AuditUnavailable: audit_unavailable,
+        HTTPException: http_error,
+        500: server_error,
+    }
+    app = ReviewerApp(routes=routes, exception_handlers=handlers, debug=False)
+    app.state.ctx = ctx
+    app.ctx = ctx
+    return app

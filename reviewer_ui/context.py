@@ -1,0 +1,101 @@
+"""``ReviewContext``: everything a reviewer_ui request handler needs, built once by
+``create_app`` and reachable from any request as ``context.get(request)``.
+
+Contract for route modules (casework and access alike):
+
+* ``ctx = context.get(request)`` - the app's ``ReviewContext``.
+* ``ctx.clock()`` - the current time, aware UTC. Every session, share and expiry decision
+  made in reviewer_ui uses it (tests pass a controllable clock); never call
+  ``datetime.now`` in a handler.
+* ``ctx.db`` is synchronous: from an ``async def`` handler run it through
+  ``await anyio.to_thread.run_sync(fn)`` (or ``ctx.run_sync(fn, *args)``).
+* ``ctx.render(request, "page.html", **values)`` - an ``HTMLResponse`` from
+  ``reviewer_ui/templates``. Every template receives ``request``, ``user`` (the signed-in
+  ``User`` or ``None``), ``csrf_token`` and the global ``csrf_field()`` (a hidden input for
+  every ``<form method="post">``: the CSRF middleware refuses a POST without it).
+* ``request.state.request_id`` - a fresh random id for this request (also sent back as
+  ``X-Request-ID``); pass it to ``storage.ledger.append(request_id=...)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import jinja2
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from storage.blobs.protocol import BlobStore
+from storage.db import Database
+from storage.models import utcnow
+from storage.settings import Settings
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+
+T = TypeVar("T")
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass
+class ReviewContext:
+    """The reviewer app's dependencies. One per app instance; no module-level state."""
+
+    settings: Settings
+    db: Database
+    store: BlobStore
+    templates: jinja2.Environment
+    clock: Clock = utcnow
+    # Server secret (storage.secrets): keys the pre-sign-in CSRF token. Never logged.
+    secret: bytes = b""
+    # Free-form slots other modules may hang per-app state on (e.g. the login throttle).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking (database) function off the event loop."""
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def render(self, request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+        """Render ``templates/<name>`` with the standard values (see the module docstring)."""
+        state = request.scope.get("state", {})
+        values.setdefault("request", request)
+        values.setdefault("user", state.get("user"))
+        values.setdefault("csrf_token", state.get("csrf_token", ""))
+        values.setdefault("settings", self.settings)
+        html = self.templates.get_template(name).render(**values)
+        return HTMLResponse(html, status_code=status_code)
+
+
+def make_templates() -> jinja2.Environment:
+    """A Jinja environment over reviewer_ui/templates with autoescaping always on (every
+    template, whatever its extension: evidence metadata and citizen statements are
+    attacker-controlled text)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+    @jinja2.pass_context
+    def csrf_field(context: jinja2.runtime.Context) -> Markup:
+        token = context.get("csrf_token", "")
+        return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token)
+
+    env.globals["csrf_field"] = csrf_field
+    return env
+
+
+def get(request: Request) -> ReviewContext:
+    """The ``ReviewContext`` of the app serving ``request``."""
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, ReviewContext)
+    return ctx

@@ -1,0 +1,267 @@
+"""ASGI middleware of the staff app, outermost first:
+
+1. ``SecurityHeaders`` - a request id, and the staff security headers on EVERY response,
+   error pages included (it wraps Starlette's own error middleware; SECURITY_CHECKLIST
+   VL-01, VL-03, VL-04, VL-05).
+2. ``Sessions`` - finds the server-side session behind the cookie and puts ``user``
+   (signed in, MFA passed), ``pending_user`` (password passed, MFA pending),
+   ``staff_session`` and ``csrf_token`` into ``scope["state"]``. Anonymous visitors get a
+   pre-session cookie that keys their CSRF token.
+3. ``CSRF`` - every request that is not GET/HEAD/OPTIONS must carry the synchroniser
+   token of its session (form field ``csrf_token`` or header ``X-CSRF-Token``) and, when
+   the browser says where it comes from (``Origin``/``Sec-Fetch-Site``), come from this
+   origin (AC-06). Pure ASGI (no BaseHTTPMiddleware) so media streams pass through
+   untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anyio.to_thread
+from starlette.datastructures import MutableHeaders
+from starlette.responses import PlainTextResponse, Response
+
+from reviewer_ui import sessions
+from reviewer_ui.context import ReviewContext
+
+log = logging.getLogger("exhibit.reviewer")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Largest urlencoded form body the CSRF check buffers to find the token; reviewer forms
+# (notes up to 10,000 characters) are far below it. Larger bodies must send the header.
+MAX_FORM_BYTES = 256 << 10
+
+# No inline script or style anywhere (every script and stylesheet is a file under
+# /static/); images may be data: URIs (the TOTP enrolment QR code, link QR codes).
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "media-src 'self' blob:; connect-src 'self'; font-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+STATIC_HEADERS: tuple[tuple[str, str], ...] = (
+    # Evidence pages must never be kept by a browser or a proxy cache (VL-01).
+    ("cache-control", "no-store"),
+    ("pragma", "no-cache"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    ("cross-origin-opener-policy", "same-origin"),
+    # Set on every response, media included: another site cannot embed our images or
+    # video with the officer's cookies (VL-05).
+    ("cross-origin-resource-policy", "same-origin"),
+    ("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
+)
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(12)  # ours, never taken from the client (log forging)
+        _state(scope)["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in STATIC_HEADERS:
+                    headers[name] = value
+                # A handler may set a STRICTER policy (e.g. `sandbox` on raw media); the
+                # default applies to everything else.
+                if "content-security-policy" not in headers:
+                    headers["content-security-policy"] = CSP
+                if self.hsts:
+                    headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+                headers["x-request-id"] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    raw = b"; ".join(v for k, v in scope.get("headers", []) if k == b"cookie").decode("latin-1")
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except CookieError:  # a malformed Cookie header is just "no cookies"
+        return {}
+    return {k: m.value for k, m in jar.items()}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+def client_ip(scope: Scope) -> str:
+    """The peer address as the ASGI server reports it. X-Forwarded-For is honoured only
+    by the server for configured proxies (uvicorn --forwarded-allow-ips), never read here,
+    so a client cannot pick its own throttling bucket or audit address (AC-15)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class Sessions:
+    def __init__(self, app: ASGIApp, ctx: ReviewContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings = self.ctx.settings
+        state = _state(scope)
+        state["user"] = None
+        state["pending_user"] = None
+        state["staff_session"] = None
+        cookies = _cookies(scope)
+        value = cookies.get(sessions.cookie_name(settings), "")
+        loaded = await anyio.to_thread.run_sync(sessions.load, self.ctx, value) if value else None
+        set_pre: str | None = None
+        clear_stale = bool(value) and loaded is None
+        if loaded is not None:
+            state["staff_session"] = loaded.row
+            state["csrf_token"] = loaded.row.csrf_token
+            if loaded.row.mfa_passed:
+                state["user"] = loaded.user
+            else:
+                state["pending_user"] = loaded.user
+        else:
+            pre = cookies.get(sessions.pre_cookie_name(settings), "")
+            if not pre or len(pre) > 100:
+                pre = sessions.new_cookie_value()
+                set_pre = pre
+            state["pre_cookie"] = pre
+            state["csrf_token"] = sessions.pre_csrf_token(self.ctx.secret, pre)
+
+        if set_pre is None and not clear_stale:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                carrier = Response()
+                if set_pre is not None:
+                    sessions.set_cookie(carrier, settings, sessions.pre_cookie_name(settings), set_pre)
+                if clear_stale:
+                    sessions.clear_cookie(carrier, settings, sessions.cookie_name(settings))
+                headers = MutableHeaders(scope=message)
+                already = {v.split("=", 1)[0] for k, v in headers.items() if k == "set-cookie"}
+                for k, v in carrier.raw_headers:
+                    if k == b"set-cookie" and v.decode("latin-1").split("=", 1)[0] not in already:
+                        headers.append("set-cookie", v.decode("latin-1"))
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _same_origin(scope: Scope, origin: str, public_url: str) -> bool:
+    parts = urlsplit(origin)
+    if not parts.scheme or not parts.netloc:
+        return False  # includes the literal "null" of sandboxed/opaque origins
+    host = _header(scope, b"host") or ""
+    scheme = scope.get("scheme", "http")
+    own = {f"{scheme}://{host}".lower()}
+    pub = urlsplit(public_url)
+    if pub.scheme and pub.netloc:
+        own.add(f"{pub.scheme}://{pub.netloc}".lower())
+    return f"{parts.scheme}://{parts.netloc}".lower() in own
+
+
+class CSRF:
+    def __init__(self, app: ASGIApp, ctx: ReviewContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        state = _state(scope)
+        # 1. Where does it come from? Browsers send Origin on every cross-site POST and
+        #    Sec-Fetch-Site on every request; a mismatch is refused before reading a byte.
+        origin = _header(scope, b"origin")
+        if origin is not None and not _same_origin(scope, origin, self.ctx.settings.public_url):
+            await self._refuse(scope, receive, send, "origin")
+            return
+        fetch_site = _header(scope, b"sec-fetch-site")
+        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+            await self._refuse(scope, receive, send, "fetch-site")
+            return
+        # 2. The synchroniser token (the cross-site check above alone does not cover old
+        #    browsers or same-site subdomains).
+        expected = str(state.get("csrf_token") or "")
+        given = _header(scope, b"x-csrf-token")
+        body: bytes | None = None
+        if given is None:
+            ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if ctype == "application/x-www-form-urlencoded":
+                body = await _read_body(receive, MAX_FORM_BYTES)
+                if body is None:
+                    await self._refuse(scope, receive, send, "too-large", status=413)
+                    return
+                values = parse_qs(body.decode("latin-1"), keep_blank_values=True).get("csrf_token", [])
+                given = values[0] if len(values) == 1 else None
+        if not expected or given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            await self._refuse(scope, receive, send, "token")
+            return
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, why: str, status: int = 403) -> None:
+        log.warning("csrf.refused", extra={"why": why, "path": scope.get("path", "")[:200]})
+        text = ("This form has expired or did not come from Exhibit. Go back, reload the page and try again."
+                if status == 403 else "Request too large.")
+        await PlainTextResponse(text, status_code=status)(scope, receive, send)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

@@ -1,0 +1,305 @@
+"""Who may do what in the reviewer UI: the permission matrix, and the checks every
+handler calls on every request (SECURITY_CHECKLIST AC-01, AC-02, AC-03, AC-16).
+
+Function-level matrix (``can_act(user, action)``; ``ACTIONS`` below is the same table as
+data, and tests/reviewer_ui/test_permissions.py is generated from it):
+
+=====================  =====  =======  =======  =======
+action                 admin  officer  partner  auditor
+=====================  =====  =======  =======  =======
+report.view            all    own*     shared   all
+report.create          yes    yes      -        -
+link.issue / revoke    yes    own*     -        -
+item.view              all    own*     shared   all
+item.media             all    own*     shared   all
+item.download          yes    own*     shared+  -
+triage                 yes    own*     -        -
+note.add / tag.add     yes    own*     -        -
+share.create / revoke  yes    own*     -        -
+export                 yes    own*     -        -
+audit.read             yes    -        -        yes
+admin.users            yes    -        -        -
+admin.links            yes    -        -        -
+=====================  =====  =======  =======  =======
+
+Data-level rules (``visible_reports_query``, ``can_view_report``, ``can_view_item``):
+
+* ``all``    - admins and auditors see every report and item (auditors read, never change).
+* ``own*``   - an officer sees the reports they own or are assigned to
+  (``ReportAssignment``), and, when ``settings.officer_unit_access`` is on, every report
+  of their own unit.
+* ``shared`` - a partner sees only items reachable through a *live* share (not revoked,
+  not expired) granted to their organisation or to them personally, either of that item
+  or of its whole report; and among those only items that passed the virus scan
+  (``PARTNER_STATES``): infected, unscannable, rejected or unscanned items are never
+  shown to a partner. A partner sees a report only as the container of such items.
+* ``shared+`` - a partner downloads an original only through a live share whose
+  ``allow_download`` is set.
+* Infected items: their original is downloadable only by an admin (the forensic role).
+
+Every refusal is ``deny(request, ...)``: the same 404 page whether the thing does not
+exist or exists but is not yours (no existence oracle), and an ``access.denied`` custody
+event. Unauthenticated requests never reach these checks: ``current_user`` sends them
+to /login first.
+
+Typical use in a handler::
+
+    user = permissions.current_user(request)          # or LoginRequired -> /login
+    item = await ctx.run_sync(permissions.require_item, request, item_id)
+    # require_item raises Denied (-> deny(): 404 + access.denied) when not visible
+
+Passing ``now``: share expiry is judged at ``now``; handlers pass ``ctx.clock()``
+(``require_*`` do it for you).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ColumnElement, and_, false, or_
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+from starlette.requests import Request
+from starlette.responses import Response
+
+from reviewer_ui import audit, context
+from storage.models import EvidenceItem, Report, ReportAssignment, Role, Share, User, utcnow
+
+# States an item may be in for a partner to see it at all: it has been scanned clean.
+PARTNER_STATES = frozenset({"clean", "processing", "ready", "failed"})
+
+ALL = "all"
+OWN = "own"
+SHARED = "shared"
+SHARED_DOWNLOAD = "shared+"
+YES = "yes"
+NO = "-"
+
+# The matrix above as data. Keys are actions; values map role -> cell.
+ACTIONS: dict[str, dict[str, str]] = {
+    "report.view": {"admin": ALL, "officer": OWN, "partner": SHARED, "auditor": ALL},
+    "report.create": {"admin": YES, "officer": YES, "partner": NO, "auditor": NO},
+    "link.issue": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "link.revoke": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "item.view": {"admin": ALL, "officer": OWN, "partner": SHARED, "auditor": ALL},
+    "item.media": {"admin": ALL, "officer": OWN, "partner": SHARED, "auditor": ALL},
+    "item.download": {"admin": YES, "officer": OWN, "partner": SHARED_DOWNLOAD, "auditor": NO},
+    "triage": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "note.add": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "tag.add": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "share.create": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "share.revoke": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "export": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
+    "audit.read": {"admin": YES, "officer": NO, "partner": NO, "auditor": YES},
+    "admin.users": {"admin": YES, "officer": NO, "partner": NO, "auditor": NO},
+    "admin.links": {"admin": YES, "officer": NO, "partner": NO, "auditor": NO},
+}
+
+
+class LoginRequired(Exception):
+    """No signed-in, MFA-verified user: the app answers with a redirect to /login (HTML)
+    or 401 (other requests)."""
+
+
+class Denied(Exception):
+    """Raise from a handler (or a function it calls) to refuse: the app turns it into
+    ``deny(request, ...)``: the uniform 404 and an ``access.denied`` custody event."""
+
+    def __init__(self, subject: str = "", *, report_id: str | None = None, item_id: str | None = None,
+                 reason: str = "") -> None:
+        super().__init__(subject)
+        self.subject = subject
+        self.report_id = report_id
+        self.item_id = item_id
+        self.reason = reason
+
+
+# --- who is asking ------------------------------------------------------------------
+
+
+def current_user(request: Request) -> User:
+    """The signed-in user of this request (password and TOTP both passed, session live,
+    account enabled), or ``LoginRequired``. The session middleware has already checked
+    the session on every request; this only reads its verdict."""
+    user = request.scope.get("state", {}).get("user")
+    if user is None:
+        raise LoginRequired()
+    assert isinstance(user, User)
+    return user
+
+
+def optional_user(request: Request) -> User | None:
+    """Like ``current_user`` but ``None`` instead of ``LoginRequired``."""
+    user = request.scope.get("state", {}).get("user")
+    return user if isinstance(user, User) else None
+
+
+# --- function level -----------------------------------------------------------------
+
+
+def can_act(user: User, action: str) -> bool:
+    """May ``user``'s role do ``action`` at all (the matrix above)? A cell of ``own*`` or
+    ``shared`` means "yes, on the reports/items the data-level checks let them see", so
+    callers combine this with ``can_view_report``/``can_view_item``. Unknown actions and
+    unknown roles are refused (fail closed, AC-16)."""
+    if user.disabled:
+        return False
+    return ACTIONS.get(action, {}).get(str(user.role), NO) != NO
+
+
+# --- data level ---------------------------------------------------------------------
+
+
+def _live_share_clause(user: User, now: dt.datetime) -> ColumnElement[bool]:
+    grantee: list[ColumnElement[bool]] = [col(Share.partner_user_id) == user.id]
+    if user.org_id:
+        grantee.append(col(Share.partner_org_id) == user.org_id)
+    return and_(
+        or_(*grantee),
+        col(Share.revoked_at).is_(None),
+        col(Share.expires_at) > now,
+    )
+
+
+def visible_items_query(user: User, *, now: dt.datetime | None = None,
+                        unit_access: bool = False) -> SelectOfScalar[str]:
+    """``select(col(EvidenceItem.id))`` of every item ``user`` may see. Use it as a subquery:
+    ``.where(col(EvidenceItem.id).in_(visible_items_query(user, now=...)))``."""
+    now = now or utcnow()
+    role = str(user.role)
+    base = select(col(EvidenceItem.id))
+    if user.disabled:
+        return base.where(false())
+    if role in (Role.ADMIN, Role.AUDITOR):
+        return base
+    if role == Role.OFFICER:
+        return base.where(col(EvidenceItem.report_id).in_(visible_reports_query(user, now=now, unit_access=unit_access)))
+    if role == Role.PARTNER:
+        live = _live_share_clause(user, now)
+        item_shared = select(col(Share.item_id)).where(live, col(Share.item_id).is_not(None))
+        report_shared = select(col(Share.report_id)).where(live, col(Share.item_id).is_(None))
+        return base.where(
+            col(EvidenceItem.state).in_(PARTNER_STATES),
+            or_(col(EvidenceItem.id).in_(item_shared), col(EvidenceItem.report_id).in_(report_shared)),
+        )
+    return base.where(false())
+
+
+def visible_reports_query(user: User, *, now: dt.datetime | None = None,
+                          unit_access: bool = False) -> SelectOfScalar[str]:
+    """``select(col(Report.id))`` of every report ``user`` may see (see the module docstring).
+    Use as a subquery: ``.where(col(Report.id).in_(visible_reports_query(user, now=ctx.clock(),
+    unit_access=ctx.settings.officer_unit_access)))``."""
+    now = now or utcnow()
+    role = str(user.role)
+    base = select(col(Report.id))
+    if user.disabled:
+        return base.where(false())
+    if role in (Role.ADMIN, Role.AUDITOR):
+        return base
+    if role == Role.OFFICER:
+        assigned = select(col(ReportAssignment.report_id)).where(col(ReportAssignment.user_id) == user.id)
+        clauses: list[ColumnElement[bool]] = [col(Report.owner_id) == user.id, col(Report.id).in_(assigned)]
+        if unit_access and user.unit:
+            clauses.append(col(Report.unit) == user.unit)
+        return base.where(or_(*clauses))
+    if role == Role.PARTNER:
+        items = visible_items_query(user, now=now)
+        return base.where(col(Report.id).in_(select(col(EvidenceItem.report_id)).where(col(EvidenceItem.id).in_(items))))
+    return base.where(false())
+
+
+def can_view_report(session: Session, user: User, report: Report, *, now: dt.datetime | None = None,
+                    unit_access: bool = False) -> bool:
+    """May ``user`` see ``report`` (its page, its list of visible items)?"""
+    q = visible_reports_query(user, now=now, unit_access=unit_access).where(col(Report.id) == report.id)
+    return session.exec(q).first() is not None
+
+
+def can_view_item(session: Session, user: User, item: EvidenceItem, *, now: dt.datetime | None = None,
+                  unit_access: bool = False) -> bool:
+    """May ``user`` see ``item`` (its page, metadata, derivatives, notes)?"""
+    q = visible_items_query(user, now=now, unit_access=unit_access).where(col(EvidenceItem.id) == item.id)
+    return session.exec(q).first() is not None
+
+
+def can_change_report(session: Session, user: User, report: Report, action: str, *,
+                      now: dt.datetime | None = None, unit_access: bool = False) -> bool:
+    """``can_act(user, action)`` and ``can_view_report``: e.g. ``action="link.issue"``."""
+    return can_act(user, action) and can_view_report(session, user, report, now=now, unit_access=unit_access)
+
+
+def can_download_original(session: Session, user: User, item: EvidenceItem, *, now: dt.datetime | None = None,
+                          unit_access: bool = False) -> bool:
+    """May ``user`` download ``item``'s original? (The handler still asks for a reason and
+    records it.) Infected originals: admins only. Partners: a live share of the item or its
+    report with ``allow_download``."""
+    if not can_act(user, "item.download"):
+        return False
+    if not can_view_item(session, user, item, now=now, unit_access=unit_access):
+        return False
+    if item.state == "purged":
+        return False
+    if item.state == "infected" and str(user.role) != Role.ADMIN:
+        return False
+    if str(user.role) == Role.PARTNER:
+        now = now or utcnow()
+        q = select(col(Share.id)).where(
+            _live_share_clause(user, now),
+            col(Share.allow_download).is_(True),
+            or_(col(Share.item_id) == item.id, and_(col(Share.item_id).is_(None), col(Share.report_id) == item.report_id)),
+        )
+        return session.exec(q).first() is not None
+    return True
+
+
+# --- request-level helpers (use these in handlers) ----------------------------------
+
+
+def require_report(request: Request, session: Session, report_id: str, action: str = "report.view") -> Report:
+    """The report ``report_id`` if the signed-in user may do ``action`` on it, else
+    ``Denied`` (-> uniform 404 + access.denied). Call inside ``ctx.db.read()``/``write()``."""
+    ctx = context.get(request)
+    user = current_user(request)
+    report = session.get(Report, report_id) if report_id and len(report_id) <= 64 else None
+    if report is None or not can_act(user, action) or not can_view_report(
+        session, user, report, now=ctx.clock(), unit_access=ctx.settings.officer_unit_access
+    ):
+        raise Denied(f"report:{report_id[:64]}", report_id=report.id if report else None, reason=action)
+    return report
+
+
+def require_item(request: Request, session: Session, item_id: str, action: str = "item.view") -> EvidenceItem:
+    """The item ``item_id`` if the signed-in user may do ``action`` on it, else ``Denied``.
+    ``action="item.download"`` also applies ``can_download_original``."""
+    ctx = context.get(request)
+    user = current_user(request)
+    now = ctx.clock()
+    unit = ctx.settings.officer_unit_access
+    item = session.get(EvidenceItem, item_id) if item_id and len(item_id) <= 64 else None
+    ok = item is not None and can_act(user, action) and can_view_item(session, user, item, now=now, unit_access=unit)
+    if ok and action == "item.download":
+        assert item is not None
+        ok = can_download_original(session, user, item, now=now, unit_access=unit)
+    if not ok:
+        raise Denied(f"item:{item_id[:64]}", report_id=item.report_id if item else None,
+                     item_id=item.id if item else None, reason=action)
+    assert item is not None
+    return item
+
+
+async def deny(request: Request, subject: str = "", *, report_id: str | None = None, item_id: str | None = None,
+               reason: str = "") -> Response:
+    """Record an ``access.denied`` custody event and return THE uniform 404 response,
+    identical whether or not the thing exists (AC-01). If the ledger cannot be written the
+    answer is a 503 (fail closed, AU-10): a refusal we cannot record is still a refusal."""
+    ctx = context.get(request)
+    await audit.record(ctx, request, "access.denied", report_id=report_id, item_id=item_id,
+                       detail={"subject": subject[:100], "reason": reason[:100],
+                               "method": request.method, "path": request.url.path[:200]})
+    return not_found_response(request)
+
+
+def not_found_response(request: Request) -> Response:
+    """The one 404 every refusal and every missing thing gets."""
+    return context.get(request).render(request, "not_found.html", status_code=404)
