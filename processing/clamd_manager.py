@@ -96,8 +96,9 @@ def clamd_conf(*, socket_path: Path, database_dir: Path, temp_dir: Path, max_byt
 class ClamdManager:
     """Start, supervise and stop one clamd. ``start()`` blocks until clamd answers PING."""
 
-    def __init__(self, settings: Settings, *, state_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, *, state_dir: Path | None = None, max_bytes: int = CLAMD_MAX_BYTES) -> None:
         self.settings = settings
+        self.max_bytes = min(max_bytes, CLAMD_MAX_BYTES)
         self.state_dir = (state_dir or settings.data_dir / "clamd").resolve()
         self.socket_path = self.state_dir / "clamd.sock"
         self.address = f"unix://{self.socket_path}"
@@ -149,7 +150,8 @@ class ClamdManager:
             write_test_database(self.database_dir)
         conf = self.state_dir / "clamd.conf"
         conf.write_text(
-            clamd_conf(socket_path=self.socket_path, database_dir=self.database_dir, temp_dir=temp_dir)
+            clamd_conf(socket_path=self.socket_path, database_dir=self.database_dir, temp_dir=temp_dir,
+                       max_bytes=self.max_bytes)
         )
         return conf
 

@@ -177,6 +177,8 @@ def run(
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             guard.join()
+            if process.stdout is not None:
+                process.stdout.close()
         stderr_file.seek(0, os.SEEK_END)
         size = stderr_file.tell()
         stderr_file.seek(max(0, size - STDERR_TAIL))
@@ -372,9 +374,11 @@ def poster_argv(info: dict[str, Any], mime: str, out_name: str = "poster.jpg") -
     w, h = proxy_size(*displayed_size(info))
     return [
         _binary("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error",
-        *input_args(mime), "-ss", f"{at:.3f}", "-i", "file:input",
+        # Output-side seek: decodes up to the instant, robust on streams (MPEG-TS)
+        # whose keyframe index an input-side seek misses.
+        *input_args(mime), "-i", "file:input", "-ss", f"{at:.3f}",
         "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={w}:{h}",
-        "-map_metadata", "-1", "-f", "image2", "-c:v", "mjpeg", "-q:v", "3",
+        "-map_metadata", "-1", "-f", "image2", "-update", "1", "-c:v", "mjpeg", "-q:v", "3",
         "-y", f"file:{out_name}",
     ]
 
