@@ -41,6 +41,7 @@ GENESIS = "0" * 64
 # Arbitrary constant naming the ledger's advisory lock on PostgreSQL.
 LEDGER_LOCK_ID = 0x45584849  # "EXHI"
 MAX_DETAIL_STRING = 2000
+_HEAD = text("SELECT seq, hash FROM custody_event ORDER BY seq DESC LIMIT 1")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -98,10 +99,8 @@ def append(
     """Append one event inside the caller's writing transaction (``db.write()``), so the
     event commits or rolls back with the change it records."""
     if db.is_postgresql:
-        session.exec(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=LEDGER_LOCK_ID))  # type: ignore[call-overload]
-    head = session.exec(  # type: ignore[call-overload]
-        select(CustodyEvent.seq, CustodyEvent.hash).order_by(CustodyEvent.seq.desc()).limit(1)  # type: ignore[attr-defined]
-    ).first()
+        session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEDGER_LOCK_ID})
+    head = session.connection().execute(_HEAD).first()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
     event = CustodyEvent(
         seq=seq,
@@ -234,9 +233,7 @@ def public_key_b64(key: Ed25519PrivateKey) -> str:
 def make_checkpoint(db: Database, key: Ed25519PrivateKey) -> dict[str, Any]:
     """Sign the current head. The document is self-contained: body, public key, signature."""
     with db.write() as session:
-        row = session.exec(  # type: ignore[call-overload]
-            select(CustodyEvent.seq, CustodyEvent.hash).order_by(CustodyEvent.seq.desc()).limit(1)  # type: ignore[attr-defined]
-        ).first()
+        row = session.connection().execute(_HEAD).first()
         count = session.exec(select(func.count()).select_from(CustodyEvent)).scalar_one()  # type: ignore[call-overload]
         seq, head = (row[0], row[1]) if row else (0, GENESIS)
         at = db.now(session)

@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from storage import ledger
 from storage.db import Database
-from storage.models import EvidenceItem, utcnow
+from storage.models import CustodyEvent, EvidenceItem, utcnow
 
 
 class ItemState(enum.StrEnum):
@@ -97,7 +97,7 @@ def transition(
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
     request_id: str | None = None,
-) -> ledger.CustodyEvent:
+) -> CustodyEvent:
     """Move ``item`` to ``target`` and append ``item.<target>`` to the ledger, in the
     caller's writing transaction. Raises ``IllegalTransition`` (nothing changed)."""
     current = item.state

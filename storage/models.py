@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-
 # 64-bit on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" autoincrements (it is 64-bit there).
 BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

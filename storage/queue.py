@@ -92,7 +92,7 @@ def claim(
                 select(Job)
                 .where(
                     or_(
-                        (Job.state == JobState.QUEUED) & (Job.run_after <= now),  # type: ignore[arg-type, operator]
+                        (Job.state == JobState.QUEUED) & (Job.run_after <= now),  # type: ignore[arg-type]
                         (Job.state == JobState.RUNNING) & (Job.lease_expires_at < now),  # type: ignore[arg-type, operator]
                     )
                 )

@@ -36,7 +36,7 @@ def create_report(
         kind = ReportKind(kind)
     except ValueError:
         raise Invalid(f"kind must be one of {', '.join(k.value for k in ReportKind)}", code="ERR_KIND_INVALID") from None
-    if session.exec(select(Report.id).where(Report.reference == reference)).first():  # type: ignore[call-overload, arg-type]
+    if session.exec(select(Report.id).where(Report.reference == reference)).first():  # type: ignore[call-overload]
         raise Conflict(f"report {reference} already exists", code="ERR_REPORT_EXISTS")
     report = Report(reference=reference, kind=kind, title=title[:300], owner_id=owner_id, unit=unit)
     session.add(report)

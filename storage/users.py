@@ -52,7 +52,7 @@ def add_user(
         raise Invalid("a partner belongs to an organisation: give --org", code="ERR_ORG_REQUIRED")
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         raise Invalid(f"passwords are at least {MIN_PASSWORD_LENGTH} characters", code="ERR_PASSWORD_SHORT")
-    if session.exec(select(User.id).where(User.email == email)).first():  # type: ignore[call-overload, arg-type]
+    if session.exec(select(User.id).where(User.email == email)).first():  # type: ignore[call-overload]
         raise Conflict(f"user {email} already exists", code="ERR_USER_EXISTS")
     org = get_or_create_org(db, session, org_name, is_partner=role is Role.PARTNER, actor=actor) if org_name else None
     user = User(
