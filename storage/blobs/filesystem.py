@@ -25,8 +25,6 @@ import errno
 import json
 import logging
 import os
-import re
-import secrets
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,8 +32,8 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from storage.blobs.keys import new_key, split_key
 from storage.blobs.protocol import (
-    NAMESPACES,
     BlobNotFound,
     BlobStoreError,
     InvalidKey,
@@ -48,18 +46,6 @@ log = logging.getLogger(__name__)
 
 WRITE_BUFFER_BYTES = 4 << 20
 READ_CHUNK_BYTES = 1 << 20
-
-# Threat: path traversal through a key handed back to us (tusd b20e725f, tus-java-server
-# #90/#95, supabase/storage #1039). Only the exact shape the store generates is accepted:
-# a known namespace, one slash, 32 lowercase hex digits. Checked before any I/O.
-_KEY_RE = re.compile(r"(?P<ns>" + "|".join(NAMESPACES) + r")/(?P<hex>[0-9a-f]{32})")
-
-
-def _split_key(key: str) -> tuple[str, str]:
-    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
-    if match is None:
-        raise InvalidKey("invalid blob key")
-    return match["ns"], match["hex"]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -99,27 +85,23 @@ class FilesystemBlobStore:
         return Path(normal)
 
     def _incoming_path(self, key: str) -> Path:
-        ns, hexpart = _split_key(key)
+        ns, hexpart = split_key(key)
         return self._inside(self._incoming / ns / hexpart)
 
     def _sidecar_path(self, key: str) -> Path:
-        ns, hexpart = _split_key(key)
+        ns, hexpart = split_key(key)
         return self._inside(self._incoming / ns / f"{hexpart}.json")
 
     def _object_path(self, key: str) -> Path:
-        ns, hexpart = _split_key(key)
+        ns, hexpart = split_key(key)
         return self._inside(self._objects / ns / hexpart[:2] / hexpart)
 
     # -- BlobStore -------------------------------------------------------------
 
     async def create(self, namespace: str = "originals", length: int | None = None) -> FilesystemUpload:
-        if namespace not in NAMESPACES:
-            raise InvalidKey("unknown blob namespace")
         if length is not None and length < 0:
             raise ValueError("length must be >= 0")
-        # Threat: a client choosing or guessing a storage key. Keys are 128 bits from the
-        # CSPRNG, made here and nowhere else.
-        key = f"{namespace}/{secrets.token_hex(16)}"
+        key = new_key(namespace)
         await anyio.to_thread.run_sync(self._create_sync, key, length)
         return FilesystemUpload(self, key)
 
@@ -147,7 +129,7 @@ class FilesystemBlobStore:
             raise BlobStoreError("could not create upload") from exc
 
     async def get(self, key: str) -> FilesystemUpload:
-        _split_key(key)
+        split_key(key)
         upload = FilesystemUpload(self, key)
         await upload.info()  # BlobNotFound when neither an upload nor an object exists
         return upload
