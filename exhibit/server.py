@@ -53,7 +53,7 @@ class Dispatcher:
 async def _lifespan_both(a: ASGIApp, b: ASGIApp, receive: Any, send: Any) -> None:
     """Run both apps' lifespans: start both, then stop both when the server stops."""
     started: list[asyncio.Queue[Any]] = []
-    tasks = []
+    tasks: list[asyncio.Future[None]] = []
     replies: asyncio.Queue[Any] = asyncio.Queue()
     for app in (a, b):
         inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -62,7 +62,7 @@ async def _lifespan_both(a: ASGIApp, b: ASGIApp, receive: Any, send: Any) -> Non
         async def app_send(message: Any) -> None:
             await replies.put(message)
 
-        tasks.append(asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+        tasks.append(asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
                                              inbox.get, app_send)))
     message = await receive()  # lifespan.startup
     for inbox in started:
@@ -91,6 +91,14 @@ def build_app(settings: Settings, db: Database, store: BlobStore, *, health: dic
     return Dispatcher(public, staff)
 
 
+def expire_uploads_task(app: Dispatcher) -> Callable[[], object]:
+    """Housekeeping: remove unfinished uploads past their expiry (with custody events)."""
+    from upload_api.ingest import expire_uploads
+
+    ctx = app.public.state.ctx  # type: ignore[attr-defined]
+    return lambda: asyncio.run(expire_uploads(ctx))
+
+
 def prepare(settings: Settings) -> tuple[Database, BlobStore]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
@@ -110,19 +118,23 @@ def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -
 
         ensure_demo(settings, db)
 
-    health: dict[str, Any] = {"storage": description}
+    health: dict[str, Any] = {"storage": {"backend": description.get("backend")}}
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    app = build_app(settings, db, store, health=health)
     if with_worker:
         from exhibit.services import start_background_services
 
-        threads = start_background_services(settings, db, store, stop, health)
-    app = build_app(settings, db, store, health=health)
+        threads = start_background_services(settings, stop, health, [expire_uploads_task(app)])
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         # Client addresses from X-Forwarded-For are only honoured from a proxy we trust
         # (none by default), so nobody can spoof an address to dodge rate limits (AC-15).
         proxy_headers=False, server_header=False, date_header=True,
+        # No access log: its request line would carry /u/<token> before the exchange
+        # redirects it away (DESIGN §7: never a token in a log). The apps log their own
+        # events without secrets.
+        access_log=False,
         timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
     )
     server = uvicorn.Server(config)
@@ -139,6 +151,7 @@ def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -
 def run_worker_forever(settings: Settings, *, concurrency: int) -> int:
     from exhibit.services import run_worker_process
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -1,0 +1,59 @@
+"""`exhibit serve --demo` (what `make run` starts): a first admin, a demo report and a fresh
+upload link, so a new install can be tried at once.
+
+The admin's password is random and printed once, when the account is created; it is never
+stored in clear or logged. MFA is enrolled at the first sign-in. The demo link is new at each
+start (a token is shown only when it is issued).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlmodel import col, select
+
+from storage import ledger
+from storage.db import Database
+from storage.links import create_link
+from storage.models import Report, Role, User
+from storage.reports import create_report
+from storage.settings import Settings
+from storage.users import add_user
+
+DEMO_ADMIN = "admin@exhibit.example"
+DEMO_REPORT = "DEMO-0001"
+
+
+def ensure_demo(settings: Settings, db: Database) -> dict[str, str]:
+    shown: dict[str, str] = {}
+    with db.write() as session:
+        has_admin = session.exec(select(User.id).where(col(User.role) == Role.ADMIN)).first()
+        if has_admin is None:
+            password = secrets.token_urlsafe(15)
+            add_user(db, session, DEMO_ADMIN, Role.ADMIN, display_name="Demo Admin", password=password,
+                     actor="exhibit:demo")
+            shown["admin_email"] = DEMO_ADMIN
+            shown["admin_password"] = password
+        report = session.exec(select(Report).where(col(Report.reference) == DEMO_REPORT)).first()
+        if report is None:
+            report = create_report(db, session, DEMO_REPORT, "rtc", title="Demo: collision on the A38",
+                                   actor="exhibit:demo")
+        issued = create_link(db, session, report, public_url=settings.public_url,
+                             expires_in_seconds=settings.link_default_expiry_seconds,
+                             max_files=settings.link_max_files, max_bytes=settings.link_max_bytes,
+                             actor="exhibit:demo")
+        shown["upload_link"] = issued.url
+        shown["link_expires_at"] = ledger.format_time(issued.link.expires_at)
+    lines = ["", "=" * 72, "Exhibit demo", ""]
+    lines.append(f"  Reviewer UI   {settings.public_url}/")
+    if "admin_password" in shown:
+        lines.append(f"  Admin         {shown['admin_email']}")
+        lines.append(f"  Password      {shown['admin_password']}   (shown once: note it now)")
+        lines.append("                You will set up an authenticator app at first sign-in.")
+    else:
+        lines.append("  Admin         already created (its password was shown on the first start)")
+    lines.append(f"  Upload link   {shown['upload_link']}")
+    lines.append(f"                for report {DEMO_REPORT}, expires {shown['link_expires_at']}")
+    lines += ["=" * 72, ""]
+    print("\n".join(lines), flush=True)
+    return shown

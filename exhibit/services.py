@@ -1,0 +1,84 @@
+"""Background services of the all-in-one server: the supervised clamd, the processing
+worker, and periodic housekeeping (expiring unfinished uploads). Also `exhibit worker`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from processing.clamd_manager import ClamdManager
+from processing.scanning import ClamdScanner
+from processing.worker import run_worker, start_worker_thread
+from storage.settings import Settings
+
+log = logging.getLogger("exhibit.services")
+
+HOUSEKEEPING_SECONDS = 60.0
+
+
+def public_status(status: dict[str, Any]) -> dict[str, Any]:
+    """What the public /healthz may say about the scanner: up or not, and a loud warning
+    when only test signatures are loaded; no paths or addresses (VL-09)."""
+    return {k: status[k] for k in ("scanner", "running", "responding", "test_signatures_only", "warning", "restarts")
+            if k in status}
+
+
+def _start_scanner(settings: Settings, stop: threading.Event, health: dict[str, Any]) -> tuple[ClamdScanner, ClamdManager | None]:
+    if settings.clamd_address:
+        scanner = ClamdScanner(settings.clamd_address)
+        health["scanner"] = {"scanner": "clamd", "address": "external", "responding": scanner.ping()}
+        return scanner, None
+    manager = ClamdManager(settings)
+    manager.start()
+    status = manager.status()
+    health["scanner"] = public_status(status)
+    if status.get("test_signatures_only"):
+        # Loud on purpose: an operator must not mistake the test database for protection.
+        banner = "!" * 78
+        log.warning("%s\n%s\n%s", banner, status.get("warning"), banner)
+    return manager.scanner(), manager
+
+
+def start_background_services(
+    settings: Settings,
+    stop: threading.Event,
+    health: dict[str, Any],
+    periodic: list[Callable[[], object]],
+) -> list[threading.Thread]:
+    """Start clamd (unless EXHIBIT_CLAMD_ADDRESS names one), the worker, and a thread that
+    runs each of ``periodic`` every HOUSEKEEPING_SECONDS."""
+    scanner, manager = _start_scanner(settings, stop, health)
+    worker = start_worker_thread(settings, stop_event=stop, scanner=scanner)
+
+    def housekeeping() -> None:
+        while not stop.wait(HOUSEKEEPING_SECONDS):
+            if manager is not None:
+                health["scanner"] = public_status(manager.status())
+            for task in periodic:
+                try:
+                    task()
+                except Exception:  # keep the loop alive; the next round retries
+                    log.exception("housekeeping.failed")
+        if manager is not None:
+            manager.stop()
+
+    keeper = threading.Thread(target=housekeeping, name="exhibit-housekeeping", daemon=True)
+    keeper.start()
+    return [worker, keeper]
+
+
+def run_worker_process(settings: Settings, *, concurrency: int, stop: threading.Event) -> int:
+    """`exhibit worker`: with EXHIBIT_CLAMD_ADDRESS it uses that clamd; without, it starts
+    and supervises its own."""
+    health: dict[str, Any] = {}
+    scanner, manager = _start_scanner(settings, stop, health)
+    try:
+        run_worker(settings, concurrency=concurrency, stop_event=stop, scanner=scanner)
+    finally:
+        if manager is not None:
+            manager.stop()
+    return 0
+
+
