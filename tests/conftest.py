@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.clamd",
     "tests.fixtures.media",
     "tests.fixtures.upload_server",
+    "tests.fixtures.upload",
 ]

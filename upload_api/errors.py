@@ -6,6 +6,8 @@ module knows what HTTP status each one becomes.
 
 from __future__ import annotations
 
+from starlette.responses import JSONResponse
+
 from storage.errors import DomainError
 
 STATUS: dict[str, int] = {
@@ -88,3 +90,16 @@ def status_for(error: DomainError) -> int:
 
 def citizen_message(code: str) -> tuple[str, str]:
     return CITIZEN.get(code, DEFAULT_CITIZEN)
+
+
+def json_error(code: str, message: str, *, status: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Errors for scripts and the JS page: ``{"error": {"code", "message"}}``; the code
+    is stable, the message is a citizen-readable sentence."""
+    words, what_to_do = citizen_message(code)
+    if code not in CITIZEN:
+        words, what_to_do = message, ""
+    return JSONResponse(
+        {"error": {"code": code, "message": words, "what_to_do": what_to_do}},
+        status_code=status or STATUS.get(code, 400),
+        headers=headers,
+    )

@@ -1,0 +1,400 @@
+"""tus 1.0.0 at ``/u/files/``: core, creation, creation-with-upload, termination,
+checksum (sha1, sha256), expiration. No concatenation (UP-10), no deferred length
+(UP-07), no download (UP-20).
+
+Every request but OPTIONS is authorised against the link (cookie or Bearer), and an
+upload of another link is a 404 with no offset disclosed (UP-09). The handler checks
+offsets, caps the stream at ``Upload-Length`` and holds the upload's lock; the store only
+moves bytes (tusd's division of labour). The database offset is written once per PATCH,
+after the store reports the bytes durable.
+
+CORS: none. The upload page is same-origin; no ``Access-Control-Allow-Origin`` is ever
+sent, so no other origin can drive these endpoints from a browser (UP-19).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from storage.blobs.protocol import BlobNotFound, BlobStoreError
+from storage.errors import DomainError, LinkProblem
+from storage.models import Upload, UploadLink, UploadState
+from upload_api import ingest
+from upload_api.auth import current_link, request_id
+from upload_api.context import UploadContext
+from upload_api.errors import json_error
+
+log = logging.getLogger("upload_api.tus")
+
+TUS_VERSION = "1.0.0"
+TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
+CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+# A PATCH carrying Upload-Checksum is spooled to a temporary file and verified before a
+# byte of it counts; this caps that spool (advertised in OPTIONS as
+# Exhibit-Max-Checksum-Chunk). Clients send checksums per chunk, typically a few MiB.
+MAX_CHECKSUM_CHUNK = 64 << 20
+OFFSET_TYPE = "application/offset+octet-stream"
+_ID = re.compile(r"[0-9a-f]{32}")
+_INT = re.compile(r"[0-9]{1,19}")
+
+
+def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
+    h = {"Tus-Resumable": TUS_VERSION}
+    if extra:
+        h.update(extra)
+    return h
+
+
+def tus_error(code: str, message: str = "", *, status: int | None = None) -> JSONResponse:
+    return json_error(code, message or code, status=status, headers=_headers())
+
+
+def _expires(row: Upload) -> dict[str, str]:
+    if row.expires_at is None or row.state != UploadState.OPEN:
+        return {}
+    return {"Upload-Expires": email.utils.format_datetime(row.expires_at, usegmt=True)}
+
+
+def parse_metadata(header: str) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64value`` pairs. Undecodable
+    values are dropped; everything decoded is untrusted display data."""
+    out: dict[str, str] = {}
+    if len(header) > 8192:
+        raise DomainError("Upload-Metadata too long", code="ERR_BAD_REQUEST")
+    for pair in header.split(","):
+        parts = pair.strip().split(" ")
+        if not parts or not parts[0]:
+            continue
+        key = parts[0]
+        value = ""
+        if len(parts) > 1:
+            try:
+                value = base64.b64decode(parts[1], validate=True).decode("utf-8", errors="replace")
+            except (binascii.Error, ValueError):
+                raise DomainError("bad Upload-Metadata", code="ERR_BAD_REQUEST") from None
+        out[key[:64]] = value
+    return out
+
+
+def _int_header(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if not _INT.fullmatch(value.strip()):
+        raise DomainError(f"bad {name}", code="ERR_BAD_REQUEST")
+    return int(value)
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+class _Spool:
+    """One PATCH body on disk, so its checksum can be verified before any of it is
+    appended (UP-08: on mismatch the offset does not move and nothing is written)."""
+
+    def __init__(self, directory: str) -> None:
+        self.file = tempfile.TemporaryFile(dir=directory)
+        self.size = 0
+
+    async def fill(self, body: AsyncIterator[bytes], algorithm: str, cap: int) -> bytes:
+        digest = CHECKSUM_ALGORITHMS[algorithm]()
+        buffered: list[bytes] = []
+        size = 0
+
+        def flush(parts: list[bytes]) -> None:
+            for p in parts:
+                digest.update(p)
+                self.file.write(p)
+
+        async for chunk in body:
+            size += len(chunk)
+            if size > cap:
+                raise DomainError("checksummed chunk too large", code="ERR_TOO_LARGE")
+            buffered.append(chunk)
+            if sum(map(len, buffered)) >= 1 << 20:
+                parts, buffered = buffered, []
+                await anyio.to_thread.run_sync(flush, parts)
+        await anyio.to_thread.run_sync(flush, buffered)
+        self.size = size
+        return digest.digest()
+
+    async def replay(self) -> AsyncIterator[bytes]:
+        await anyio.to_thread.run_sync(self.file.seek, 0)
+        while True:
+            chunk = await anyio.to_thread.run_sync(self.file.read, 1 << 20)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _parse_checksum(header: str) -> tuple[str, bytes]:
+    algorithm, _, value = header.strip().partition(" ")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise DomainError("unsupported checksum algorithm", code="ERR_CHECKSUM_ALGORITHM")
+    try:
+        return algorithm, base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise DomainError("bad Upload-Checksum", code="ERR_BAD_REQUEST") from None
+
+
+def _load(ctx: UploadContext, link: UploadLink, upload_id: str) -> Upload:
+    with ctx.db.read() as session:
+        row = session.get(Upload, upload_id)
+    # UP-09: another link's upload is indistinguishable from one that does not exist.
+    if row is None or row.link_id != link.id:
+        raise DomainError("no such upload", code="ERR_UPLOAD_NOT_FOUND")
+    return row
+
+
+def _actor(link: UploadLink) -> str:
+    return f"citizen:link:{link.id}"
+
+
+def routes(ctx: UploadContext) -> list[BaseRoute]:
+    settings = ctx.settings
+    spool_dir = settings.data_dir / "tmp"
+
+    def upload_id_of(request: Request) -> str:
+        upload_id = str(request.path_params["upload_id"])
+        if not _ID.fullmatch(upload_id):  # UP-11: strict id shape, before any lookup
+            raise DomainError("no such upload", code="ERR_UPLOAD_NOT_FOUND")
+        return upload_id
+
+    def check_version(request: Request) -> None:
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            raise DomainError("unsupported tus version", code="ERR_TUS_VERSION")
+
+    async def options(request: Request) -> Response:
+        return Response(status_code=204, headers=_headers({
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": TUS_EXTENSIONS,
+            "Tus-Max-Size": str(settings.max_file_bytes),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+            "Exhibit-Max-Checksum-Chunk": str(MAX_CHECKSUM_CHUNK),
+        }))
+
+    async def receive(
+        request: Request, link: UploadLink, row: Upload, offset: int, rid: str | None
+    ) -> tuple[Response | None, Upload]:
+        """Append the request body at ``offset`` (lock held, offset checked). Returns an
+        error response (or None) and the updated row."""
+        assert row.length is not None
+        blob = await ctx.store.get(row.blob_key)
+        length_header = _int_header(request, "content-length")
+        if length_header is not None and offset + length_header > row.length:
+            # UP-07: refused before a byte is read.
+            return tus_error("ERR_LENGTH_EXCEEDED", "body goes past Upload-Length", status=413), row
+        body: AsyncIterator[bytes] = _body(request)
+        spool: _Spool | None = None
+        checksum = request.headers.get("upload-checksum")
+        try:
+            if checksum is not None:
+                algorithm, expected = _parse_checksum(checksum)
+                spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                spool = _Spool(str(spool_dir))
+                got = await spool.fill(body, algorithm, min(MAX_CHECKSUM_CHUNK, row.length - offset + 1))
+                if not hmac.compare_digest(got, expected):
+                    return tus_error("ERR_CHECKSUM_MISMATCH", "checksum mismatch", status=460), row
+                body = spool.replay()
+            result = await ingest.append(ctx, row, blob, offset, body, cap=row.length, final=False)
+        finally:
+            if spool is not None:
+                spool.close()
+        error = result.error
+        if isinstance(error, ingest.Refused) and not isinstance(error, ingest.LengthExceeded):
+            await ingest.close_upload(ctx, row.id, UploadState.REFUSED, actor=_actor(link), request_id=rid,
+                                      detail={"reason": error.code})
+            return tus_error(error.code, error.message), row
+        row = await anyio.to_thread.run_sync(ingest.save_progress, ctx, row.id, result.offset, result.detected_type)
+        if result.offset == row.length:
+            await ingest.complete(ctx, row.id, actor=_actor(link), request_id=rid)
+        if isinstance(error, ingest.LengthExceeded):
+            return tus_error(error.code, error.message), row
+        if error is not None and not isinstance(error, ClientDisconnect | OSError):
+            raise error
+        return None, row
+
+    async def create(request: Request) -> Response:
+        check_version(request)
+        link, _report = await current_link(request, ctx)
+        rid = request_id(request)
+        if request.headers.get("upload-defer-length") is not None:
+            return tus_error("ERR_BAD_REQUEST", "deferred length is not supported", status=400)
+        if request.headers.get("upload-concat") is not None:
+            return tus_error("ERR_BAD_REQUEST", "concatenation is not supported", status=400)
+        length = _int_header(request, "upload-length")
+        if length is None:
+            return tus_error("ERR_BAD_REQUEST", "Upload-Length is required", status=400)
+        if length > settings.max_file_bytes:
+            return tus_error("ERR_TOO_LARGE")
+        meta = parse_metadata(request.headers.get("upload-metadata", ""))
+        submission_id = meta.get("submission", "")
+        if not submission_id:
+            return tus_error("ERR_BAD_REQUEST", "Upload-Metadata must name the submission", status=400)
+        has_body = request.headers.get("content-type", "").split(";")[0].strip() == OFFSET_TYPE
+        row = await ingest.open_upload(
+            ctx, link.id, submission_id=submission_id, length=length,
+            filename=meta.get("filename", ""), filetype=meta.get("filetype", ""),
+            actor=_actor(link), request_id=rid,
+        )
+        location = f"/u/files/{row.id}"
+        extra: dict[str, str] = {"Location": location}
+        if has_body:
+            async with ingest.UploadLocks.hold(ctx.db, row.id) as mine:
+                assert mine  # nobody else knows this id yet
+                problem, row = await receive(request, link, row, 0, rid)
+            if problem is not None and problem.status_code != 413:
+                return problem
+            extra["Upload-Offset"] = str(row.offset)
+        return Response(status_code=201, headers=_headers({**extra, **_expires(row)}))
+
+    async def head(request: Request) -> Response:
+        check_version(request)
+        upload_id = upload_id_of(request)
+        link, _report = await current_link(request, ctx)
+        row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)
+        if row.state == UploadState.COMPLETE:
+            offset = row.offset
+        elif row.state != UploadState.OPEN:
+            raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
+        else:
+            try:
+                info = await (await ctx.store.get(row.blob_key)).info()
+            except BlobNotFound:
+                raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND") from None
+            offset = info.offset
+            if offset == row.length:
+                # All bytes are durable but completion did not commit (a crash between
+                # the two): complete now, so a client that sees "done" is right.
+                async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+                    if mine:
+                        await ingest.complete(ctx, upload_id, actor=_actor(link), request_id=request_id(request))
+        return Response(status_code=200, headers=_headers({
+            "Upload-Offset": str(offset),
+            "Upload-Length": str(row.length),
+            **_expires(row),
+        }))
+
+    async def patch(request: Request) -> Response:
+        check_version(request)
+        upload_id = upload_id_of(request)
+        link, _report = await current_link(request, ctx)
+        if request.headers.get("content-type", "").split(";")[0].strip() != OFFSET_TYPE:
+            return tus_error("ERR_CONTENT_TYPE", "Content-Type must be application/offset+octet-stream")
+        offset = _int_header(request, "upload-offset")
+        if offset is None:
+            return tus_error("ERR_BAD_REQUEST", "Upload-Offset is required", status=400)
+        rid = request_id(request)
+        async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+            if not mine:
+                return tus_error("ERR_LOCKED", "another request is writing this upload")
+            row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)
+            if row.state == UploadState.COMPLETE:
+                return tus_error("ERR_UPLOAD_FINISHED", "upload is complete")
+            if row.state != UploadState.OPEN:
+                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+            try:
+                info = await (await ctx.store.get(row.blob_key)).info()
+            except BlobNotFound:
+                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+            if offset != info.offset:
+                # UP-06: nothing written; the client asks HEAD and resumes from there.
+                return tus_error("ERR_OFFSET_MISMATCH", "Upload-Offset does not match", status=409)
+            if info.offset == row.length:
+                await ingest.complete(ctx, upload_id, actor=_actor(link), request_id=rid)
+                return Response(status_code=204, headers=_headers({"Upload-Offset": str(info.offset)}))
+            problem, row = await receive(request, link, row, offset, rid)
+            if problem is not None:
+                return problem
+        return Response(status_code=204, headers=_headers({"Upload-Offset": str(row.offset), **_expires(row)}))
+
+    async def delete(request: Request) -> Response:
+        check_version(request)
+        upload_id = upload_id_of(request)
+        link, _report = await current_link(request, ctx)
+        async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+            if not mine:
+                return tus_error("ERR_LOCKED", "another request is writing this upload")
+            row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)
+            if row.state == UploadState.COMPLETE:
+                # UP-12: evidence is never deleted through the upload door.
+                return tus_error("ERR_UPLOAD_FINISHED", "a completed upload cannot be deleted")
+            if row.state != UploadState.OPEN:
+                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+            await ingest.close_upload(ctx, upload_id, UploadState.TERMINATED, actor=_actor(link),
+                                      request_id=request_id(request), detail={"reason": "client"})
+        return Response(status_code=204, headers=_headers())
+
+    async def client_sha256(request: Request) -> Response:
+        upload_id = upload_id_of(request)
+        link, _report = await current_link(request, ctx)
+        raw = await _small_json(request)
+        value = raw.get("sha256") if isinstance(raw, dict) else None
+        result = await anyio.to_thread.run_sync(
+            lambda: ingest.record_client_sha256(
+                ctx.db, link, upload_id, str(value or ""), actor=_actor(link), request_id=request_id(request)
+            )
+        )
+        return JSONResponse(result)
+
+    def guarded(handler: Any) -> Any:
+        async def run(request: Request) -> Response:
+            try:
+                response: Response = await handler(request)
+                return response
+            except LinkProblem as problem:
+                status = 429 if problem.code == "ERR_RATE_LIMITED" else 401 if problem.code == "ERR_NO_SESSION" else None
+                return tus_error(problem.code, problem.message, status=status)
+            except DomainError as error:
+                return tus_error(error.code, error.message)
+            except ClientDisconnect:
+                return Response(status_code=400)  # nobody is listening; nothing to say
+            except BlobStoreError:
+                log.exception("tus.storage_error")
+                return tus_error("ERR_STORAGE", "storage unavailable")
+        return run
+
+    return [
+        Route("/u/files/", guarded(options), methods=["OPTIONS"]),
+        Route("/u/files/", guarded(create), methods=["POST"]),
+        Route("/u/files/{upload_id}", guarded(head), methods=["HEAD"]),
+        Route("/u/files/{upload_id}", guarded(patch), methods=["PATCH"]),
+        Route("/u/files/{upload_id}", guarded(delete), methods=["DELETE"]),
+        Route("/u/files/{upload_id}", guarded(options), methods=["OPTIONS"]),
+        Route("/u/files/{upload_id}/client-sha256", guarded(client_sha256), methods=["POST"]),
+    ]
+
+
+async def _small_json(request: Request, limit: int = 4096) -> Any:
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise DomainError("body too large", code="ERR_FIELD_TOO_LARGE")
+    try:
+        return json.loads(data or b"null")
+    except ValueError:
+        raise DomainError("body is not JSON", code="ERR_BAD_REQUEST") from None
+
