@@ -1,11 +1,25 @@
-"""Reports, links, submissions, evidence, the viewer and sharing (owned by casework)."""
+"""Reports, links, submissions, evidence, the viewer and sharing (owned by casework).
+
+``routes(ctx)`` gathers the casework route modules:
+
+* ``reports``  the report list (search, keyset pages), create, report page, links;
+* ``items``    the item page (viewer, metadata, custody timeline), progress JSON,
+               triage, notes, tags;
+* ``media``    derivatives with HTTP Range, the original as an audited download;
+* ``sharing``  shares to partners and their revocation.
+
+Every handler authorises its own request through ``permissions`` (``require_item`` /
+``require_report``), so a refusal is the same 404 and an ``access.denied`` event on
+every endpoint.
+"""
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
+from reviewer_ui import items, media, reports, sharing
 from reviewer_ui.context import ReviewContext
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
-    return []
+    return [*reports.routes(), *items.routes(), *media.routes(), *sharing.routes()]

@@ -7,4 +7,7 @@ pytest_plugins = [
     "tests.fixtures.media",
     "tests.fixtures.upload_server",
     "tests.fixtures.upload",
+    "tests.fixtures.reviewer",
+    "tests.fixtures.evidence",
+    "tests.fixtures.casework",
 ]

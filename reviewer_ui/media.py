@@ -1,0 +1,219 @@
+"""Media through the app: derivatives with HTTP Range for the viewer, and the original
+only as an audited download (DESIGN.md §4 "Review"; SECURITY_CHECKLIST VL-01..VL-08).
+
+* The browser never gets a storage URL: every byte comes from ``store.read`` behind the
+  authorisation check of *this* request (``permissions.require_item``), so a revoked
+  share or a removed assignment stops the next Range request (AC-03).
+* Only our own re-encoded derivatives are served inline, with the Content-Type from
+  our Derivative row (never from the client or the original) and only when that type is
+  on a short inline allowlist; originals are ``Content-Disposition: attachment`` with
+  ``application/octet-stream`` and a sandbox CSP (VL-04, VL-06).
+* Every media response: ``Cache-Control: no-store``, ``nosniff``,
+  ``Cross-Origin-Resource-Policy: same-origin``; a cross-site load (``Sec-Fetch-Site:
+  cross-site``) is refused like any other denial (VL-05).
+* Items not in a viewable state (infected, unscannable, rejected, still processing...)
+  have no media at all: the request is a denial (404 + ``access.denied``).
+* Audit: a *stream start* of the viewer media (preview image, proxy video) is a custody
+  event - a GET without Range or whose range starts at byte 0; later segments of the same
+  playback are not (a seek would otherwise write one event per second of video).
+  Thumbnails and posters are covered by the audited report and item page views that
+  show them. The event is written before the first byte is sent; if it cannot be
+  written the request fails (AU-10).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from sqlmodel import col, select
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from reviewer_ui import audit, context, permissions
+from reviewer_ui.ranges import ByteRange, Unsatisfiable, parse_range
+from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError
+from storage.lifecycle import VIEWABLE
+from storage.models import Derivative, EvidenceItem
+
+MEDIA_KINDS = frozenset({"thumbnail", "preview", "poster", "proxy"})
+AUDITED_KINDS = frozenset({"preview", "proxy"})
+# Types a browser may render inline from us. Anything else a derivative row claims is
+# refused: an HTML or SVG "derivative" must never reach the page's origin (VL-04).
+INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "video/mp4", "video/webm"})
+REASON_MIN, REASON_MAX = 10, 500
+
+MEDIA_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+class MediaUnavailable(Exception):
+    """The blob behind a derivative or original is missing or the store failed."""
+
+
+@dataclass(frozen=True)
+class MediaTarget:
+    item: EvidenceItem
+    key: str
+    size: int
+    mime_type: str
+    etag: str
+
+
+def _refuse_cross_site(request: Request, item_id: str) -> None:
+    # A page on another site embedding <video src=...> would ride the officer's cookie
+    # (SameSite=Strict already drops it; this is the second lock, VL-05).
+    if request.headers.get("sec-fetch-site", "") == "cross-site":
+        raise permissions.Denied(f"item:{item_id[:64]}", reason="media.cross_site")
+
+
+def _derivative_target(request: Request, item_id: str, kind: str) -> MediaTarget | None:
+    ctx = context.get(request)
+    with ctx.db.read() as session:
+        item = permissions.require_item(request, session, item_id, "item.media")
+        if item.state not in VIEWABLE:
+            # Infected, unscannable, rejected, failed, unfinished: no bytes of any kind.
+            raise permissions.Denied(f"item:{item.id}", report_id=item.report_id, item_id=item.id,
+                                     reason=f"media.state.{item.state}")
+        row = session.exec(
+            select(Derivative).where(col(Derivative.item_id) == item.id, col(Derivative.kind) == kind)
+        ).first()
+    if row is None or row.mime_type not in INLINE_TYPES:
+        return None
+    return MediaTarget(item=item, key=row.blob_key, size=row.size, mime_type=row.mime_type, etag=f'"{row.sha256}"')
+
+
+async def _primed(store: BlobStore, key: str, start: int, end_exclusive: int) -> AsyncIterator[bytes]:
+    """Open the stream and read its first chunk *before* the status line goes out, so a
+    missing blob is a clean error response rather than a truncated 200."""
+    iterator = store.read(key, start, end_exclusive)
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        first = b""
+    except BlobNotFound as exc:
+        raise MediaUnavailable("blob missing") from exc
+    except BlobStoreError as exc:
+        raise MediaUnavailable("blob store failed") from exc
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in iterator:
+            yield chunk
+
+    return rest()
+
+
+def _if_range_allows(request: Request, etag: str) -> bool:
+    if_range = request.headers.get("if-range")
+    return if_range is None or if_range.strip() == etag
+
+
+async def stream_media(request: Request, target: MediaTarget, *, audit_kind: str | None) -> Response:
+    """Answer a GET/HEAD for ``target`` with 200, 206 or 416 (one range at most)."""
+    ctx = context.get(request)
+    size = target.size
+    header = request.headers.get("range")
+    rng = parse_range(header, size) if _if_range_allows(request, target.etag) else None
+    headers = dict(MEDIA_HEADERS)
+    headers.update({"Accept-Ranges": "bytes", "ETag": target.etag, "Content-Disposition": "inline"})
+    if isinstance(rng, Unsatisfiable):
+        headers["Content-Range"] = rng.content_range(size)
+        return Response(b"", status_code=416, headers=headers)
+    if isinstance(rng, ByteRange):
+        start, end_exclusive, status = rng.start, rng.end + 1, 206
+        headers["Content-Range"] = rng.content_range(size)
+    else:
+        start, end_exclusive, status = 0, size, 200
+    headers["Content-Length"] = str(end_exclusive - start)
+    if request.method == "HEAD":
+        return Response(None, status_code=status, headers=headers, media_type=target.mime_type)
+    if audit_kind is not None and start == 0:
+        await audit.record(ctx, request, "media.stream", report_id=target.item.report_id, item_id=target.item.id,
+                           detail={"kind": audit_kind, "range": (header or "")[:60]})
+    if end_exclusive <= start:
+        return Response(b"", status_code=status, headers=headers, media_type=target.mime_type)
+    try:
+        body = await _primed(ctx.store, target.key, start, end_exclusive)
+    except MediaUnavailable:
+        return Response("media unavailable", status_code=503, headers=dict(MEDIA_HEADERS), media_type="text/plain")
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=target.mime_type)
+
+
+async def derivative(request: Request) -> Response:
+    ctx = context.get(request)
+    item_id = request.path_params["item_id"]
+    kind = request.path_params["kind"]
+    _refuse_cross_site(request, item_id)
+    if kind not in MEDIA_KINDS:
+        # Checked after nothing: an unknown kind says nothing about the item.
+        return permissions.not_found_response(request)
+    target = await ctx.run_sync(_derivative_target, request, item_id, kind)
+    if target is None:
+        return permissions.not_found_response(request)
+    return await stream_media(request, target, audit_kind=kind if kind in AUDITED_KINDS else None)
+
+
+# --- the original, as a download with a reason -------------------------------------------
+
+
+def attachment_disposition(filename: str, fallback: str) -> str:
+    """``attachment`` with an ASCII-only quoted name and the real name in RFC 5987 form
+    (SECURITY_CHECKLIST BF-15): quotes, CR/LF, ``;`` and bidi controls from a citizen's
+    filename can neither break the header nor disguise the extension."""
+    cleaned = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")[:200]
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", unicodedata.normalize("NFKD", cleaned).encode("ascii", "ignore").decode())
+    ascii_name = ascii_name.strip("._") or fallback
+    value = f'attachment; filename="{ascii_name}"'
+    if cleaned:
+        value += f"; filename*=UTF-8''{quote(cleaned, safe='')}"
+    return value
+
+
+async def download_original(request: Request) -> Response:
+    ctx = context.get(request)
+    item_id = request.path_params["item_id"]
+    form = await request.form()
+    reason = str(form.get("reason") or "").strip()
+    with_reason = REASON_MIN <= len(reason) <= REASON_MAX
+
+    def load() -> EvidenceItem:
+        with ctx.db.read() as session:
+            return permissions.require_item(request, session, item_id, "item.download")
+
+    item = await ctx.run_sync(load)
+    if not with_reason:
+        from reviewer_ui.items import item_page  # one module renders the item page
+
+        return await item_page(request, download_error=f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
+                               status_code=400)
+    # The event (with the reason) is written before a byte leaves (AU-10, ACPO P2).
+    await audit.record(ctx, request, "item.original_downloaded", report_id=item.report_id, item_id=item.id,
+                       detail={"reason": reason, "sha256": item.sha256, "size": item.size})
+    try:
+        body = await _primed(ctx.store, item.blob_key, 0, item.size)
+    except MediaUnavailable:
+        return Response("original unavailable", status_code=503, headers=dict(MEDIA_HEADERS), media_type="text/plain")
+    headers = dict(MEDIA_HEADERS)
+    headers.update({
+        "Content-Disposition": attachment_disposition(item.original_filename, f"exhibit-{item.id}"),
+        "Content-Length": str(item.size),
+        # Raw citizen bytes: even opened as a document they can run nothing (VL-04).
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+    })
+    return StreamingResponse(body, status_code=200, headers=headers, media_type="application/octet-stream")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/items/{item_id}/media/{kind}", derivative, methods=["GET", "HEAD"], name="item_media"),
+        Route("/items/{item_id}/original", download_original, methods=["POST"], name="item_original"),
+    ]

@@ -1,0 +1,504 @@
+"""Reports: the searchable list, creating one, the report page (submissions, links,
+evidence grid, report shares) and issuing / revoking upload links.
+
+Pagination is keyset ("seek"), never OFFSET: the list is ordered newest first by
+``(created_at, id)`` and a page continues strictly after the last row of the previous
+one, read off the ``ix_report_created_id`` / ``ix_report_kind_created_id`` indexes, so
+page 2,000 costs what page 1 costs (benchmarks/review.py, 100,000 items). The evidence
+grid does the same within a report over ``(received_at, id)``.
+
+What a user sees is ``permissions.visible_reports_query`` / ``can_view_item`` for this
+request. A partner sees a report only as the container of the items shared with them:
+no statements, links, counts or other items (AC-03, AC-04).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import segno
+from markupsafe import Markup
+from sqlalchemy import and_, case, exists, func, or_
+from sqlmodel import Session, col, select
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from reviewer_ui import audit, context, permissions
+from storage import ledger
+from storage.errors import Conflict, Invalid, NotFound
+from storage.lifecycle import TERMINAL
+from storage.links import create_link, revoke_link
+from storage.models import (
+    Derivative,
+    EvidenceItem,
+    Report,
+    ReportKind,
+    Role,
+    Submission,
+    Triage,
+    Upload,
+    UploadLink,
+    User,
+)
+from storage.reports import create_report
+from storage.settings import parse_bytes
+
+PAGE_SIZE = 50
+GRID_PAGE_SIZE = 60
+# A partner's grid filters items one by one through can_view_item; stop after this many
+# rows per page so a report of 100,000 items with one share cannot make a slow page.
+GRID_SCAN_LIMIT = 2000
+EXPIRY_CHOICES = (("1d", "1 day"), ("3d", "3 days"), ("7d", "7 days"), ("14d", "14 days"), ("30d", "30 days"))
+
+
+# --- keyset cursors ----------------------------------------------------------------------
+
+
+def encode_cursor(at: dt.datetime, ident: str) -> str:
+    raw = json.dumps([ledger.format_time(at), ident], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None) -> tuple[dt.datetime, str] | None:
+    """A cursor from the query string, or None when absent or not one of ours (a forged
+    cursor only moves where the page starts: it is a position, not a permission)."""
+    if not text or len(text) > 200:
+        return None
+    try:
+        at_text, ident = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        at = dt.datetime.strptime(at_text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(ident, str) or len(ident) > 64:
+        return None
+    return at, ident
+
+
+# --- the list ----------------------------------------------------------------------------
+
+
+@dataclass
+class ReportFilters:
+    q: str = ""
+    kind: str = ""
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    waiting: bool = False
+    after: tuple[dt.datetime, str] | None = None
+
+    @classmethod
+    def from_query(cls, params: Any) -> ReportFilters:
+        def date(name: str) -> dt.date | None:
+            try:
+                return dt.date.fromisoformat(str(params.get(name, ""))[:10])
+            except ValueError:
+                return None
+
+        kind = str(params.get("kind", ""))
+        return cls(
+            q=str(params.get("q", "")).strip()[:64],
+            kind=kind if kind in {k.value for k in ReportKind} else "",
+            date_from=date("from"), date_to=date("to"),
+            waiting=params.get("waiting") == "1",
+            after=decode_cursor(params.get("after")),
+        )
+
+    def query_string(self, after: str | None = None) -> str:
+        from urllib.parse import urlencode
+
+        parts: list[tuple[str, str]] = []
+        if self.q:
+            parts.append(("q", self.q))
+        if self.kind:
+            parts.append(("kind", self.kind))
+        if self.date_from:
+            parts.append(("from", self.date_from.isoformat()))
+        if self.date_to:
+            parts.append(("to", self.date_to.isoformat()))
+        if self.waiting:
+            parts.append(("waiting", "1"))
+        if after:
+            parts.append(("after", after))
+        return urlencode(parts)
+
+
+@dataclass
+class ReportRow:
+    report: Report
+    items: int | None
+    waiting: int | None
+    owner: str | None
+
+
+@dataclass
+class ReportPage:
+    rows: list[ReportRow]
+    next_cursor: str | None
+    filters: ReportFilters
+    show_counts: bool
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def list_reports(session: Session, user: User, filters: ReportFilters, *, now: dt.datetime,
+                 unit_access: bool, limit: int = PAGE_SIZE) -> ReportPage:
+    is_partner = str(user.role) == Role.PARTNER
+    q = select(Report)
+    if str(user.role) not in (Role.ADMIN, Role.AUDITOR):
+        q = q.where(col(Report.id).in_(permissions.visible_reports_query(user, now=now, unit_access=unit_access)))
+    if filters.q:
+        # Prefix search on the reference (as typed, and upper-cased: references are
+        # usually capitals): a range over the unique index, not a scan.
+        variants = {filters.q, filters.q.upper()}
+        q = q.where(or_(*[and_(col(Report.reference) >= v, col(Report.reference) < v + "\U0010ffff") for v in variants]))
+    if filters.kind:
+        q = q.where(col(Report.kind) == filters.kind)
+    if filters.date_from:
+        q = q.where(col(Report.created_at) >= _day_start(filters.date_from))
+    if filters.date_to:
+        q = q.where(col(Report.created_at) < _day_start(filters.date_to) + dt.timedelta(days=1))
+    if filters.waiting and not is_partner:
+        q = q.where(exists().where(col(EvidenceItem.report_id) == col(Report.id), col(EvidenceItem.triage) == Triage.PENDING))
+    if filters.after:
+        at, ident = filters.after
+        q = q.where(or_(col(Report.created_at) < at, and_(col(Report.created_at) == at, col(Report.id) < ident)))
+    q = q.order_by(col(Report.created_at).desc(), col(Report.id).desc()).limit(limit + 1)
+    reports = list(session.exec(q))
+    more = len(reports) > limit
+    reports = reports[:limit]
+    counts: dict[str, tuple[int, int]] = {}
+    owners: dict[str, str] = {}
+    if reports and not is_partner:
+        ids = [r.id for r in reports]
+        for rid, total, pending in session.exec(
+            select(col(EvidenceItem.report_id), func.count(),
+                   func.sum(case((col(EvidenceItem.triage) == Triage.PENDING, 1), else_=0)))
+            .where(col(EvidenceItem.report_id).in_(ids)).group_by(col(EvidenceItem.report_id))
+        ).all():
+            counts[rid] = (int(total), int(pending or 0))
+        owner_ids = {r.owner_id for r in reports if r.owner_id}
+        if owner_ids:
+            for uid, email in session.exec(select(col(User.id), col(User.email)).where(col(User.id).in_(owner_ids))).all():
+                owners[uid] = email
+    rows = [ReportRow(report=r, items=None if is_partner else counts.get(r.id, (0, 0))[0],
+                      waiting=None if is_partner else counts.get(r.id, (0, 0))[1],
+                      owner=owners.get(r.owner_id or "")) for r in reports]
+    next_cursor = encode_cursor(reports[-1].created_at, reports[-1].id) if more and reports else None
+    return ReportPage(rows=rows, next_cursor=next_cursor, filters=filters, show_counts=not is_partner)
+
+
+async def reports_list(request: Request) -> Response:
+    ctx = context.get(request)
+    user = permissions.current_user(request)
+    filters = ReportFilters.from_query(request.query_params)
+
+    def load() -> ReportPage:
+        with ctx.db.read() as session:
+            return list_reports(session, user, filters, now=ctx.clock(), unit_access=ctx.settings.officer_unit_access)
+
+    page = await ctx.run_sync(load)
+    return ctx.render(request, "reports.html", page=page, kinds=[k.value for k in ReportKind],
+                      can_create=permissions.can_act(user, "report.create"), fmt_time=ledger.format_time)
+
+
+# --- create ------------------------------------------------------------------------------
+
+
+async def report_new(request: Request) -> Response:
+    ctx = context.get(request)
+    user = permissions.current_user(request)
+    if not permissions.can_act(user, "report.create"):
+        raise permissions.Denied("report:new", reason="report.create")
+    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], error=None, values={})
+
+
+async def report_create(request: Request) -> Response:
+    ctx = context.get(request)
+    user = permissions.current_user(request)
+    if not permissions.can_act(user, "report.create"):
+        raise permissions.Denied("report:new", reason="report.create")
+    form = await request.form()
+    values = {k: str(form.get(k) or "").strip() for k in ("reference", "kind", "title")}
+
+    def apply() -> str:
+        with ctx.db.write() as session:
+            report = create_report(ctx.db, session, values["reference"], values["kind"], title=values["title"][:300],
+                                   owner_id=user.id, unit=user.unit, actor=user.email,
+                                   request_id=audit.request_id_of(request))
+            return report.id
+
+    try:
+        report_id = await ctx.run_sync(apply)
+    except (Invalid, Conflict) as exc:
+        return ctx.render(request, "report_new.html", status_code=400 if isinstance(exc, Invalid) else 409,
+                          kinds=[k.value for k in ReportKind], error=str(exc), values=values)
+    return RedirectResponse(f"/reports/{report_id}", status_code=303)
+
+
+# --- the report page ---------------------------------------------------------------------
+
+
+@dataclass
+class GridCard:
+    item: EvidenceItem
+    has_thumbnail: bool
+    terminal: bool
+
+
+@dataclass
+class ReportView:
+    report: Report
+    owner: str | None
+    is_partner: bool
+    submissions: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+    cards: list[GridCard]
+    next_cursor: str | None
+    shares: list[dict[str, Any]]
+    partners: list[tuple[str, str]]
+    totals: dict[str, int]
+    can: dict[str, bool] = field(default_factory=dict)
+
+
+def _grid(session: Session, user: User, report: Report, after: tuple[dt.datetime, str] | None, *,
+          now: dt.datetime, unit_access: bool) -> tuple[list[GridCard], str | None]:
+    is_partner = str(user.role) == Role.PARTNER
+    cards: list[EvidenceItem] = []
+    cursor = after
+    more = False
+    scanned = 0
+    batch_size = GRID_PAGE_SIZE + 1 if not is_partner else 200
+    while True:
+        q = select(EvidenceItem).where(col(EvidenceItem.report_id) == report.id)
+        if cursor:
+            at, ident = cursor
+            q = q.where(or_(col(EvidenceItem.received_at) > at, and_(col(EvidenceItem.received_at) == at, col(EvidenceItem.id) > ident)))
+        batch = list(session.exec(q.order_by(col(EvidenceItem.received_at), col(EvidenceItem.id)).limit(batch_size)))
+        full = False
+        for item in batch:
+            if len(cards) == GRID_PAGE_SIZE:
+                full = True
+                break
+            cursor = (item.received_at, item.id)
+            scanned += 1
+            if is_partner and not permissions.can_view_item(session, user, item, now=now, unit_access=unit_access):
+                continue
+            cards.append(item)
+        if full:
+            more = True
+            break
+        if len(batch) < batch_size:
+            break
+        if scanned >= GRID_SCAN_LIMIT:
+            more = True
+            break
+    thumbs: set[str] = set()
+    if cards:
+        thumbs = set(session.exec(select(col(Derivative.item_id)).where(
+            col(Derivative.item_id).in_([c.id for c in cards]), col(Derivative.kind) == "thumbnail")))
+    next_cursor = encode_cursor(cursor[0], cursor[1]) if more and cursor else None
+    return [GridCard(item=c, has_thumbnail=c.id in thumbs and c.state == "ready", terminal=c.state in TERMINAL)
+            for c in cards], next_cursor
+
+
+def _links(session: Session, report: Report, now: dt.datetime) -> list[dict[str, Any]]:
+    links = list(session.exec(select(UploadLink).where(col(UploadLink.report_id) == report.id)
+                              .order_by(col(UploadLink.created_at).desc()).limit(200)))
+    use: dict[str, tuple[int, Any]] = {}
+    uploads: dict[str, int] = {}
+    if links:
+        ids = [link.id for link in links]
+        for lid, n, last in session.exec(select(col(Submission.link_id), func.count(), func.max(col(Submission.created_at)))
+                                         .where(col(Submission.link_id).in_(ids)).group_by(col(Submission.link_id))).all():
+            use[lid] = (int(n), last)
+        for lid, n in session.exec(select(col(Upload.link_id), func.count()).where(col(Upload.link_id).in_(ids))
+                                   .group_by(col(Upload.link_id))).all():
+            uploads[lid] = int(n)
+    out = []
+    for link in links:
+        if link.revoked_at is not None:
+            status = "revoked"
+        elif link.expires_at <= now:
+            status = "expired"
+        elif link.used_files >= link.max_files or link.used_bytes >= link.max_bytes:
+            status = "used up"
+        else:
+            status = "live"
+        n, last = use.get(link.id, (0, None))
+        out.append({"link": link, "status": status, "submissions": n, "last_used": last,
+                    "uploads": uploads.get(link.id, 0)})
+    return out
+
+
+def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime, str] | None) -> ReportView:
+    ctx = context.get(request)
+    user = permissions.current_user(request)
+    now = ctx.clock()
+    unit = ctx.settings.officer_unit_access
+    with ctx.db.read() as session:
+        report = permissions.require_report(request, session, report_id, "report.view")
+        is_partner = str(user.role) == Role.PARTNER
+        cards, next_cursor = _grid(session, user, report, after, now=now, unit_access=unit)
+        owner = session.get(User, report.owner_id) if report.owner_id and not is_partner else None
+        submissions: list[dict[str, Any]] = []
+        links: list[dict[str, Any]] = []
+        totals: dict[str, int] = {}
+        if not is_partner:
+            for sub, n in session.exec(
+                select(Submission, func.count(col(EvidenceItem.id))).join(
+                    EvidenceItem, col(EvidenceItem.submission_id) == col(Submission.id), isouter=True)
+                .where(col(Submission.report_id) == report.id).group_by(col(Submission.id))
+                .order_by(col(Submission.created_at).desc()).limit(200)
+            ).all():
+                submissions.append({"submission": sub, "items": int(n)})
+            links = _links(session, report, now)
+            for state, n in session.exec(select(col(EvidenceItem.triage), func.count()).where(
+                    col(EvidenceItem.report_id) == report.id).group_by(col(EvidenceItem.triage))).all():
+                totals[str(state)] = int(n)
+        can = {
+            "link": permissions.can_act(user, "link.issue"),
+            "share": permissions.can_act(user, "share.create"),
+        }
+        shares: list[dict[str, Any]] = []
+        partners: list[tuple[str, str]] = []
+        if can["share"]:
+            from reviewer_ui.items import partner_choices, shares_for
+
+            shares = shares_for(session, item=None, report_id=report.id)
+            partners = partner_choices(session)
+    return ReportView(report=report, owner=owner.email if owner else None, is_partner=is_partner,
+                      submissions=submissions, links=links, cards=cards, next_cursor=next_cursor, shares=shares,
+                      partners=partners, totals=totals, can=can)
+
+
+async def report_page(request: Request, *, form_error: str | None = None, issued: Any = None,
+                      status_code: int = 200) -> Response:
+    ctx = context.get(request)
+    report_id = request.path_params["report_id"]
+    after = decode_cursor(request.query_params.get("after"))
+    view = await ctx.run_sync(load_report_view, request, report_id, after)
+    # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
+    await audit.record(ctx, request, "report.viewed", report_id=view.report.id,
+                       detail={"items_shown": len(view.cards)})
+    return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
+                      form_error=form_error, issued=issued, expiry_choices=EXPIRY_CHOICES,
+                      default_max_files=ctx.settings.link_max_files,
+                      default_max_bytes=_gib(ctx.settings.link_max_bytes), fmt_time=ledger.format_time,
+                      fmt_bytes=_fmt_bytes, now=ctx.clock())
+
+
+async def report_page_get(request: Request) -> Response:
+    return await report_page(request)
+
+
+def _gib(n: int) -> str:
+    return f"{n >> 30}G" if n % (1 << 30) == 0 else str(n)
+
+
+def _fmt_bytes(n: int) -> str:
+    from reviewer_ui.items import _fmt_bytes as fmt
+
+    return fmt(n)
+
+
+# --- links ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Issued:
+    url: str
+    qr_svg: Markup
+    expires_at: dt.datetime
+    max_files: int
+    max_bytes: int
+
+
+def qr_svg(url: str) -> Markup:
+    """The link as an inline SVG QR code: no script, no style attribute (the CSP allows
+    neither), a <title> for screen readers."""
+    svg = segno.make(url, error="m").svg_inline(scale=4, dark="#000", light="#fff", title="QR code of the upload link")
+    # Safe to mark up: segno's SVG holds only path geometry and our constant title; the URL
+    # itself is encoded as modules, never as text.
+    return Markup(str(svg).replace("<svg ", '<svg role="img" aria-label="QR code of the upload link" focusable="false" ', 1))  # noqa: S704
+
+
+async def link_issue(request: Request) -> Response:
+    ctx = context.get(request)
+    report_id = request.path_params["report_id"]
+    form = await request.form()
+    user = permissions.current_user(request)
+    from storage.settings import parse_duration
+
+    try:
+        expires = parse_duration(str(form.get("expires") or "7d"))
+        max_files = int(str(form.get("max_files") or ctx.settings.link_max_files))
+        max_bytes = parse_bytes(str(form.get("max_bytes") or _gib(ctx.settings.link_max_bytes)))
+        valid = 0 < expires <= 90 * 86400 and 0 < max_files <= 10000 and 0 < max_bytes <= (1 << 50)
+    except ValueError:
+        valid = False
+        expires = max_files = max_bytes = 0
+    note = str(form.get("note") or "")[:300]
+
+    def apply() -> Issued | None:
+        with ctx.db.write() as session:
+            report = permissions.require_report(request, session, report_id, "link.issue")
+            if not valid:
+                return None
+            issued = create_link(ctx.db, session, report, public_url=ctx.settings.public_url,
+                                 expires_in_seconds=expires, max_files=max_files, max_bytes=max_bytes,
+                                 actor=user.email, note=note, request_id=audit.request_id_of(request))
+            # The token exists only in this response (the page is no-store and POST-only,
+            # so it is not in history or any cache); the database keeps its hash.
+            return Issued(url=issued.url, qr_svg=qr_svg(issued.url), expires_at=issued.link.expires_at,
+                          max_files=max_files, max_bytes=max_bytes)
+
+    issued = await ctx.run_sync(apply)
+    if issued is None:
+        return await report_page(request, form_error="Expiry is up to 90 days; quotas must be positive numbers "
+                                                     "(bytes may be written like 500M or 2G).", status_code=400)
+    return await report_page(request, issued=issued)
+
+
+async def link_revoke(request: Request) -> Response:
+    ctx = context.get(request)
+    link_id = request.path_params["link_id"]
+    user = permissions.current_user(request)
+
+    def apply() -> str:
+        with ctx.db.write() as session:
+            link = session.get(UploadLink, link_id) if len(link_id) <= 64 else None
+            if link is None:
+                raise permissions.Denied(f"link:{link_id[:64]}", reason="link.revoke")
+            permissions.require_report(request, session, link.report_id, "link.revoke")
+            try:
+                revoke_link(ctx.db, session, link.id, actor=user.email, request_id=audit.request_id_of(request))
+            except NotFound:
+                raise permissions.Denied(f"link:{link_id[:64]}", reason="link.revoke") from None
+            return link.report_id
+
+    report_id = await ctx.run_sync(apply)
+    return RedirectResponse(f"/reports/{report_id}#links", status_code=303)
+
+
+async def home(request: Request) -> Response:
+    permissions.current_user(request)
+    return RedirectResponse("/reports", status_code=303)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/", home, methods=["GET"], name="home"),
+        Route("/reports", reports_list, methods=["GET"], name="reports"),
+        Route("/reports", report_create, methods=["POST"], name="report_create"),
+        Route("/reports/new", report_new, methods=["GET"], name="report_new"),
+        Route("/reports/{report_id}", report_page_get, methods=["GET"], name="report"),
+        Route("/reports/{report_id}/links", link_issue, methods=["POST"], name="link_issue"),
+        Route("/links/{link_id}/revoke", link_revoke, methods=["POST"], name="link_revoke"),
+    ]

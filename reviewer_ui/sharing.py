@@ -1,0 +1,160 @@
+"""Shares: grant a partner organisation or one partner user an item or a whole report,
+with an expiry and a download flag; revoke (DESIGN.md §4 "Sharing").
+
+The grant itself is only a row; what a partner may see is decided on every request by
+``permissions.visible_items_query`` from the live shares, so a revocation or an expiry
+acts on the partner's very next request (AC-03). Only items that are ready (scanned clean
+and processed) can be shared: infected, unscannable or unfinished evidence never leaves
+(AC-14). Every grant and revocation is a custody event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from reviewer_ui import audit, context, permissions
+from storage import ledger
+from storage.models import EvidenceItem, Organisation, Report, Role, Share, User
+
+MAX_SHARE_DAYS = 365
+SHAREABLE_STATES = frozenset({"ready"})
+
+
+class ShareRefused(Exception):
+    """A share the form asked for that may not be made (bad partner, state, expiry)."""
+
+
+def _grantee(session: Session, value: str) -> tuple[str | None, str | None]:
+    """``org:<id>`` or ``user:<id>`` -> (partner_org_id, partner_user_id). Only partner
+    organisations and enabled partner users can receive a share."""
+    kind, _, ident = value.partition(":")
+    if kind == "org" and ident:
+        org = session.get(Organisation, ident)
+        if org is not None and org.is_partner:
+            return org.id, None
+    if kind == "user" and ident:
+        user = session.get(User, ident)
+        if user is not None and str(user.role) == Role.PARTNER and not user.disabled:
+            return None, user.id
+    raise ShareRefused("Choose a partner organisation or partner user.")
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise ShareRefused(f"Expiry is 1 to {MAX_SHARE_DAYS} days.") from None
+    if not 1 <= days <= MAX_SHARE_DAYS:
+        raise ShareRefused(f"Expiry is 1 to {MAX_SHARE_DAYS} days.")
+    return days
+
+
+def make_share(ctx: context.ReviewContext, session: Session, request: Request, *, report: Report,
+               item: EvidenceItem | None, partner: str, days: str, allow_download: bool) -> Share:
+    user = permissions.current_user(request)
+    if item is not None and item.state not in SHAREABLE_STATES:
+        raise ShareRefused("Only evidence that is scanned clean and ready can be shared.")
+    org_id, partner_user_id = _grantee(session, partner)
+    now = ctx.clock()
+    share = Share(report_id=report.id, item_id=item.id if item else None, partner_org_id=org_id,
+                  partner_user_id=partner_user_id, allow_download=allow_download, created_by=user.id,
+                  created_at=now, expires_at=now + dt.timedelta(days=_days(days)))
+    session.add(share)
+    session.flush()
+    audit.record_in(ctx, session, request, "share.created", report_id=report.id, item_id=item.id if item else None,
+                    subject=f"share:{share.id}",
+                    detail={"share_id": share.id, "scope": "item" if item else "report",
+                            "partner_org_id": org_id, "partner_user_id": partner_user_id,
+                            "allow_download": allow_download, "expires_at": ledger.format_time(share.expires_at)})
+    return share
+
+
+async def _form(request: Request) -> tuple[str, str, bool]:
+    form = await request.form()
+    return (str(form.get("partner") or ""), str(form.get("days") or ""), form.get("allow_download") == "yes")
+
+
+async def share_item(request: Request) -> Response:
+    ctx = context.get(request)
+    item_id = request.path_params["item_id"]
+    partner, days, allow_download = await _form(request)
+
+    def apply() -> str | None:
+        with ctx.db.write() as session:
+            item = permissions.require_item(request, session, item_id, "share.create")
+            report = session.get(Report, item.report_id)
+            assert report is not None
+            try:
+                make_share(ctx, session, request, report=report, item=item, partner=partner, days=days,
+                           allow_download=allow_download)
+            except ShareRefused as exc:  # raised before anything was added
+                return str(exc)
+        return None
+
+    error = await ctx.run_sync(apply)
+    if error:
+        from reviewer_ui.items import item_page
+
+        return await item_page(request, form_error=error, status_code=409 if "ready" in error else 400)
+    return RedirectResponse(f"/items/{item_id}#shares", status_code=303)
+
+
+async def share_report(request: Request) -> Response:
+    ctx = context.get(request)
+    report_id = request.path_params["report_id"]
+    partner, days, allow_download = await _form(request)
+
+    def apply() -> str | None:
+        with ctx.db.write() as session:
+            report = permissions.require_report(request, session, report_id, "share.create")
+            try:
+                make_share(ctx, session, request, report=report, item=None, partner=partner, days=days,
+                           allow_download=allow_download)
+            except ShareRefused as exc:  # raised before anything was added
+                return str(exc)
+        return None
+
+    error = await ctx.run_sync(apply)
+    if error:
+        from reviewer_ui.reports import report_page
+
+        return await report_page(request, form_error=error, status_code=400)
+    return RedirectResponse(f"/reports/{report_id}#shares", status_code=303)
+
+
+async def revoke_share(request: Request) -> Response:
+    ctx = context.get(request)
+    share_id = request.path_params["share_id"]
+
+    def apply() -> str:
+        with ctx.db.write() as session:
+            share = session.get(Share, share_id) if len(share_id) <= 64 else None
+            if share is None:
+                raise permissions.Denied(f"share:{share_id[:64]}", reason="share.revoke")
+            if share.item_id:
+                permissions.require_item(request, session, share.item_id, "share.revoke")
+            else:
+                permissions.require_report(request, session, share.report_id, "share.revoke")
+            if share.revoked_at is None:
+                share.revoked_at = ctx.clock()
+                share.revoked_by = permissions.current_user(request).id
+                session.add(share)
+                audit.record_in(ctx, session, request, "share.revoked", report_id=share.report_id,
+                                item_id=share.item_id, subject=f"share:{share.id}", detail={"share_id": share.id})
+            return f"/items/{share.item_id}#shares" if share.item_id else f"/reports/{share.report_id}#shares"
+
+    target = await ctx.run_sync(apply)
+    return RedirectResponse(target, status_code=303)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/items/{item_id}/shares", share_item, methods=["POST"], name="item_share"),
+        Route("/reports/{report_id}/shares", share_report, methods=["POST"], name="report_share"),
+        Route("/shares/{share_id}/revoke", revoke_share, methods=["POST"], name="share_revoke"),
+    ]

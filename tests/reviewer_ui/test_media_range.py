@@ -1,0 +1,174 @@
+"""HTTP Range on media served through the app (RFC 9110 §14; SECURITY_CHECKLIST VL-08)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from reviewer_ui.ranges import MAX_RANGE_HEADER, ByteRange, Unsatisfiable, parse_range
+from tests.fixtures.casework import Casework
+
+SIZE = 1000
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-99", ByteRange(0, 99)),
+        ("bytes=0-", ByteRange(0, 999)),
+        ("bytes=500-", ByteRange(500, 999)),
+        ("bytes=990-2000", ByteRange(990, 999)),
+        ("bytes=-100", ByteRange(900, 999)),
+        ("bytes=-5000", ByteRange(0, 999)),
+        ("bytes = 10 - 20", ByteRange(10, 20)),
+        ("BYTES=1-1", ByteRange(1, 1)),
+        ("bytes=0-0,5-9", ByteRange(0, 0)),  # first range only
+        ("items=0-5", None),  # unknown unit: ignored
+        ("bytes=1000-", Unsatisfiable()),
+        ("bytes=1000-1005", Unsatisfiable()),
+        ("bytes=-0", Unsatisfiable()),
+        ("bytes=20-10", Unsatisfiable()),
+        ("bytes=abc", Unsatisfiable()),
+        ("bytes=+5-10", Unsatisfiable()),
+        ("bytes=5_0-60", Unsatisfiable()),
+        ("bytes=-", Unsatisfiable()),
+        ("bytes=" + "9" * 40 + "-", Unsatisfiable()),
+    ],
+)
+def test_parse_range(header: str | None, expected: object) -> None:
+    assert parse_range(header, SIZE) == expected
+
+
+def test_empty_object_has_no_satisfiable_range() -> None:
+    assert parse_range("bytes=0-", 0) == Unsatisfiable()
+    assert parse_range("bytes=-1", 0) == Unsatisfiable()
+
+
+def test_hostile_multi_range_header_costs_constant_work() -> None:
+    hostile = "bytes=" + ",".join(f"{i}-{i}" for i in range(10_000))
+    assert len(hostile) > MAX_RANGE_HEADER
+    assert parse_range(hostile, SIZE) is None  # too long to be honest: whole body, no parsing
+    short_many = "bytes=0-0," + "1-1," * 40
+    started = time.perf_counter()
+    for _ in range(10_000):
+        parse_range(short_many[:MAX_RANGE_HEADER], SIZE)
+    # Not a timing assert on the app: a sanity bound on the parser itself (10,000 parses).
+    assert time.perf_counter() - started < 5
+
+
+def _video(casework_video: Casework) -> tuple[object, str, bytes]:
+    officer = casework_video.user("officer")
+    report = casework_video.report(officer)
+    seeded = casework_video.item(report, media="video")
+    return casework_video.client(officer), seeded.item.id, seeded.derivatives["proxy"]
+
+
+MEDIA_HEADERS = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+
+def _assert_media_headers(response: object) -> None:
+    headers = response.headers  # type: ignore[attr-defined]
+    for name, value in MEDIA_HEADERS.items():
+        assert headers[name] == value
+
+
+def test_whole_proxy_without_range_is_200_with_our_type(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    r = client.get(f"/items/{item_id}/media/proxy")  # type: ignore[attr-defined]
+    assert r.status_code == 200
+    assert r.content == proxy
+    assert r.headers["content-type"] == "video/mp4"
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["content-length"] == str(len(proxy))
+    assert "content-range" not in r.headers
+    _assert_media_headers(r)
+
+
+def test_range_request_is_206_with_content_range(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=100-199"})  # type: ignore[attr-defined]
+    assert r.status_code == 206
+    assert r.content == proxy[100:200]
+    assert r.headers["content-range"] == f"bytes 100-199/{len(proxy)}"
+    assert r.headers["content-length"] == "100"
+    _assert_media_headers(r)
+
+
+def test_suffix_and_open_ranges(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=-10"})  # type: ignore[attr-defined]
+    assert r.status_code == 206 and r.content == proxy[-10:]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": f"bytes={len(proxy) - 5}-"})  # type: ignore[attr-defined]
+    assert r.status_code == 206 and r.content == proxy[-5:]
+    assert r.headers["content-range"] == f"bytes {len(proxy) - 5}-{len(proxy) - 1}/{len(proxy)}"
+
+
+def test_unsatisfiable_range_is_416_with_size(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    for header in (f"bytes={len(proxy)}-", "bytes=50-10", "bytes=x-y"):
+        r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": header})  # type: ignore[attr-defined]
+        assert r.status_code == 416, header
+        assert r.headers["content-range"] == f"bytes */{len(proxy)}"
+        assert r.content == b""
+        _assert_media_headers(r)
+
+
+def test_multi_range_gets_first_range_only(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9,20-29,40-49"})  # type: ignore[attr-defined]
+    assert r.status_code == 206
+    assert r.headers["content-type"] == "video/mp4"  # never multipart/byteranges
+    assert r.content == proxy[0:10]
+
+
+def test_ten_thousand_ranges_are_answered_without_parsing_them(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    hostile = "bytes=" + ",".join(f"{i}-{i}" for i in range(10_000))
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": hostile})  # type: ignore[attr-defined]
+    assert r.status_code == 200
+    assert r.content == proxy
+
+
+def test_if_range_with_another_etag_gets_the_whole_body(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    first = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-0"})  # type: ignore[attr-defined]
+    etag = first.headers["etag"]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9", "If-Range": etag})  # type: ignore[attr-defined]
+    assert r.status_code == 206
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9", "If-Range": '"other"'})  # type: ignore[attr-defined]
+    assert r.status_code == 200 and r.content == proxy
+
+
+def test_head_gives_headers_and_no_body(casework_video: Casework) -> None:
+    client, item_id, proxy = _video(casework_video)
+    r = client.head(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-99"})  # type: ignore[attr-defined]
+    assert r.status_code == 206
+    assert r.headers["content-length"] == "100"
+    assert r.content == b""
+
+
+def test_only_stream_starts_are_custody_events(casework_video: Casework) -> None:
+    client, item_id, _proxy = _video(casework_video)
+    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-"})  # type: ignore[attr-defined]
+    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=500-"})  # type: ignore[attr-defined]
+    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=1000-1999"})  # type: ignore[attr-defined]
+    client.get(f"/items/{item_id}/media/poster")  # type: ignore[attr-defined]
+    starts = casework_video.events("media.stream", item_id)
+    assert len(starts) == 1
+    assert starts[0].detail == {"kind": "proxy", "range": "bytes=0-"}
+    assert starts[0].actor == client.user.email  # type: ignore[attr-defined]
+
+
+def test_cross_site_embedding_is_refused(casework_video: Casework) -> None:
+    client, item_id, _proxy = _video(casework_video)
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Sec-Fetch-Site": "cross-site"})  # type: ignore[attr-defined]
+    assert r.status_code == 404
+    denied = casework_video.events("access.denied")
+    assert [(e.detail or {}).get("subject") for e in denied] == [f"item:{item_id}"]
+    assert denied[0].detail is not None and denied[0].detail["reason"] == "media.cross_site"
