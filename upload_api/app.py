@@ -27,7 +27,7 @@ from storage.db import Database
 from storage.models import utcnow
 from storage.secrets import load_or_create_secret
 from storage.settings import Settings
-from upload_api import auth, pages, tus
+from upload_api import auth, multipart, pages, tus
 from upload_api.context import STATIC_DIR, UploadContext, make_templates
 
 log = logging.getLogger("upload_api")
@@ -129,6 +129,7 @@ def build(ctx: UploadContext) -> Starlette:
     # ``/u/receipt/{t}``), the link exchange ``GET /u/{token}`` last of all.
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET", "HEAD"])]
     routes += tus.routes(ctx)
+    routes += multipart.routes(ctx)
     routes += pages.routes(ctx)
     routes.append(Mount("/u/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     routes += auth.routes(ctx)
