@@ -1,11 +1,208 @@
-"""Admin pages (being written)."""
+"""Admin pages: users (add, disable, enable, sign out everywhere) and every live upload
+link with a one-click revoke. Admins only (``admin.users`` / ``admin.links`` in the
+permission matrix); anyone else gets the uniform 404 and an ``access.denied`` event.
+
+A new account gets a random password shown once on the page that created it (never
+stored in clear, never logged); its owner enrols TOTP at first sign-in. Disabling an
+account, and "sign out everywhere", revoke its sessions in the same transaction, so its
+next request is anonymous (SECURITY_CHECKLIST AC-10).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import secrets
+from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import func
+from sqlmodel import col, select
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from reviewer_ui import audit, permissions, sessions
 from reviewer_ui.context import ReviewContext
+from reviewer_ui.context import get as get_ctx
+from storage import links as storage_links
+from storage.errors import DomainError
+from storage.models import Organisation, Report, Role, StaffSession, UploadLink, User
+from storage.users import add_user
+
+MAX_FIELD = 320
+
+
+def _require(request: Request, action: str) -> User:
+    user = permissions.current_user(request)
+    if not permissions.can_act(user, action):
+        raise permissions.Denied(f"admin:{request.url.path[:80]}", reason=action)
+    return user
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form(max_files=0, max_fields=20, max_part_size=16 * 1024)
+    return {k: v.strip()[:MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
+
+
+@dataclass(frozen=True)
+class UserRow:
+    user: User
+    org: str
+    live_sessions: int
+
+
+def _users(ctx: ReviewContext) -> list[UserRow]:
+    now = ctx.clock()
+    with ctx.db.read() as s:
+        rows = s.exec(select(User, Organisation.name).join(
+            Organisation, col(Organisation.id) == col(User.org_id), isouter=True).order_by(col(User.email))).all()
+        live = dict(s.exec(
+            select(StaffSession.user_id, func.count())
+            .where(col(StaffSession.revoked_at).is_(None), col(StaffSession.expires_at) > now)
+            .group_by(col(StaffSession.user_id))
+        ).all())
+    return [UserRow(user=u, org=org or "", live_sessions=int(live.get(u.id, 0))) for u, org in rows]
+
+
+def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 200, **values: Any) -> Response:
+    values.setdefault("errors", [])
+    values.setdefault("created", None)
+    values.setdefault("notice", None)
+    values.setdefault("form", {})
+    return ctx.render(request, "admin_users.html", status_code=status_code, users=_users(ctx),
+                      roles=[r.value for r in Role], **values)
+
+
+async def users_page(request: Request) -> Response:
+    ctx = get_ctx(request)
+    _require(request, "admin.users")
+    notices = {"disabled": "The account is disabled and signed out everywhere.",
+               "enabled": "The account is enabled.",
+               "signedout": "The account is signed out everywhere."}
+    notice = notices.get(request.query_params.get("done", ""))
+    return await ctx.run_sync(lambda: _render_users(ctx, request, notice=notice))
+
+
+async def users_add(request: Request) -> Response:
+    ctx = get_ctx(request)
+    admin = _require(request, "admin.users")
+    form = await _form(request)
+    password = secrets.token_urlsafe(15)  # 120 bits, shown once
+
+    def create() -> tuple[User | None, str | None]:
+        try:
+            with ctx.db.write() as s:
+                user = add_user(
+                    ctx.db, s, form.get("email", ""), form.get("role", ""),
+                    org_name=form.get("org") or None, display_name=form.get("display_name", ""),
+                    password=password, unit=form.get("unit") or None, actor=admin.email,
+                )
+                return user, None
+        except DomainError as exc:
+            return None, exc.message
+
+    user, error = await ctx.run_sync(create)
+    if user is None:
+        return await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error], form=form))
+    return await ctx.run_sync(lambda: _render_users(ctx, request, created={"email": user.email, "password": password}))
+
+
+def _user_action(action: str) -> Any:
+    async def handler(request: Request) -> Response:
+        ctx = get_ctx(request)
+        admin = _require(request, "admin.users")
+        user_id = str(request.path_params["user_id"])[:64]
+
+        def act() -> bool:
+            with ctx.db.write() as s:
+                target = s.get(User, user_id)
+                if target is None:
+                    return False
+                if action == "disable":
+                    if target.id == admin.id:
+                        return True  # never lock yourself out: another admin must do it
+                    target.disabled = True
+                    s.add(target)
+                    count = sessions.revoke_all(ctx, s, target.id)
+                    audit.record_in(ctx, s, request, "user.disabled", subject=f"user:{target.id}",
+                                    detail={"email": target.email, "sessions_ended": count})
+                elif action == "enable":
+                    target.disabled = False
+                    s.add(target)
+                    audit.record_in(ctx, s, request, "user.enabled", subject=f"user:{target.id}",
+                                    detail={"email": target.email})
+                else:
+                    count = sessions.revoke_all(ctx, s, target.id)
+                    audit.record_in(ctx, s, request, "user.signed_out_everywhere", subject=f"user:{target.id}",
+                                    detail={"email": target.email, "sessions_ended": count})
+                return True
+
+        if not await ctx.run_sync(act):
+            raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
+        done = {"disable": "disabled", "enable": "enabled", "signout": "signedout"}[action]
+        return RedirectResponse(f"/admin/users?done={done}", status_code=303)
+
+    return handler
+
+
+@dataclass(frozen=True)
+class LinkRow:
+    link: UploadLink
+    reference: str
+    report_id: str
+
+
+async def links_page(request: Request) -> Response:
+    ctx = get_ctx(request)
+    _require(request, "admin.links")
+    now = ctx.clock()
+
+    def load() -> list[LinkRow]:
+        with ctx.db.read() as s:
+            rows = s.exec(
+                select(UploadLink, Report.reference, Report.id)
+                .join(Report, col(Report.id) == col(UploadLink.report_id))
+                .where(col(UploadLink.revoked_at).is_(None), col(UploadLink.expires_at) > now)
+                .order_by(col(UploadLink.expires_at))
+            ).all()
+        return [LinkRow(link=link, reference=ref, report_id=rid) for link, ref, rid in rows]
+
+    rows = await ctx.run_sync(load)
+    notice = "The link is revoked: it no longer accepts uploads." if request.query_params.get("done") else None
+    return ctx.render(request, "admin_links.html", links=rows, notice=notice)
+
+
+async def link_revoke(request: Request) -> Response:
+    ctx = get_ctx(request)
+    admin = _require(request, "admin.links")
+    link_id = str(request.path_params["link_id"])[:64]
+
+    def revoke() -> bool:
+        try:
+            with ctx.db.write() as s:
+                storage_links.revoke_link(ctx.db, s, link_id, actor=admin.email,
+                                          request_id=audit.request_id_of(request))
+            return True
+        except DomainError:
+            return False
+
+    if not await ctx.run_sync(revoke):
+        raise permissions.Denied(f"link:{link_id}", reason="admin.links.revoke")
+    return RedirectResponse("/admin/links?done=revoked", status_code=303)
+
+
+async def admin_home(request: Request) -> Response:
+    _require(request, "admin.users")
+    return RedirectResponse("/admin/users", status_code=303)
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
-    return []
+    return [
+        Route("/admin", admin_home, methods=["GET"]),
+        Route("/admin/users", users_page, methods=["GET"]),
+        Route("/admin/users", users_add, methods=["POST"]),
+        Route("/admin/users/{user_id}/disable", _user_action("disable"), methods=["POST"]),
+        Route("/admin/users/{user_id}/enable", _user_action("enable"), methods=["POST"]),
+        Route("/admin/users/{user_id}/signout", _user_action("signout"), methods=["POST"]),
+        Route("/admin/links", links_page, methods=["GET"]),
+        Route("/admin/links/{link_id}/revoke", link_revoke, methods=["POST"]),
+    ]

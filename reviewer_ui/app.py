@@ -63,12 +63,15 @@ def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clo
         *auth.routes(ctx),
         *admin.routes(ctx),
         *casework.routes(ctx),
+        *auth.fallback_routes(ctx),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]
 
     async def login_required(request: Request, exc: Exception) -> Response:
-        if request.method == "GET" and "text/html" in request.headers.get("accept", "text/html"):
-            return RedirectResponse("/login", status_code=303)
+        accept = request.headers.get("accept", "*/*")
+        if request.method in ("GET", "HEAD") and ("text/html" in accept or "*/*" in accept):
+            pending = request.scope.get("state", {}).get("pending_user") is not None
+            return RedirectResponse("/mfa" if pending else "/login", status_code=303)
         return PlainTextResponse("Sign in first.", status_code=401)
 
     async def denied(request: Request, exc: Exception) -> Response:

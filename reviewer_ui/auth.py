@@ -1,11 +1,270 @@
-"""Sign-in, TOTP, sign-out (being written)."""
+"""Sign-in (password, then TOTP), first-sign-in MFA enrolment, sign-out.
+
+Flow::
+
+    GET  /login   form: email + password
+    POST /login   password checked (Argon2id; the same work for unknown accounts) ->
+                  a NEW half-way session (mfa_passed false, 10 minutes) -> /mfa
+    GET  /mfa     enrolled: ask for the code; not yet: QR code + secret as text + code
+    POST /mfa     code checked, its step never accepted twice -> the half-way session is
+                  revoked and a NEW signed-in session issued (session fixation, AC-09)
+    POST /logout  session revoked server-side, cookie cleared, Clear-Site-Data (VL-10)
+
+Every evaluated failure counts in the throttle (``reviewer_ui.throttle``) and is a
+``auth.failed`` custody event; a success is ``auth.signed_in``; enrolment is
+``auth.mfa_enrolled``; sign-out is ``auth.signed_out``. Messages never say whether the
+account exists (AC-07).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import logging
+from typing import Any
 
+from sqlalchemy import or_
+from sqlmodel import col, select, update
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from reviewer_ui import audit, mfa, sessions
 from reviewer_ui.context import ReviewContext
+from reviewer_ui.context import get as get_ctx
+from reviewer_ui.middleware import client_ip
+from reviewer_ui.throttle import LoginThrottle
+from storage.models import User
+from storage.passwords import hash_password, needs_rehash, verify_password
+
+log = logging.getLogger("exhibit.reviewer.auth")
+
+MAX_EMAIL = 320
+MAX_PASSWORD = 1024  # Argon2 hashes any length; the cap bounds the work an attacker buys
+
+GENERIC_FAILURE = "The email address or password is not right."
+CODE_FAILURE = "That code is not right, or it has already been used. Wait for the next code and try again."
+
+
+def throttle_of(ctx: ReviewContext) -> LoginThrottle:
+    found = ctx.extras.get("throttle")
+    if not isinstance(found, LoginThrottle):
+        found = ctx.extras["throttle"] = LoginThrottle(ctx.clock)
+    return found
+
+
+def _state(request: Request) -> dict[str, Any]:
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return state
+
+
+def _throttled(ctx: ReviewContext, request: Request, template: str, wait: int, **values: Any) -> Response:
+    log.warning("auth.throttled", extra={"client": client_ip(request.scope), "wait_seconds": wait})
+    minutes = max(1, (wait + 59) // 60)
+    return ctx.render(request, template, status_code=429, errors=[
+        f"Too many attempts. Wait {minutes} minute{'s' if minutes != 1 else ''} and try again."], **values)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form(max_files=0, max_fields=20, max_part_size=64 * 1024)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+# --- pages ----------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    state = _state(request)
+    if state.get("user") is not None:
+        return RedirectResponse("/reports", status_code=303)
+    if state.get("pending_user") is not None:
+        return RedirectResponse("/mfa", status_code=303)
+    return RedirectResponse("/login", status_code=303)
+
+
+async def login_page(request: Request) -> Response:
+    ctx = get_ctx(request)
+    state = _state(request)
+    if state.get("user") is not None:
+        return RedirectResponse("/", status_code=303)
+    return ctx.render(request, "login.html", errors=[], email="")
+
+
+async def login_submit(request: Request) -> Response:
+    ctx = get_ctx(request)
+    form = await _form(request)
+    email = form.get("email", "").strip().lower()[:MAX_EMAIL]
+    password = form.get("password", "")[:MAX_PASSWORD]
+    client = client_ip(request.scope)
+    throttle = throttle_of(ctx)
+    wait = throttle.wait_seconds(email, client)
+    if wait > 0:
+        return _throttled(ctx, request, "login.html", wait, email=email)
+
+    def check() -> User | None:
+        with ctx.db.read() as s:
+            user = s.exec(select(User).where(User.email == email)).first() if email else None
+        ok = verify_password(user.password_hash if user else None, password)
+        if user is None or not ok or user.disabled:
+            return None
+        if user.password_hash and needs_rehash(user.password_hash):
+            with ctx.db.write() as s:
+                s.exec(update(User).where(col(User.id) == user.id).values(password_hash=hash_password(password)))
+        return user
+
+    user = await ctx.run_sync(check)
+    if user is None:
+        throttle.failed(email, client)
+        await audit.record(ctx, request, "auth.failed", subject=f"login:{email[:80]}", actor="anonymous",
+                           detail={"email": email[:200], "step": "password", "client": client})
+        return ctx.render(request, "login.html", status_code=400, errors=[GENERIC_FAILURE], email=email)
+
+    previous = _state(request).get("staff_session")
+
+    def start_half_session() -> str:
+        with ctx.db.write() as s:
+            if previous is not None:
+                sessions.revoke(ctx, s, previous.id)  # signing in again ends the old session
+            return sessions.create(ctx, s, user, mfa_passed=False, client_ip=client,
+                                   user_agent=request.headers.get("user-agent"))
+
+    value = await ctx.run_sync(start_half_session)
+    response = RedirectResponse("/mfa", status_code=303)
+    sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), value)
+    return response
+
+
+def _pending(request: Request) -> User | None:
+    user = _state(request).get("pending_user")
+    return user if isinstance(user, User) else None
+
+
+def _enrolment_secret(ctx: ReviewContext, user: User) -> str:
+    """The TOTP secret of a not-yet-enrolled user, created (sealed) on first need and kept
+    until enrolment succeeds, so reloading the page shows the same QR code."""
+    if user.totp_secret:
+        secret = mfa.unseal(ctx.secret, user.totp_secret, user.id)
+        if secret is not None:
+            return secret
+    secret = mfa.new_secret()
+    sealed = mfa.seal(ctx.secret, secret, user.id)
+    with ctx.db.write() as s:
+        s.exec(update(User).where(col(User.id) == user.id, col(User.mfa_enrolled).is_(False))
+               .values(totp_secret=sealed))
+    user.totp_secret = sealed
+    return secret
+
+
+def _mfa_page(ctx: ReviewContext, request: Request, user: User, *, status_code: int = 200,
+              errors: list[str] | None = None) -> Response:
+    if user.mfa_enrolled:
+        return ctx.render(request, "mfa_verify.html", status_code=status_code, errors=errors or [])
+    secret = _enrolment_secret(ctx, user)
+    uri = mfa.provisioning_uri(secret, user.email)
+    return ctx.render(request, "mfa_enrol.html", status_code=status_code, errors=errors or [],
+                      qr=mfa.qr_data_uri(uri), secret=secret, secret_grouped=mfa.group(secret))
+
+
+async def mfa_page(request: Request) -> Response:
+    ctx = get_ctx(request)
+    if _state(request).get("user") is not None:
+        return RedirectResponse("/", status_code=303)
+    user = _pending(request)
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    return await ctx.run_sync(lambda: _mfa_page(ctx, request, user))
+
+
+async def mfa_submit(request: Request) -> Response:
+    ctx = get_ctx(request)
+    user = _pending(request)
+    half = _state(request).get("staff_session")
+    if user is None or half is None:
+        return RedirectResponse("/login", status_code=303)
+    form = await _form(request)
+    code = form.get("code", "")[:20]
+    client = client_ip(request.scope)
+    throttle = throttle_of(ctx)
+    wait = throttle.wait_seconds(user.email, client)
+    if wait > 0:
+        log.warning("auth.throttled", extra={"client": client, "wait_seconds": wait})
+        minutes = max(1, (wait + 59) // 60)
+        message = f"Too many attempts. Wait {minutes} minute{'s' if minutes != 1 else ''} and try again."
+        return await ctx.run_sync(lambda: _mfa_page(ctx, request, user, status_code=429, errors=[message]))
+
+    now = ctx.clock()
+
+    def verify_and_sign_in() -> tuple[str | None, bool]:
+        """(new cookie value or None, enrolled just now)."""
+        with ctx.db.write() as s:
+            fresh = s.get(User, user.id)
+            if fresh is None or fresh.disabled or not fresh.totp_secret:
+                return None, False
+            secret = mfa.unseal(ctx.secret, fresh.totp_secret, fresh.id)
+            step = mfa.matching_step(secret, code, now) if secret else None
+            if step is None:
+                return None, False
+            enrolled_now = not fresh.mfa_enrolled
+            # Single use: the step only moves forward, in one conditional UPDATE, so two
+            # requests racing with the same code cannot both pass (AC-08).
+            moved = s.exec(update(User).where(
+                col(User.id) == fresh.id,
+                or_(col(User.last_totp_step).is_(None), col(User.last_totp_step) < step),
+            ).values(last_totp_step=step, mfa_enrolled=True))
+            if not moved.rowcount:
+                return None, False
+            if enrolled_now:
+                audit.record_in(ctx, s, request, "auth.mfa_enrolled", subject=f"user:{fresh.id}",
+                                actor=fresh.email, detail={"method": "totp"})
+            sessions.revoke(ctx, s, half.id)
+            value = sessions.create(ctx, s, fresh, mfa_passed=True, client_ip=client,
+                                    user_agent=request.headers.get("user-agent"))
+            audit.record_in(ctx, s, request, "auth.signed_in", subject=f"user:{fresh.id}", actor=fresh.email,
+                            detail={"client": client, "role": str(fresh.role)})
+            return value, enrolled_now
+
+    value, _enrolled = await ctx.run_sync(verify_and_sign_in)
+    if value is None:
+        throttle.failed(user.email, client)
+        await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
+                           detail={"email": user.email, "step": "totp", "client": client})
+        return await ctx.run_sync(lambda: _mfa_page(ctx, request, user, status_code=400, errors=[CODE_FAILURE]))
+    throttle.succeeded(user.email, client)
+    response = RedirectResponse("/", status_code=303)
+    sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), value)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    ctx = get_ctx(request)
+    state = _state(request)
+    row = state.get("staff_session")
+    who = state.get("user") or state.get("pending_user")
+    if row is not None:
+        def end() -> None:
+            with ctx.db.write() as s:
+                sessions.revoke(ctx, s, row.id)
+                if who is not None:
+                    audit.record_in(ctx, s, request, "auth.signed_out", subject=f"user:{who.id}", actor=who.email)
+
+        await ctx.run_sync(end)
+    response = RedirectResponse("/login", status_code=303)
+    sessions.clear_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings))
+    # Nothing of the session stays in the browser: cached pages, storage (VL-10).
+    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    return response
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
-    return []
+    """Sign-in routes. ``/`` is registered by ``app.py`` after casework's routes, so a
+    casework ``/`` (a dashboard) wins."""
+    throttle_of(ctx)
+    return [
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login_submit, methods=["POST"]),
+        Route("/mfa", mfa_page, methods=["GET"]),
+        Route("/mfa", mfa_submit, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+    ]
+
+
+def fallback_routes(ctx: ReviewContext) -> list[BaseRoute]:
+    return [Route("/", home, methods=["GET"])]

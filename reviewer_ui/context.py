@@ -91,7 +91,28 @@ def make_templates() -> jinja2.Environment:
         return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token)
 
     env.globals["csrf_field"] = csrf_field
+    env.filters["bytes"] = format_bytes
+    env.filters["when"] = format_when
     return env
+
+
+def format_bytes(n: int | None) -> str:
+    """``{{ size|bytes }}``: 1536 -> "1.5 KiB"."""
+    if n is None:
+        return ""
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"
+
+
+def format_when(value: dt.datetime | None) -> str:
+    """``{{ at|when }}``: "2026-11-22 04:35 UTC" (times are shown in UTC, as the ledger keeps them)."""
+    if value is None:
+        return ""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def get(request: Request) -> ReviewContext:

@@ -1,0 +1,119 @@
+"""Sign-in throttling that slows guessing without letting anyone lock staff out
+(SECURITY_CHECKLIST AC-07; SecureDrop's ``test_login_throttle_is_not_global``).
+
+Three counters of consecutive *evaluated* failures (a password or TOTP that was checked
+and was wrong), each with its own free allowance and an exponential delay after it:
+
+==================  =========  =====================  =================================
+key                 free       delay after that       what it stops
+==================  =========  =====================  =================================
+(account, client)   5          2^(n-5) s, max 15 min  one client guessing one password
+client              30         2^(n-30) s, max 15 min one client spraying many accounts
+account             20         2^(n-20) s, max 60 s   a botnet guessing one password
+==================  =========  =====================  =================================
+
+Why nobody can lock staff out:
+
+* there is no permanent lockout: every delay is bounded and ends by itself;
+* an attempt refused because of a delay is not evaluated and does not count, so
+  hammering during a delay does not lengthen it;
+* the account-wide delay is short (60 s at most) and never applies to a client that has
+  signed in to that account before (``known`` pairs): the officer's own machine keeps
+  working while a botnet guesses;
+* a client's own delays never touch other clients, and the counters are per account, so
+  spraying cannot slow every account down at once (the ``client`` key only slows the
+  sprayer).
+
+A success clears the (account, client) and account counters. Keys use the normalised
+email that was typed, whether or not the account exists, so a delay says nothing about
+which accounts exist. The state is in memory, per reviewer process, and bounded
+(``MAX_KEYS``, oldest dropped first); with several reviewer nodes each throttles on its
+own, so the effective allowance scales with the node count (documented in the README).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from threading import Lock
+
+MAX_KEYS = 100_000
+
+
+@dataclass(frozen=True)
+class Rule:
+    free: int
+    max_delay_seconds: int
+
+    def delay(self, failures: int) -> float:
+        over = failures - self.free
+        if over < 0:
+            return 0.0
+        return float(min(2 ** min(over, 30), self.max_delay_seconds))
+
+
+PAIR = Rule(free=5, max_delay_seconds=900)
+CLIENT = Rule(free=30, max_delay_seconds=900)
+ACCOUNT = Rule(free=20, max_delay_seconds=60)
+
+
+@dataclass
+class _Entry:
+    failures: int = 0
+    last_failure: dt.datetime | None = None
+
+
+class LoginThrottle:
+    def __init__(self, clock: Callable[[], dt.datetime]) -> None:
+        self.clock = clock
+        self._entries: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = Lock()
+
+    def _get(self, key: tuple[str, ...]) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+            while len(self._entries) > MAX_KEYS:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return entry
+
+    def _keys(self, account: str, client: str) -> list[tuple[tuple[str, ...], Rule]]:
+        keys: list[tuple[tuple[str, ...], Rule]] = [(("pair", account, client), PAIR), (("client", client), CLIENT)]
+        if (account, client) not in self._known:
+            keys.append((("account", account), ACCOUNT))
+        return keys
+
+    def wait_seconds(self, account: str, client: str) -> int:
+        """Seconds this client must wait before it may try ``account`` again (0: go)."""
+        now = self.clock()
+        wait = 0.0
+        with self._lock:
+            for key, rule in self._keys(account, client):
+                entry = self._entries.get(key)
+                if entry is None or entry.last_failure is None:
+                    continue
+                until = entry.last_failure + dt.timedelta(seconds=rule.delay(entry.failures))
+                wait = max(wait, (until - now).total_seconds())
+        return int(wait) + (1 if wait > int(wait) else 0)
+
+    def failed(self, account: str, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            for key, _rule in self._keys(account, client):
+                entry = self._get(key)
+                entry.failures += 1
+                entry.last_failure = now
+
+    def succeeded(self, account: str, client: str) -> None:
+        with self._lock:
+            self._entries.pop(("pair", account, client), None)
+            self._entries.pop(("account", account), None)
+            self._known[(account, client)] = None
+            self._known.move_to_end((account, client))
+            while len(self._known) > MAX_KEYS:
+                self._known.popitem(last=False)
