@@ -27,7 +27,7 @@ from storage.db import Database
 from storage.models import utcnow
 from storage.secrets import load_or_create_secret
 from storage.settings import Settings
-from upload_api import auth, multipart, pages, tus
+from upload_api import auth, intake, multipart, pages, receipts, tus
 from upload_api.context import STATIC_DIR, UploadContext, make_templates
 
 log = logging.getLogger("upload_api")
@@ -128,8 +128,10 @@ def build(ctx: UploadContext) -> Starlette:
     # Order matters: specific paths first (``/u/receipt/{t}.json`` before the pages'
     # ``/u/receipt/{t}``), the link exchange ``GET /u/{token}`` last of all.
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET", "HEAD"])]
+    routes += receipts.routes(ctx)
     routes += tus.routes(ctx)
     routes += multipart.routes(ctx)
+    routes += intake.routes(ctx)
     routes += pages.routes(ctx)
     routes.append(Mount("/u/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     routes += auth.routes(ctx)

@@ -806,7 +806,7 @@ def record_client_sha256(
 
 # -- receipts and status -----------------------------------------------------------------
 
-_CITIZEN_STATUS = {
+CITIZEN_STATUS = {
     ItemState.RECEIVING: "received",
     ItemState.RECEIVED: "received",
     ItemState.SCANNING: "being_checked",
@@ -859,7 +859,7 @@ def status(db: Database, submission_id: str) -> dict[str, Any]:
         sub, _report, rows = _submission_items(session, submission_id)
         files = []
         for item in rows:
-            code = _CITIZEN_STATUS.get(ItemState(item.state), "with_officer")
+            code = CITIZEN_STATUS.get(ItemState(item.state), "with_officer")
             files.append({"name": item.original_filename, "size": item.size, "status": code,
                           "status_text": STATUS_WORDS[code]})
         return {"reference": sub.reference, "files": files}

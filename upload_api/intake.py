@@ -1,0 +1,223 @@
+"""``/api/v1``: the intake API for the force's online reporting forms.
+
+API-key authenticated JSON (``Authorization: Bearer exk_...``; keys from
+``exhibit apikeys add NAME``): create a report, issue an upload link for it, read its
+evidence status. Errors are ``{"error": {"code", "message"}}`` with stable codes. The
+schema is served at ``/api/v1/openapi.json``.
+
+The API sees what the citizen sees of each file (received / being checked / with the
+officer), not the review.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from storage import apikeys, items, ledger, links, reports
+from storage.errors import DomainError
+from storage.lifecycle import ItemState
+from storage.models import ApiKey
+from upload_api.auth import client_address, limiter, request_id
+from upload_api.context import UploadContext
+from upload_api.errors import STATUS
+from upload_api.ingest import CITIZEN_STATUS
+
+MAX_BODY = 16 << 10
+
+
+def _error(code: str, message: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status or STATUS.get(code, 400))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    data = b""
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise DomainError("body too large", code="ERR_FIELD_TOO_LARGE")
+    try:
+        value = json.loads(data or b"{}")
+    except ValueError:
+        raise DomainError("body is not JSON", code="ERR_BAD_REQUEST") from None
+    if not isinstance(value, dict):
+        raise DomainError("body must be a JSON object", code="ERR_BAD_REQUEST")
+    return value
+
+
+def _int_field(body: dict[str, Any], name: str, default: int, maximum: int) -> int:
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value > maximum:
+        raise DomainError(f"{name} must be a positive integer up to {maximum}", code="ERR_INVALID")
+    return value
+
+
+def routes(ctx: UploadContext) -> list[BaseRoute]:
+    settings = ctx.settings
+
+    async def authenticate(request: Request) -> ApiKey:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        now = ctx.clock().timestamp()
+        guard = limiter(ctx)
+        client = client_address(request)
+        if guard.blocked(client, now):
+            raise DomainError("too many attempts", code="ERR_RATE_LIMITED")
+
+        def check() -> ApiKey:
+            with ctx.db.read() as session:
+                return apikeys.check_api_key(session, value.strip() if scheme.lower() == "bearer" else "")
+
+        try:
+            return await anyio.to_thread.run_sync(check)
+        except DomainError:
+            guard.failed(client, now)
+            raise
+
+    def endpoint(handler: Any) -> Any:
+        async def run(request: Request) -> Response:
+            try:
+                key = await authenticate(request)
+                response: Response = await handler(request, key)
+                return response
+            except DomainError as error:
+                return _error(error.code, error.message)
+        return run
+
+    async def create_report(request: Request, key: ApiKey) -> Response:
+        body = await _json_body(request)
+
+        def work() -> dict[str, Any]:
+            with ctx.db.write() as session:
+                report = reports.create_report(
+                    ctx.db, session, str(body.get("reference", "")), str(body.get("kind", "other")),
+                    title=str(body.get("title", ""))[:300], actor=f"apikey:{key.id}", request_id=request_id(request),
+                )
+                return {"id": report.id, "reference": report.reference, "kind": report.kind, "title": report.title}
+
+        return JSONResponse(await anyio.to_thread.run_sync(work), status_code=201)
+
+    async def create_link(request: Request, key: ApiKey) -> Response:
+        body = await _json_body(request)
+        reference = str(request.path_params["reference"])
+        expires = _int_field(body, "expires_in_seconds", settings.link_default_expiry_seconds, 90 * 86400)
+        max_files = _int_field(body, "max_files", settings.link_max_files, 10_000)
+        max_bytes = _int_field(body, "max_bytes", settings.link_max_bytes, 1 << 50)
+
+        def work() -> dict[str, Any]:
+            with ctx.db.write() as session:
+                report = reports.get_report_by_reference(session, reference)
+                issued = links.create_link(
+                    ctx.db, session, report, public_url=settings.public_url, expires_in_seconds=expires,
+                    max_files=max_files, max_bytes=max_bytes, actor=f"apikey:{key.id}",
+                    note=str(body.get("note", ""))[:300], request_id=request_id(request),
+                )
+                return {"link_id": issued.link.id, "url": issued.url, "report_reference": report.reference,
+                        "expires_at": ledger.format_time(issued.link.expires_at),
+                        "max_files": max_files, "max_bytes": max_bytes}
+
+        return JSONResponse(await anyio.to_thread.run_sync(work), status_code=201)
+
+    async def evidence_status(request: Request, key: ApiKey) -> Response:
+        reference = str(request.path_params["reference"])
+
+        def work() -> dict[str, Any]:
+            with ctx.db.read() as session:
+                report = reports.get_report_by_reference(session, reference)
+                rows = items.list_items(session, report.id)
+                return {
+                    "reference": report.reference,
+                    "items": [
+                        {"id": item.id, "filename": item.original_filename, "size": item.size,
+                         "sha256": item.sha256, "received_at": ledger.format_time(item.received_at),
+                         "status": CITIZEN_STATUS.get(ItemState(item.state), "with_officer")}
+                        for item in rows
+                    ],
+                }
+
+        return JSONResponse(await anyio.to_thread.run_sync(work))
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_schema(settings.public_url))
+
+    return [
+        Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+        Route("/api/v1/reports", endpoint(create_report), methods=["POST"]),
+        Route("/api/v1/reports/{reference:path}/links", endpoint(create_link), methods=["POST"]),
+        Route("/api/v1/reports/{reference:path}/evidence", endpoint(evidence_status), methods=["GET"]),
+    ]
+
+
+ERROR_CODES = sorted(
+    {"ERR_API_KEY", "ERR_RATE_LIMITED", "ERR_BAD_REQUEST", "ERR_INVALID", "ERR_FIELD_TOO_LARGE",
+     "ERR_REPORT_EXISTS", "ERR_REFERENCE_INVALID", "ERR_KIND_INVALID", "ERR_REPORT_NOT_FOUND"}
+)
+
+
+def openapi_schema(public_url: str) -> dict[str, Any]:
+    error = {"$ref": "#/components/schemas/Error"}
+
+    def responses(ok: str, schema: dict[str, Any], *codes: int) -> dict[str, Any]:
+        out: dict[str, Any] = {ok: {"description": "OK", "content": {"application/json": {"schema": schema}}}}
+        for code in codes:
+            out[str(code)] = {"description": "Error", "content": {"application/json": {"schema": error}}}
+        return out
+
+    ref = {"name": "reference", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Exhibit intake API", "version": "1"},
+        "servers": [{"url": public_url}],
+        "security": [{"apiKey": []}],
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                           "description": "Key from `exhibit apikeys add NAME`."}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": {"code": {"type": "string", "enum": ERROR_CODES}, "message": {"type": "string"}}}}},
+                "Report": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "reference": {"type": "string"}, "kind": {"type": "string"},
+                    "title": {"type": "string"}}},
+                "Link": {"type": "object", "properties": {
+                    "link_id": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+                    "report_reference": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
+                    "max_files": {"type": "integer"}, "max_bytes": {"type": "integer"}}},
+                "Evidence": {"type": "object", "properties": {
+                    "reference": {"type": "string"},
+                    "items": {"type": "array", "items": {"type": "object", "properties": {
+                        "id": {"type": "string"}, "filename": {"type": "string"}, "size": {"type": "integer"},
+                        "sha256": {"type": "string"}, "received_at": {"type": "string", "format": "date-time"},
+                        "status": {"type": "string", "enum": ["received", "being_checked", "with_officer"]}}}}}},
+            },
+        },
+        "paths": {
+            "/api/v1/reports": {"post": {
+                "summary": "Create a report",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["reference"],
+                    "properties": {"reference": {"type": "string"}, "kind": {"type": "string"},
+                                   "title": {"type": "string"}}}}}},
+                "responses": responses("201", {"$ref": "#/components/schemas/Report"}, 400, 401, 409, 429),
+            }},
+            "/api/v1/reports/{reference}/links": {"post": {
+                "summary": "Issue an upload link for a report (the URL is shown once)",
+                "parameters": [ref],
+                "requestBody": {"content": {"application/json": {"schema": {
+                    "type": "object",
+                    "properties": {"expires_in_seconds": {"type": "integer"}, "max_files": {"type": "integer"},
+                                   "max_bytes": {"type": "integer"}, "note": {"type": "string"}}}}}},
+                "responses": responses("201", {"$ref": "#/components/schemas/Link"}, 400, 401, 404, 429),
+            }},
+            "/api/v1/reports/{reference}/evidence": {"get": {
+                "summary": "Evidence status of a report",
+                "parameters": [ref],
+                "responses": responses("200", {"$ref": "#/components/schemas/Evidence"}, 401, 404, 429),
+            }},
+        },
+    }
