@@ -21,6 +21,7 @@ per network read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -30,6 +31,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from storage.blobs.keys import new_key, split_key
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 WRITE_BUFFER_BYTES = 4 << 20
 READ_CHUNK_BYTES = 1 << 20
+_IOV_MAX = 512  # below Linux's IOV_MAX (1024)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -277,39 +280,42 @@ class FilesystemUpload:
 
     async def write(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
         fd = await anyio.to_thread.run_sync(self._store._open_for_append, self._key, offset)
-        written = 0
-        buffered: list[bytes] = []
-        buffered_bytes = 0
+        received = 0
+        # The request's task gathers chunks into batches; a second task writes each batch
+        # in a worker thread while the next one fills (rendezvous: at most one batch being
+        # written and one being gathered per upload).
+        sender, receiver = anyio.create_memory_object_stream[list[bytes]](0)
         try:
-            try:
-                async for chunk in chunks:
-                    if not chunk:
-                        continue
-                    buffered.append(chunk)
-                    buffered_bytes += len(chunk)
-                    if buffered_bytes >= WRITE_BUFFER_BYTES:
-                        data = buffered[0] if len(buffered) == 1 else b"".join(buffered)
-                        buffered.clear()
-                        buffered_bytes = 0
-                        await anyio.to_thread.run_sync(_write_all, fd, data)
-                        written += len(data)
-            finally:
-                # Reached on success, on an error from the stream (client gone) and on
-                # cancellation alike: what was received is written and fsynced, so that
-                # info().offset is true and the client can resume from it. Shielded, or a
-                # cancelled request would lose the bytes it had already sent.
-                with anyio.CancelScope(shield=True):
-                    data = b"".join(buffered)
-                    buffered.clear()
-                    await anyio.to_thread.run_sync(_flush_and_sync, fd, data)
-                    written += len(data)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise BlobStoreError("no space left for upload") from exc
-            raise BlobStoreError("could not write upload") from exc
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_drain, fd, receiver)
+                async with sender:
+                    batch: list[bytes] = []
+                    batch_bytes = 0
+                    try:
+                        async for chunk in chunks:
+                            if not chunk:
+                                continue
+                            batch.append(chunk)
+                            batch_bytes += len(chunk)
+                            received += len(chunk)
+                            if batch_bytes >= WRITE_BUFFER_BYTES:
+                                await sender.send(batch)
+                                batch = []
+                                batch_bytes = 0
+                    finally:
+                        # Reached on success, on an error from the stream (client gone) and
+                        # on cancellation alike: what was received goes to disk, so that
+                        # info().offset is true and the client can resume from it.
+                        # Shielded, or a cancelled request would lose bytes it had sent.
+                        if batch:
+                            with anyio.CancelScope(shield=True), contextlib.suppress(anyio.BrokenResourceError):
+                                await sender.send(batch)  # Broken: the writer failed; its error wins
+        except BaseExceptionGroup as group:
+            error = _one_error(group)
+            raise error from error.__cause__  # the task group's wrapping is ours, not news
         finally:
             os.close(fd)
-        return written
+        return received
 
     async def finish(self) -> UploadInfo:
         try:
@@ -324,8 +330,49 @@ class FilesystemUpload:
             raise BlobStoreError("could not delete upload") from exc
 
 
-def _flush_and_sync(fd: int, data: bytes) -> None:
-    if data:
-        _write_all(fd, data)
-    # fdatasync: the size is metadata that fdatasync does flush; mtime is not needed.
-    os.fdatasync(fd)
+async def _drain(fd: int, receiver: anyio.abc.ObjectReceiveStream[list[bytes]]) -> None:
+    """Write every batch handed over, then fdatasync: the bytes are durable when
+    ``write`` returns. Shielded: a batch received is a batch written, whatever happens
+    to the request."""
+    with anyio.CancelScope(shield=True):
+        async with receiver:
+            try:
+                async for batch in receiver:
+                    await anyio.to_thread.run_sync(_writev_all, fd, batch)
+            finally:
+                # Also after a failed write: the bytes that did reach the file count in
+                # info().offset, so they must be durable too. fdatasync: the file size is
+                # flushed with the data; mtime is not needed.
+                await anyio.to_thread.run_sync(os.fdatasync, fd)
+
+
+def _writev_all(fd: int, buffers: list[bytes]) -> None:
+    # One system call per batch and no copy into a joined buffer.
+    for i in range(0, len(buffers), _IOV_MAX):
+        group = buffers[i : i + _IOV_MAX]
+        done = os.writev(fd, group)
+        total = sum(len(b) for b in group)
+        if done < total:  # a short write (signal, quota): finish it the slow way
+            _write_all(fd, memoryview(b"".join(group))[done:])
+
+
+def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error ``write`` raises when its two tasks end: a disk error as
+    ``BlobStoreError``, else the stream's own error, as the contract promises."""
+    leaves: list[BaseException] = []
+
+    def flatten(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                flatten(inner)
+        else:
+            leaves.append(exc)
+
+    flatten(group)
+    for exc in leaves:
+        if isinstance(exc, OSError):
+            message = "no space left for upload" if exc.errno == errno.ENOSPC else "could not write upload"
+            error = BlobStoreError(message)
+            error.__cause__ = exc
+            return error
+    return leaves[0]

@@ -125,6 +125,14 @@ async def test_large_chunks_and_odd_sizes(blob_store: BlobStore) -> None:
     assert sha256(await read_all(blob_store, upload.key)) == sha256(data)
 
 
+async def test_many_tiny_chunks(blob_store: BlobStore) -> None:
+    data = os.urandom(64 << 10)
+    upload = await blob_store.create("derivatives", len(data))
+    assert await upload.write(0, stream(data, chunk_size=7)) == len(data)
+    await upload.finish()
+    assert await read_all(blob_store, upload.key) == data
+
+
 async def test_zero_length_object(blob_store: BlobStore) -> None:
     upload = await blob_store.create("originals", 0)
     assert await upload.write(0, empty()) == 0

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
+import signal
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage.blobs import BlobNotFound, InvalidKey, open_store, read_all
+from storage.blobs import BlobNotFound, BlobStoreError, InvalidKey, open_store, read_all
 from storage.blobs.filesystem import FilesystemBlobStore
 from storage.settings import Settings
 from tests.fixtures.blobs import StreamBroke, broken_stream, stream
@@ -79,6 +82,42 @@ async def test_received_bytes_are_on_disk_when_a_stream_breaks(fs_blob_store: Fi
         await upload.write(0, broken_stream(os.urandom(10 * MiB), 4 * MiB + 7))
     [incoming] = [p for p in files_under(fs_blob_store.root / "incoming") if p.suffix != ".json"]
     assert incoming.stat().st_size == 4 * MiB + 7 == (await upload.info()).offset
+
+
+@pytest.fixture
+def file_size_limit() -> Iterator[Callable[[int | None], None]]:
+    """Fault injection: a real EFBIG from the kernel (RLIMIT_FSIZE) for this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+
+    def limit(size: int | None) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft if size is None else size, hard))
+
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+async def test_a_disk_error_is_a_blob_store_error_and_the_written_bytes_count(
+    fs_blob_store: FilesystemBlobStore, file_size_limit: Callable[[int | None], None]
+) -> None:
+    data = os.urandom(10 * MiB)
+    upload = await fs_blob_store.create("originals", len(data))
+    file_size_limit(3 * MiB + 5)
+    try:
+        with pytest.raises(BlobStoreError) as caught:
+            await upload.write(0, stream(data))
+    finally:
+        file_size_limit(None)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert caught.value.__cause__.errno == errno.EFBIG
+    offset = (await upload.info()).offset
+    assert offset == 3 * MiB + 5
+    await upload.write(offset, stream(data[offset:]))
+    await upload.finish()
+    assert await read_all(fs_blob_store, upload.key) == data
 
 
 async def test_traversal_keys_touch_no_file(fs_blob_store: FilesystemBlobStore, tmp_path: Path) -> None:
