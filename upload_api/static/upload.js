@@ -662,6 +662,11 @@
           setEntryText(entry, formatBytes(sent) + " of " + formatBytes(total) + " sent (" + percent + "%).");
           updateOverall();
         },
+        onChunkComplete: function (chunkSize, accepted) {
+          // Bytes the server has acknowledged (durable there): a hook for tests and
+          // for anyone inspecting the page.
+          entry.bar.setAttribute("data-acked-bytes", String(accepted));
+        },
         onSuccess: function () {
           entry.url = upload.url;
           resolve(true);
