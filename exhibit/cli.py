@@ -215,6 +215,42 @@ def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace, out: Outp
     return 0
 
 
+def cmd_apikeys_add(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.apikeys import add_api_key
+
+    db = _open_db(settings)
+    with db.write() as session:
+        key, plaintext = add_api_key(db, session, args.name, actor=_actor())
+        data = {"id": key.id, "name": key.name, "key": plaintext}
+    out.emit(data, lambda: f"id    {data['id']}\nkey   {data['key']}\n"
+             "The key is shown once and only its hash is kept: store it in the reporting system now.")
+    return 0
+
+
+def cmd_apikeys_list(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.apikeys import list_api_keys
+
+    db = _open_db(settings)
+    with db.read() as session:
+        rows = [{"id": k.id, "name": k.name, "created_at": ledger.format_time(k.created_at),
+                 "revoked_at": ledger.format_time(k.revoked_at) if k.revoked_at else None}
+                for k in list_api_keys(session)]
+    out.emit(rows, lambda: "\n".join(f"{r['id']}  {r['name']}  {'revoked' if r['revoked_at'] else 'active'}"
+                                      for r in rows) or "no API keys")
+    return 0
+
+
+def cmd_apikeys_revoke(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.apikeys import revoke_api_key
+
+    db = _open_db(settings)
+    with db.write() as session:
+        key = revoke_api_key(db, session, args.key_id, actor=_actor())
+        data = {"id": key.id, "revoked": key.revoked_at is not None}
+    out.emit(data, f"API key {data['id']} revoked")
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace, out: Output) -> int:
     from exhibit.server import serve
 
@@ -283,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint")
     p = add(audit, "checkpoint", cmd_audit_checkpoint, "write a signed checkpoint of the head")
     p.add_argument("--out", required=True)
+
+    apikeys = sub.add_parser("apikeys", help="intake API keys").add_subparsers(dest="sub", required=True)
+    p = add(apikeys, "add", cmd_apikeys_add, "create an API key for the force's reporting system (shown once)")
+    p.add_argument("name")
+    add(apikeys, "list", cmd_apikeys_list, "list API keys")
+    p = add(apikeys, "revoke", cmd_apikeys_revoke, "revoke an API key")
+    p.add_argument("key_id")
 
     p = add(sub, "serve", cmd_serve, "all-in-one server: upload API + reviewer UI + worker + clamd")
     p.add_argument("--host")

@@ -117,3 +117,19 @@ def test_audit_verify_and_checkpoint(cli: Cli, tmp_path: Path) -> None:
     assert broken["ok"] is False and broken["first_bad_seq"] == 3
     human = cli.run("audit", "verify", "--checkpoint", str(cp))
     assert human.returncode == 1 and "seq 3" in human.stdout
+
+
+def test_api_key_is_shown_once_and_stored_hashed(cli: Cli) -> None:
+    created = cli.json("apikeys", "add", "Force online forms")
+    assert len(created["key"]) >= 40
+    listed = cli.json("apikeys", "list")
+    assert [k["name"] for k in listed] == ["Force online forms"]
+    assert created["key"] not in json.dumps(listed)
+    db = Database(cli.env["EXHIBIT_DATABASE_URL"])
+    try:
+        with db.read() as s:
+            dumped = json.dumps([list(r) for r in s.exec(text("SELECT * FROM api_key")).all()], default=str)  # type: ignore[call-overload]
+    finally:
+        db.dispose()
+    assert created["key"] not in dumped
+    assert cli.json("apikeys", "revoke", created["id"])["revoked"] is True
