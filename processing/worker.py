@@ -303,9 +303,14 @@ def start_worker_thread(
     return thread
 
 
-def main(settings: Settings, concurrency: int | None = None) -> int:
-    """``exhibit worker``: run until SIGTERM/SIGINT, then finish or release and exit 0."""
-    stop = threading.Event()
+def main(
+    settings: Settings, concurrency: int | None = None, *, hook: Hook | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """``exhibit worker``: run until SIGTERM/SIGINT, then release the running jobs (their
+    steps are idempotent; the next worker resumes them) and exit 0. ``hook`` and
+    ``stop_event`` are for tests that pause a worker process at a named point."""
+    stop = stop_event or threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("worker.stopping", extra={"signal": signum})
@@ -313,7 +318,7 @@ def main(settings: Settings, concurrency: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run_worker(settings, concurrency=concurrency, stop_event=stop)
+    run_worker(settings, concurrency=concurrency, stop_event=stop, hook=hook)
     return 0
 
 
