@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from reviewer_ui.ranges import MAX_RANGE_HEADER, ByteRange, Unsatisfiable, parse_range
-from tests.fixtures.casework import Casework
+from tests.fixtures.casework import Casework, SignedIn
 
 SIZE = 1000
 
@@ -58,7 +59,7 @@ def test_hostile_multi_range_header_costs_constant_work() -> None:
     assert time.perf_counter() - started < 5
 
 
-def _video(casework_video: Casework) -> tuple[object, str, bytes]:
+def _video(casework_video: Casework) -> tuple[SignedIn, str, bytes]:
     officer = casework_video.user("officer")
     report = casework_video.report(officer)
     seeded = casework_video.item(report, media="video")
@@ -72,15 +73,15 @@ MEDIA_HEADERS = {
 }
 
 
-def _assert_media_headers(response: object) -> None:
-    headers = response.headers  # type: ignore[attr-defined]
+def _assert_media_headers(response: Any) -> None:
+    headers = response.headers
     for name, value in MEDIA_HEADERS.items():
         assert headers[name] == value
 
 
 def test_whole_proxy_without_range_is_200_with_our_type(casework_video: Casework) -> None:
     client, item_id, proxy = _video(casework_video)
-    r = client.get(f"/items/{item_id}/media/proxy")  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy")
     assert r.status_code == 200
     assert r.content == proxy
     assert r.headers["content-type"] == "video/mp4"
@@ -92,7 +93,7 @@ def test_whole_proxy_without_range_is_200_with_our_type(casework_video: Casework
 
 def test_range_request_is_206_with_content_range(casework_video: Casework) -> None:
     client, item_id, proxy = _video(casework_video)
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=100-199"})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=100-199"})
     assert r.status_code == 206
     assert r.content == proxy[100:200]
     assert r.headers["content-range"] == f"bytes 100-199/{len(proxy)}"
@@ -102,9 +103,9 @@ def test_range_request_is_206_with_content_range(casework_video: Casework) -> No
 
 def test_suffix_and_open_ranges(casework_video: Casework) -> None:
     client, item_id, proxy = _video(casework_video)
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=-10"})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=-10"})
     assert r.status_code == 206 and r.content == proxy[-10:]
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": f"bytes={len(proxy) - 5}-"})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": f"bytes={len(proxy) - 5}-"})
     assert r.status_code == 206 and r.content == proxy[-5:]
     assert r.headers["content-range"] == f"bytes {len(proxy) - 5}-{len(proxy) - 1}/{len(proxy)}"
 
@@ -112,7 +113,7 @@ def test_suffix_and_open_ranges(casework_video: Casework) -> None:
 def test_unsatisfiable_range_is_416_with_size(casework_video: Casework) -> None:
     client, item_id, proxy = _video(casework_video)
     for header in (f"bytes={len(proxy)}-", "bytes=50-10", "bytes=x-y"):
-        r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": header})  # type: ignore[attr-defined]
+        r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": header})
         assert r.status_code == 416, header
         assert r.headers["content-range"] == f"bytes */{len(proxy)}"
         assert r.content == b""
@@ -121,7 +122,7 @@ def test_unsatisfiable_range_is_416_with_size(casework_video: Casework) -> None:
 
 def test_multi_range_gets_first_range_only(casework_video: Casework) -> None:
     client, item_id, proxy = _video(casework_video)
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9,20-29,40-49"})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9,20-29,40-49"})
     assert r.status_code == 206
     assert r.headers["content-type"] == "video/mp4"  # never multipart/byteranges
     assert r.content == proxy[0:10]
@@ -130,24 +131,24 @@ def test_multi_range_gets_first_range_only(casework_video: Casework) -> None:
 def test_ten_thousand_ranges_are_answered_without_parsing_them(casework_video: Casework) -> None:
     client, item_id, proxy = _video(casework_video)
     hostile = "bytes=" + ",".join(f"{i}-{i}" for i in range(10_000))
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": hostile})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": hostile})
     assert r.status_code == 200
     assert r.content == proxy
 
 
 def test_if_range_with_another_etag_gets_the_whole_body(casework_video: Casework) -> None:
     client, item_id, proxy = _video(casework_video)
-    first = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-0"})  # type: ignore[attr-defined]
+    first = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-0"})
     etag = first.headers["etag"]
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9", "If-Range": etag})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9", "If-Range": etag})
     assert r.status_code == 206
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9", "If-Range": '"other"'})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-9", "If-Range": '"other"'})
     assert r.status_code == 200 and r.content == proxy
 
 
 def test_head_gives_headers_and_no_body(casework_video: Casework) -> None:
-    client, item_id, proxy = _video(casework_video)
-    r = client.head(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-99"})  # type: ignore[attr-defined]
+    client, item_id, _proxy = _video(casework_video)
+    r = client.head(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-99"})
     assert r.status_code == 206
     assert r.headers["content-length"] == "100"
     assert r.content == b""
@@ -155,19 +156,19 @@ def test_head_gives_headers_and_no_body(casework_video: Casework) -> None:
 
 def test_only_stream_starts_are_custody_events(casework_video: Casework) -> None:
     client, item_id, _proxy = _video(casework_video)
-    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-"})  # type: ignore[attr-defined]
-    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=500-"})  # type: ignore[attr-defined]
-    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=1000-1999"})  # type: ignore[attr-defined]
-    client.get(f"/items/{item_id}/media/poster")  # type: ignore[attr-defined]
+    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-"})
+    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=500-"})
+    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=1000-1999"})
+    client.get(f"/items/{item_id}/media/poster")
     starts = casework_video.events("media.stream", item_id)
     assert len(starts) == 1
     assert starts[0].detail == {"kind": "proxy", "range": "bytes=0-"}
-    assert starts[0].actor == client.user.email  # type: ignore[attr-defined]
+    assert starts[0].actor == client.user.email
 
 
 def test_cross_site_embedding_is_refused(casework_video: Casework) -> None:
     client, item_id, _proxy = _video(casework_video)
-    r = client.get(f"/items/{item_id}/media/proxy", headers={"Sec-Fetch-Site": "cross-site"})  # type: ignore[attr-defined]
+    r = client.get(f"/items/{item_id}/media/proxy", headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 404
     denied = casework_video.events("access.denied")
     assert [(e.detail or {}).get("subject") for e in denied] == [f"item:{item_id}"]
