@@ -21,8 +21,6 @@ per network read.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import logging
 import os
@@ -31,7 +29,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 
 from storage.blobs.keys import new_key, split_key
@@ -43,6 +40,7 @@ from storage.blobs.protocol import (
     UploadFinished,
     UploadInfo,
 )
+from storage.blobs.streaming import pump
 
 log = logging.getLogger(__name__)
 
@@ -280,42 +278,10 @@ class FilesystemUpload:
 
     async def write(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
         fd = await anyio.to_thread.run_sync(self._store._open_for_append, self._key, offset)
-        received = 0
-        # The request's task gathers chunks into batches; a second task writes each batch
-        # in a worker thread while the next one fills (rendezvous: at most one batch being
-        # written and one being gathered per upload).
-        sender, receiver = anyio.create_memory_object_stream[list[bytes]](0)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_drain, fd, receiver)
-                async with sender:
-                    batch: list[bytes] = []
-                    batch_bytes = 0
-                    try:
-                        async for chunk in chunks:
-                            if not chunk:
-                                continue
-                            batch.append(chunk)
-                            batch_bytes += len(chunk)
-                            received += len(chunk)
-                            if batch_bytes >= WRITE_BUFFER_BYTES:
-                                await sender.send(batch)
-                                batch = []
-                                batch_bytes = 0
-                    finally:
-                        # Reached on success, on an error from the stream (client gone) and
-                        # on cancellation alike: what was received goes to disk, so that
-                        # info().offset is true and the client can resume from it.
-                        # Shielded, or a cancelled request would lose bytes it had sent.
-                        if batch:
-                            with anyio.CancelScope(shield=True), contextlib.suppress(anyio.BrokenResourceError):
-                                await sender.send(batch)  # Broken: the writer failed; its error wins
-        except BaseExceptionGroup as group:
-            error = _one_error(group)
-            raise error from error.__cause__  # the task group's wrapping is ours, not news
+            return await pump(chunks, _FileSink(fd), WRITE_BUFFER_BYTES)
         finally:
             os.close(fd)
-        return received
 
     async def finish(self) -> UploadInfo:
         try:
@@ -330,20 +296,27 @@ class FilesystemUpload:
             raise BlobStoreError("could not delete upload") from exc
 
 
-async def _drain(fd: int, receiver: anyio.abc.ObjectReceiveStream[list[bytes]]) -> None:
-    """Write every batch handed over, then fdatasync: the bytes are durable when
-    ``write`` returns. Shielded: a batch received is a batch written, whatever happens
-    to the request."""
-    with anyio.CancelScope(shield=True):
-        async with receiver:
-            try:
-                async for batch in receiver:
-                    await anyio.to_thread.run_sync(_writev_all, fd, batch)
-            finally:
-                # Also after a failed write: the bytes that did reach the file count in
-                # info().offset, so they must be durable too. fdatasync: the file size is
-                # flushed with the data; mtime is not needed.
-                await anyio.to_thread.run_sync(os.fdatasync, fd)
+class _FileSink:
+    """Appends batches to an open file (``writev`` in a worker thread) and fdatasyncs at
+    the end, after a failed write too: the bytes that did reach the file count in
+    ``info().offset``, so they must be durable. fdatasync: the size is flushed with the
+    data; mtime is not needed."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def batch(self, buffers: list[bytes]) -> None:
+        await anyio.to_thread.run_sync(_writev_all, self._fd, buffers)
+
+    async def end(self, tail: list[bytes], failed: bool) -> None:
+        await anyio.to_thread.run_sync(self._end_sync, tail)
+
+    def _end_sync(self, tail: list[bytes]) -> None:
+        try:
+            if tail:
+                _writev_all(self._fd, tail)
+        finally:
+            os.fdatasync(self._fd)
 
 
 def _writev_all(fd: int, buffers: list[bytes]) -> None:
@@ -354,25 +327,3 @@ def _writev_all(fd: int, buffers: list[bytes]) -> None:
         total = sum(len(b) for b in group)
         if done < total:  # a short write (signal, quota): finish it the slow way
             _write_all(fd, memoryview(b"".join(group))[done:])
-
-
-def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error ``write`` raises when its two tasks end: a disk error as
-    ``BlobStoreError``, else the stream's own error, as the contract promises."""
-    leaves: list[BaseException] = []
-
-    def flatten(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                flatten(inner)
-        else:
-            leaves.append(exc)
-
-    flatten(group)
-    for exc in leaves:
-        if isinstance(exc, OSError):
-            message = "no space left for upload" if exc.errno == errno.ENOSPC else "could not write upload"
-            error = BlobStoreError(message)
-            error.__cause__ = exc
-            return error
-    return leaves[0]

@@ -54,6 +54,7 @@ from storage.blobs.protocol import (
     UploadFinished,
     UploadInfo,
 )
+from storage.blobs.streaming import pump
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
@@ -468,42 +469,43 @@ class S3Upload:
             raise UploadFinished("upload is finished")
         if state.size != offset:
             raise OffsetMismatch(state.size, offset)
-        buffered: list[bytes] = []
-        buffered_bytes = 0
+        carried: list[bytes] = []
         if state.carry_bytes:
             # The bytes of the last write that were too few for a part go in front.
-            buffered.append(await store._call(store._get_carry_sync, self._key))
-            buffered_bytes = len(buffered[0])
-        next_part = state.next_part
-        parts_uploaded = 0
-        received = 0
-        try:
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                buffered.append(chunk)
-                buffered_bytes += len(chunk)
-                received += len(chunk)
-                if buffered_bytes >= store._part_bytes:
-                    data = b"".join(buffered)
-                    buffered.clear()
-                    buffered_bytes = 0
-                    await store._call(store._upload_part_sync, self._key, state.upload_id, next_part, data)
-                    next_part += 1
-                    parts_uploaded += 1
-        finally:
-            # On success, a broken stream and cancellation alike: store what was received
-            # so info().offset is true and the client can resume. Shielded, or a cancelled
-            # request would drop bytes it had already sent.
-            with anyio.CancelScope(shield=True):
-                if received or parts_uploaded:
-                    data = b"".join(buffered)
-                    buffered.clear()
-                    await store._call(store._settle_sync, self._key, state, next_part, data, parts_uploaded)
-        return received
+            carried.append(await store._call(store._get_carry_sync, self._key))
+        return await pump(chunks, _PartSink(store, self._key, state, carried), store._part_bytes, carried)
 
     async def finish(self) -> UploadInfo:
         return await self._store._call(self._store._finish_sync, self._key)
 
     async def terminate(self) -> None:
         await self._store._call(self._store._terminate_sync, self._key)
+
+
+class _PartSink:
+    """Sends each batch as the next part; at the end, leaves S3 holding exactly the bytes
+    received (``S3BlobStore._settle_sync``)."""
+
+    def __init__(self, store: S3BlobStore, key: str, state: _State, carried: list[bytes]) -> None:
+        self._store = store
+        self._key = key
+        self._state = state
+        self._carried = carried
+        self._next_part = state.next_part
+        self._parts_uploaded = 0
+
+    async def batch(self, buffers: list[bytes]) -> None:
+        data = b"".join(buffers)
+        store = self._store
+        await store._call(store._upload_part_sync, self._key, self._state.upload_id, self._next_part, data)
+        self._next_part += 1
+        self._parts_uploaded += 1
+
+    async def end(self, tail: list[bytes], failed: bool) -> None:
+        if not self._parts_uploaded and tail == self._carried:
+            return  # nothing received: S3 already holds exactly this
+        store = self._store
+        data = b"" if failed else b"".join(tail)
+        # After a failed part, nothing received after it may be stored: the tail is
+        # dropped, and only a .part made stale by this write's parts is removed.
+        await store._call(store._settle_sync, self._key, self._state, self._next_part, data, self._parts_uploaded)

@@ -1,0 +1,107 @@
+"""The write loop both backends share: gather a stream into batches, store each batch in a
+second task while the next one fills, and store the rest whatever ended the stream.
+
+Why two tasks: the request's task spends its time receiving from the network; storing a
+batch (a ``writev`` in a worker thread, an S3 ``UploadPart``) runs beside it instead of
+after it. The hand-over is a rendezvous, so an upload holds at most one batch being
+stored and one being gathered.
+
+Why the shields: a batch handed over is a batch stored, and the remainder of a stream
+that broke off or was cancelled (client gone) is stored too, so that ``info().offset``
+counts every byte received and the client can resume from there.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import anyio
+import anyio.abc
+
+from storage.blobs.protocol import BlobStoreError
+
+
+class Sink(Protocol):
+    async def batch(self, buffers: list[bytes]) -> None:
+        """Store one full batch, after every earlier one."""
+        ...
+
+    async def end(self, tail: list[bytes], failed: bool) -> None:
+        """Always called, last. ``tail`` is what was received after the last batch
+        (empty when ``failed``: a batch could not be stored, so nothing after it may be
+        counted). Make the stored state durable and its offset true."""
+        ...
+
+
+async def pump(chunks: AsyncIterator[bytes], sink: Sink, batch_bytes: int, first: list[bytes] | None = None) -> int:
+    """Feed ``chunks`` (after the ``first`` buffers, bytes carried from an earlier write)
+    to ``sink``; return how many bytes ``chunks`` gave. Errors: the sink's own (storage
+    errors win) or else the stream's, unwrapped from the task group."""
+    received = 0
+    tail: list[list[bytes]] = []
+    sender, receiver = anyio.create_memory_object_stream[list[bytes]](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_drain, sink, receiver, tail)
+            async with sender:
+                batch: list[bytes] = list(first or [])
+                gathered = sum(len(b) for b in batch)
+                try:
+                    async for chunk in chunks:
+                        if not chunk:
+                            continue
+                        batch.append(chunk)
+                        gathered += len(chunk)
+                        received += len(chunk)
+                        if gathered >= batch_bytes:
+                            await sender.send(batch)
+                            batch = []
+                            gathered = 0
+                finally:
+                    # Reached on success, a broken stream and cancellation alike. The
+                    # drain reads it once this sender is closed (just below).
+                    tail.append(batch)
+    except BaseExceptionGroup as group:
+        error = _one_error(group)
+        raise error from error.__cause__  # the task group's wrapping is ours, not news
+    return received
+
+
+async def _drain(sink: Sink, receiver: anyio.abc.ObjectReceiveStream[list[bytes]], tail: list[list[bytes]]) -> None:
+    with anyio.CancelScope(shield=True):
+        failed = True
+        try:
+            async with receiver:
+                async for batch in receiver:
+                    await sink.batch(batch)
+            failed = False
+        finally:
+            await sink.end([] if failed or not tail else tail[0], failed)
+
+
+def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def flatten(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                flatten(inner)
+        else:
+            leaves.append(exc)
+
+    flatten(group)
+    for exc in leaves:
+        if isinstance(exc, BlobStoreError):
+            return exc
+    for exc in leaves:
+        if isinstance(exc, OSError):
+            message = "no space left for upload" if exc.errno == errno.ENOSPC else "could not write upload"
+            error = BlobStoreError(message)
+            error.__cause__ = exc
+            return error
+    for exc in leaves:
+        if not isinstance(exc, anyio.BrokenResourceError):  # the drain's failure, seen by the host
+            return exc
+    return leaves[0]
