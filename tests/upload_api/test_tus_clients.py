@@ -1,0 +1,89 @@
+"""Real tus clients against a real server (uvicorn on 127.0.0.1): tuspy with checksums,
+and an upload interrupted mid-PATCH then resumed by a new client talking to a new app
+instance that has never seen the upload (its hash state is rebuilt, not remembered)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import threading
+from collections.abc import Callable
+
+from sqlmodel import select
+from tusclient import client as tus
+
+from storage.models import EvidenceItem
+from tests.fixtures.upload import LiveServer, UploadEnv, jpeg_bytes
+from upload_api.app import create_app
+from upload_api.ingest import UploadLocks
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    done = threading.Event()
+    deadline = 0.0
+    while not condition():
+        deadline += 0.01
+        if deadline > timeout:
+            raise AssertionError("condition not reached")
+        done.wait(0.01)
+
+
+def test_tuspy_uploads_in_checksummed_chunks(upload_env: UploadEnv, live_server: LiveServer) -> None:
+    data = jpeg_bytes(1_500_000, 7)
+    c = tus.TusClient(f"{live_server.url}/u/files/", headers={"Authorization": f"Bearer {upload_env.link.token}"})
+    uploader = c.uploader(file_stream=io.BytesIO(data), chunk_size=256 << 10, upload_checksum=True,
+                          metadata={"filename": "car.jpg", "filetype": "image/jpeg",
+                                    "submission": upload_env.link.submission.id})
+    uploader.upload()
+    with upload_env.db.read() as s:
+        item = s.exec(select(EvidenceItem)).one()
+    assert item.sha256 == hashlib.sha256(data).hexdigest()
+    assert item.original_filename == "car.jpg"
+
+
+def _cut_patch(port: int, path: str, token: str, offset: int, body: bytes, declared: int) -> None:
+    """A PATCH whose connection drops after ``body`` of ``declared`` bytes."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+            f"Upload-Offset: {offset}\r\nContent-Length: {declared}\r\n\r\n".encode() + body
+        )
+
+
+def test_interrupted_upload_resumes_from_a_new_client_on_a_fresh_node(upload_env: UploadEnv) -> None:
+    data = jpeg_bytes(3_000_000, 11)
+    token = upload_env.link.token
+    meta = {"filename": "clip.jpg", "filetype": "image/jpeg", "submission": upload_env.link.submission.id}
+    with LiveServer(upload_env.app) as first:
+        c = tus.TusClient(f"{first.url}/u/files/", headers={"Authorization": f"Bearer {token}"})
+        uploader = c.uploader(file_stream=io.BytesIO(data), chunk_size=512 << 10, metadata=meta)
+        uploader.upload(stop_at=1 << 20)  # two chunks, then the client goes away
+        url = uploader.url
+        assert url is not None
+        path = url.split(str(first.port), 1)[1]
+        # A third PATCH breaks off after 300,000 of its 1 MiB: those bytes must be kept.
+        _cut_patch(first.port, path, token, 1 << 20, data[1 << 20 : (1 << 20) + 300_000], 1 << 20)
+        upload_id = path.rsplit("/", 1)[1]
+        wait_until(lambda: _offset(first.url + path, token) == (1 << 20) + 300_000
+                   and (upload_env.db.url, upload_id) not in UploadLocks._held)
+    # Another node (a new app: no hash state, no locks) and a new client finish it.
+    other = create_app(upload_env.settings, upload_env.db, upload_env.store, secret=upload_env.secret)
+    with LiveServer(other) as second:
+        c2 = tus.TusClient(f"{second.url}/u/files/", headers={"Authorization": f"Bearer {token}"})
+        resumed = c2.uploader(file_stream=io.BytesIO(data), chunk_size=512 << 10, metadata=meta,
+                              url=f"{second.url}{path}")
+        assert resumed.offset == (1 << 20) + 300_000
+        resumed.upload()
+    with upload_env.db.read() as s:
+        item = s.exec(select(EvidenceItem)).one()
+    assert item.sha256 == hashlib.sha256(data).hexdigest()
+    assert item.size == len(data)
+
+
+def _offset(url: str, token: str) -> int:
+    import httpx2
+
+    r = httpx2.head(url, headers={"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"})
+    return int(r.headers.get("upload-offset", "-1"))
