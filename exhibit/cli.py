@@ -44,11 +44,17 @@ def _actor() -> str:
         return "cli"
 
 
+# Databases opened by the running command; main() disposes of them when it ends, so
+# connection pools never outlive the command (and tests can call main() in-process).
+_opened: list[Database] = []
+
+
 def _open_db(settings: Settings) -> Database:
     from storage.migrate import current_heads
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
+    _opened.append(db)
     # Refuse to work on an unmigrated database with a clear instruction, rather than
     # failing later with "no such table".
     from sqlalchemy import inspect, text
@@ -353,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         out.emit({"ok": False, "error": {"code": "ERR_INVALID", "message": str(exc)}}, f"error: {exc}")
         return 2
+    finally:
+        while _opened:
+            _opened.pop().dispose()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -15,17 +17,33 @@ from sqlalchemy import text
 
 from storage.db import Database
 
-EXHIBIT = [sys.executable, "-m", "exhibit.cli"]
+EXHIBIT = [str(Path(sys.executable).parent / "exhibit")]
 
 
 class Cli:
-    def __init__(self, data_dir: Path, db_url: str) -> None:
+    """Runs the CLI's ``main`` in this process (fast), or as a real process (``real=True``)
+    where exit codes and the console script matter."""
+
+    def __init__(self, data_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         self.env = {**os.environ, "EXHIBIT_DATA_DIR": str(data_dir), "EXHIBIT_DATABASE_URL": db_url,
                     "EXHIBIT_PUBLIC_URL": "https://evidence.example.police.uk"}
+        self.monkeypatch = monkeypatch
 
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*EXHIBIT, *args], env=self.env, input=stdin, capture_output=True, text=True,
-                              timeout=120, check=False)
+    def run(self, *args: str, stdin: str | None = None, real: bool = False) -> subprocess.CompletedProcess[str]:
+        if real or self.monkeypatch is None:
+            return subprocess.run([*EXHIBIT, *args], env=self.env, input=stdin, capture_output=True, text=True,
+                                  timeout=120, check=False)
+        from exhibit.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with self.monkeypatch.context() as m:
+            for k, v in self.env.items():
+                if k.startswith("EXHIBIT_"):
+                    m.setenv(k, v)
+            m.setattr(sys, "stdin", io.StringIO(stdin or ""))
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(args))
+        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
     def json(self, *args: str, stdin: str | None = None, code: int = 0) -> Any:
         proc = self.run(*args, "--json", stdin=stdin)
@@ -34,8 +52,8 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, db_url: str) -> Cli:
-    c = Cli(tmp_path / "data", db_url)
+def cli(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    c = Cli(tmp_path / "data", db_url, monkeypatch)
     assert c.json("db", "upgrade")["ok"] is True
     return c
 
@@ -73,7 +91,7 @@ def test_domain_errors_are_clear_and_exit_2(cli: Cli) -> None:
     assert dup["error"]["code"] == "ERR_REPORT_EXISTS"
     missing = cli.json("links", "create", "NOPE", code=2)
     assert missing["error"]["code"] == "ERR_REPORT_NOT_FOUND"
-    human = cli.run("links", "create", "NOPE")
+    human = cli.run("links", "create", "NOPE", real=True)
     assert human.returncode == 2 and "no report NOPE" in human.stdout + human.stderr
 
 
@@ -115,7 +133,8 @@ def test_audit_verify_and_checkpoint(cli: Cli, tmp_path: Path) -> None:
     assert cli.json("audit", "verify")["ok"] is True
     broken = cli.json("audit", "verify", "--checkpoint", str(cp), code=1)
     assert broken["ok"] is False and broken["first_bad_seq"] == 3
-    human = cli.run("audit", "verify", "--checkpoint", str(cp))
+    # The installed console script, as a cron job or a shell script would call it.
+    human = cli.run("audit", "verify", "--checkpoint", str(cp), real=True)
     assert human.returncode == 1 and "seq 3" in human.stdout
 
 
