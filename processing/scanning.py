@@ -125,8 +125,12 @@ class ClamdScanner:
         try:
             if self.address.startswith("unix://"):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(self.timeout_seconds)
-                sock.connect(self.address.removeprefix("unix://"))
+                try:
+                    sock.settimeout(self.timeout_seconds)
+                    sock.connect(self.address.removeprefix("unix://"))
+                except OSError:
+                    sock.close()
+                    raise
             else:
                 host, _, port = self.address.removeprefix("tcp://").rpartition(":")
                 sock = socket.create_connection((host, int(port)), timeout=self.timeout_seconds)
