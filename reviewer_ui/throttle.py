@@ -66,8 +66,10 @@ class _Entry:
 
 
 class LoginThrottle:
-    def __init__(self, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(self, clock: Callable[[], dt.datetime], *, pair: Rule = PAIR, client: Rule = CLIENT,
+                 account: Rule = ACCOUNT) -> None:
         self.clock = clock
+        self.pair, self.client, self.account = pair, client, account
         self._entries: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = Lock()
@@ -83,9 +85,10 @@ class LoginThrottle:
         return entry
 
     def _keys(self, account: str, client: str) -> list[tuple[tuple[str, ...], Rule]]:
-        keys: list[tuple[tuple[str, ...], Rule]] = [(("pair", account, client), PAIR), (("client", client), CLIENT)]
+        keys: list[tuple[tuple[str, ...], Rule]] = [(("pair", account, client), self.pair),
+                                                    (("client", client), self.client)]
         if (account, client) not in self._known:
-            keys.append((("account", account), ACCOUNT))
+            keys.append((("account", account), self.account))
         return keys
 
     def wait_seconds(self, account: str, client: str) -> int:
