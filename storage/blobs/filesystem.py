@@ -14,19 +14,25 @@ leaves either the unfinished upload or the finished object, never a mix.
 and when the stream breaks off it writes and fsyncs what it had received before passing
 the error on, so the size is the number of bytes durably received.
 
-All blocking I/O runs in worker threads (``anyio.to_thread``); chunks are gathered into
-buffers of ``WRITE_BUFFER_BYTES`` so the thread hop is paid once per few MiB, not once
-per network read.
+All blocking I/O runs in worker threads (``anyio.to_thread``). ``write`` gathers chunks
+into batches of ``WRITE_BUFFER_BYTES`` and writes each (one ``writev``) in a thread while
+the next batch fills (``streaming.pump``): the thread hop is paid once per few MiB, and
+the disk works beside the network instead of after it.
+
+``read`` streams from an open file; a caller that stops early should close the iterator
+(``contextlib.aclosing``) so the file is closed at once rather than at collection.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -47,6 +53,17 @@ log = logging.getLogger(__name__)
 WRITE_BUFFER_BYTES = 4 << 20
 READ_CHUNK_BYTES = 1 << 20
 _IOV_MAX = 512  # below Linux's IOV_MAX (1024)
+
+T = TypeVar("T")
+
+
+async def _run(fn: Callable[..., T], *args: object) -> T:
+    """Blocking file I/O in a worker thread; an OSError becomes a ``BlobStoreError`` with
+    the OSError chained (the path stays out of the message)."""
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    except OSError as exc:
+        raise BlobStoreError(f"blob store I/O failed ({errno.errorcode.get(exc.errno or 0, '?')})") from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -103,7 +120,7 @@ class FilesystemBlobStore:
         if length is not None and length < 0:
             raise ValueError("length must be >= 0")
         key = new_key(namespace)
-        await anyio.to_thread.run_sync(self._create_sync, key, length)
+        await _run(self._create_sync, key, length)
         return FilesystemUpload(self, key)
 
     def _create_sync(self, key: str, length: int | None) -> None:
@@ -151,13 +168,13 @@ class FilesystemBlobStore:
                 raise BlobStoreError("could not open object") from exc
             return fd, os.fstat(fd).st_size
 
-        fd, size = await anyio.to_thread.run_sync(open_)
+        fd, size = await _run(open_)
         try:
             position = min(start, size)
             stop = size if end is None else min(end, size)
             while position < stop:
                 want = min(READ_CHUNK_BYTES, stop - position)
-                chunk = await anyio.to_thread.run_sync(os.pread, fd, want, position)
+                chunk = await _run(os.pread, fd, want, position)
                 if not chunk:  # cannot happen to a read-only object; never loop forever
                     raise BlobStoreError("object shorter than its size")
                 position += len(chunk)
@@ -174,7 +191,7 @@ class FilesystemBlobStore:
             except FileNotFoundError:
                 raise BlobNotFound("no finished object with this key") from None
 
-        return await anyio.to_thread.run_sync(stat_)
+        return await _run(stat_)
 
     @property
     def capabilities(self) -> dict[str, object]:
@@ -274,26 +291,20 @@ class FilesystemUpload:
         return self._key
 
     async def info(self) -> UploadInfo:
-        return await anyio.to_thread.run_sync(self._store._info_sync, self._key)
+        return await _run(self._store._info_sync, self._key)
 
     async def write(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
-        fd = await anyio.to_thread.run_sync(self._store._open_for_append, self._key, offset)
+        fd = await _run(self._store._open_for_append, self._key, offset)
         try:
             return await pump(chunks, _FileSink(fd), WRITE_BUFFER_BYTES)
         finally:
             os.close(fd)
 
     async def finish(self) -> UploadInfo:
-        try:
-            return await anyio.to_thread.run_sync(self._store._finish_sync, self._key)
-        except OSError as exc:
-            raise BlobStoreError("could not finish upload") from exc
+        return await _run(self._store._finish_sync, self._key)
 
     async def terminate(self) -> None:
-        try:
-            await anyio.to_thread.run_sync(self._store._terminate_sync, self._key)
-        except OSError as exc:
-            raise BlobStoreError("could not delete upload") from exc
+        await _run(self._store._terminate_sync, self._key)
 
 
 class _FileSink:
