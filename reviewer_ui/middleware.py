@@ -205,10 +205,15 @@ class CSRF:
         # 1. Where does it come from? Browsers send Origin on every cross-site POST and
         #    Sec-Fetch-Site on every request; a mismatch is refused before reading a byte.
         origin = _header(scope, b"origin")
+        fetch_site = _header(scope, b"sec-fetch-site")
+        # Under our own `Referrer-Policy: no-referrer` browsers serialise the Origin of a
+        # same-origin form POST as "null" (Fetch spec); Sec-Fetch-Site still says where it
+        # came from, and the token below is still required.
+        if origin == "null" and fetch_site == "same-origin":
+            origin = None
         if origin is not None and not _same_origin(scope, origin, self.ctx.settings.public_url):
             await self._refuse(scope, receive, send, "origin")
             return
-        fetch_site = _header(scope, b"sec-fetch-site")
         if fetch_site is not None and fetch_site not in ("same-origin", "none"):
             await self._refuse(scope, receive, send, "fetch-site")
             return
