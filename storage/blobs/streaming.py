@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import anyio
 import anyio.abc
@@ -37,14 +37,19 @@ class Sink(Protocol):
 
 async def pump(chunks: AsyncIterator[bytes], sink: Sink, batch_bytes: int, first: list[bytes] | None = None) -> int:
     """Feed ``chunks`` (after the ``first`` buffers, bytes carried from an earlier write)
-    to ``sink``; return how many bytes ``chunks`` gave. Errors: the sink's own (storage
-    errors win) or else the stream's, unwrapped from the task group."""
+    to ``sink``; return how many bytes ``chunks`` gave.
+
+    Errors: a storage error wins (as ``BlobStoreError``); else the stream's own error
+    propagates unchanged. A storage error never cancels the caller's task or throws into
+    ``chunks``: the gathering side sees it at its next hand-over, or at the end, and stops.
+    """
     received = 0
     tail: list[list[bytes]] = []
+    failures: list[BaseException] = []
     sender, receiver = anyio.create_memory_object_stream[list[bytes]](0)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_drain, sink, receiver, tail)
+            tg.start_soon(_drain, sink, receiver, tail, failures)
             async with sender:
                 batch: list[bytes] = list(first or [])
                 gathered = sum(len(b) for b in batch)
@@ -56,7 +61,7 @@ async def pump(chunks: AsyncIterator[bytes], sink: Sink, batch_bytes: int, first
                         gathered += len(chunk)
                         received += len(chunk)
                         if gathered >= batch_bytes:
-                            await sender.send(batch)
+                            await sender.send(batch)  # BrokenResourceError: the sink failed
                             batch = []
                             gathered = 0
                 finally:
@@ -64,12 +69,25 @@ async def pump(chunks: AsyncIterator[bytes], sink: Sink, batch_bytes: int, first
                     # drain reads it once this sender is closed (just below).
                     tail.append(batch)
     except BaseExceptionGroup as group:
-        error = _one_error(group)
+        if failures:
+            _raise_storage_error(failures[0])
+        error = _first_of(group)
         raise error from error.__cause__  # the task group's wrapping is ours, not news
+    except anyio.BrokenResourceError:
+        pass  # the sink failed: reported below
+    if failures:
+        _raise_storage_error(failures[0])
     return received
 
 
-async def _drain(sink: Sink, receiver: anyio.abc.ObjectReceiveStream[list[bytes]], tail: list[list[bytes]]) -> None:
+async def _drain(
+    sink: Sink,
+    receiver: anyio.abc.ObjectReceiveStream[list[bytes]],
+    tail: list[list[bytes]],
+    failures: list[BaseException],
+) -> None:
+    # Shielded: a batch handed over is a batch stored, whatever happens to the request.
+    # Never raises: a storage failure is left in ``failures`` for ``pump`` to report.
     with anyio.CancelScope(shield=True):
         failed = True
         try:
@@ -77,31 +95,24 @@ async def _drain(sink: Sink, receiver: anyio.abc.ObjectReceiveStream[list[bytes]
                 async for batch in receiver:
                     await sink.batch(batch)
             failed = False
-        finally:
+        except Exception as exc:
+            failures.append(exc)
+        try:
             await sink.end([] if failed or not tail else tail[0], failed)
+        except Exception as exc:
+            failures.append(exc)
 
 
-def _one_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    leaves: list[BaseException] = []
+def _raise_storage_error(exc: BaseException) -> NoReturn:
+    if isinstance(exc, BlobStoreError):
+        raise exc from exc.__cause__
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        raise BlobStoreError("no space left for upload") from exc
+    raise BlobStoreError("could not store upload") from exc
 
-    def flatten(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                flatten(inner)
-        else:
-            leaves.append(exc)
 
-    flatten(group)
-    for exc in leaves:
-        if isinstance(exc, BlobStoreError):
-            return exc
-    for exc in leaves:
-        if isinstance(exc, OSError):
-            message = "no space left for upload" if exc.errno == errno.ENOSPC else "could not write upload"
-            error = BlobStoreError(message)
-            error.__cause__ = exc
-            return error
-    for exc in leaves:
-        if not isinstance(exc, anyio.BrokenResourceError):  # the drain's failure, seen by the host
-            return exc
-    return leaves[0]
+def _first_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first

@@ -238,14 +238,17 @@ BAD_KEYS = [
 ]
 
 
-@pytest.mark.parametrize("key", BAD_KEYS)
-async def test_keys_the_store_did_not_make_are_refused(blob_store: BlobStore, key: str) -> None:
-    with pytest.raises(InvalidKey):
-        await blob_store.get(key)
-    with pytest.raises(InvalidKey):
-        await read_all(blob_store, key)
-    with pytest.raises(InvalidKey):
-        await blob_store.size(key)
+async def test_keys_the_store_did_not_make_are_refused(blob_store: BlobStore) -> None:
+    # One test over all the keys (a store per key would cost a bucket per key on S3).
+    for key in BAD_KEYS:
+        with pytest.raises(InvalidKey):
+            await blob_store.get(key)
+        with pytest.raises(InvalidKey):
+            await read_all(blob_store, key)
+        with pytest.raises(InvalidKey):
+            await read_range(blob_store, key, 0, 10)
+        with pytest.raises(InvalidKey):
+            await blob_store.size(key)
 
 
 # -- interrupted streams and resumption -----------------------------------------------

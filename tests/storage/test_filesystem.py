@@ -8,11 +8,12 @@ import resource
 import signal
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from storage.blobs import BlobNotFound, BlobStoreError, InvalidKey, open_store, read_all
@@ -105,14 +106,26 @@ async def test_a_disk_error_is_a_blob_store_error_and_the_written_bytes_count(
 ) -> None:
     data = os.urandom(10 * MiB)
     upload = await fs_blob_store.create("originals", len(data))
+    thrown_in: list[type[BaseException]] = []
+
+    async def watched() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream(data):
+                yield chunk
+        except BaseException as exc:
+            thrown_in.append(type(exc))
+            raise
+
     file_size_limit(3 * MiB + 5)
     try:
         with pytest.raises(BlobStoreError) as caught:
-            await upload.write(0, stream(data))
+            await upload.write(0, watched())
     finally:
         file_size_limit(None)
     assert isinstance(caught.value.__cause__, OSError)
     assert caught.value.__cause__.errno == errno.EFBIG
+    # The storage failure is reported by write(), never thrown into the caller's stream.
+    assert anyio.get_cancelled_exc_class() not in thrown_in
     offset = (await upload.info()).offset
     assert offset == 3 * MiB + 5
     await upload.write(offset, stream(data[offset:]))

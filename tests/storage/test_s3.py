@@ -7,9 +7,10 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 from botocore.exceptions import ClientError
 
@@ -191,6 +192,30 @@ async def test_a_part_object_already_sent_as_a_part_is_not_counted_twice(
 
 
 # -- errors ---------------------------------------------------------------------------
+
+
+async def test_an_s3_failure_mid_write_is_reported_not_thrown_into_the_stream(
+    plain_store: S3BlobStore, s3_client: S3Client, s3_bucket: str
+) -> None:
+    upload = await plain_store.create("originals")
+    await upload.write(0, stream(os.urandom(MiB)))
+    upload_id = json.loads(
+        s3_client.get_object(Bucket=s3_bucket, Key=f"{PREFIX}/.uploads/{upload.key}.info")["Body"].read()
+    )["upload_id"]
+    thrown_in: list[type[BaseException]] = []
+
+    async def aborted_behind_the_stores_back() -> AsyncIterator[bytes]:
+        try:
+            s3_client.abort_multipart_upload(Bucket=s3_bucket, Key=f"{PREFIX}/{upload.key}", UploadId=upload_id)
+            async for chunk in stream(os.urandom(20 * MiB)):
+                yield chunk
+        except BaseException as exc:
+            thrown_in.append(type(exc))
+            raise
+
+    with pytest.raises(BlobStoreError):
+        await upload.write(MiB, aborted_behind_the_stores_back())
+    assert anyio.get_cancelled_exc_class() not in thrown_in
 
 
 async def test_bad_keys_make_no_request(plain_store: S3BlobStore) -> None:
