@@ -44,7 +44,7 @@ def test_every_state_changing_route_refuses_a_request_without_the_token(review: 
     for method, path in unsafe_routes(review):
         for body in ({"data": {"x": "1"}}, {"content": b"x=1", "headers": {"content-type": "text/plain"}},
                      {"files": {"f": ("a.txt", b"x")}, "data": {"x": "1"}}):
-            r = client.request(method, path, **body)  # type: ignore[arg-type]
+            r = client.request(method, path, **body)
             assert r.status_code == 403, (method, path, body, r.status_code)
     assert len(review.events()) == before  # nothing happened, nothing was recorded
     assert client.get("/login").status_code == 303  # still signed in
