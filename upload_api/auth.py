@@ -19,9 +19,11 @@ import logging
 import re
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio.to_thread
+from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -131,24 +133,47 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
-def _check_token(ctx: UploadContext, token: str) -> tuple[UploadLink, Report]:
+T = TypeVar("T")
+
+
+def _check(
+    ctx: UploadContext, token: str | None, link_id: str | None, then: Callable[[Session, UploadLink], T] | None
+) -> tuple[UploadLink, Report, T | None]:
     with ctx.db.read() as session:
-        return links.check_token(ctx.db, session, token)
+        if token is not None:
+            link, report = links.check_token(ctx.db, session, token)
+        else:
+            assert link_id is not None
+            link, report = links.check_link_id(ctx.db, session, link_id)
+        return link, report, (then(session, link) if then is not None else None)
 
 
-def _check_link_id(ctx: UploadContext, link_id: str) -> tuple[UploadLink, Report]:
-    with ctx.db.read() as session:
-        return links.check_link_id(ctx.db, session, link_id)
+async def authorise(
+    request: Request, ctx: UploadContext, then: Callable[[Session, UploadLink], T] | None = None
+) -> tuple[UploadLink, Report, T | None]:
+    """The link this request acts for (Bearer token, else the upload-session cookie),
+    re-checked in the database on every call, and ``then(session, link)`` run in the
+    same read transaction (one thread hop, one connection: the tus hot path). Raises
+    ``LinkProblem`` (ERR_NO_SESSION, ERR_LINK_*, ERR_RATE_LIMITED)."""
+    token = _bearer(request)
+    if token is None:
+        link_id = session_link_id(request, ctx)
+        if link_id is None:
+            raise LinkProblem("no upload session", code="ERR_NO_SESSION")
+        return await anyio.to_thread.run_sync(_check, ctx, None, link_id, then)
+    return await _by_token(request, ctx, token, then)
 
 
-async def _lookup_token(request: Request, ctx: UploadContext, token: str) -> tuple[UploadLink, Report]:
+async def _by_token(
+    request: Request, ctx: UploadContext, token: str, then: Callable[[Session, UploadLink], T] | None
+) -> tuple[UploadLink, Report, T | None]:
     now = time.monotonic()
     guard = limiter(ctx)
     client = client_address(request)
     if guard.blocked(client, now):
         raise LinkProblem("too many attempts", code="ERR_RATE_LIMITED")
     try:
-        return await anyio.to_thread.run_sync(_check_token, ctx, token)
+        return await anyio.to_thread.run_sync(_check, ctx, token, None, then)
     except LinkProblem as problem:
         if problem.code == "ERR_LINK_UNKNOWN":
             guard.failed(client, now)
@@ -167,13 +192,8 @@ async def current_link(request: Request, ctx: UploadContext) -> tuple[UploadLink
     """The link (and its report) this request acts for: from a Bearer token, or else the
     upload-session cookie. Raises ``LinkProblem`` (codes ERR_NO_SESSION, ERR_LINK_*,
     ERR_RATE_LIMITED). Re-checked in the database on every call."""
-    token = _bearer(request)
-    if token is not None:
-        return await _lookup_token(request, ctx, token)
-    link_id = session_link_id(request, ctx)
-    if link_id is None:
-        raise LinkProblem("no upload session", code="ERR_NO_SESSION")
-    return await anyio.to_thread.run_sync(_check_link_id, ctx, link_id)
+    link, report, _ = await authorise(request, ctx)
+    return link, report
 
 
 def link_problem_page(ctx: UploadContext, problem: LinkProblem) -> HTMLResponse:
@@ -197,7 +217,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     async def exchange(request: Request) -> Response:
         token = str(request.path_params["token"])
         try:
-            link, _report = await _lookup_token(request, ctx, token)
+            link, _report, _ = await _by_token(request, ctx, token, None)
         except LinkProblem as problem:
             return link_problem_page(ctx, problem)
         await anyio.to_thread.run_sync(_record_open, ctx, link, request_id(request))

@@ -322,6 +322,27 @@ async def hash_state(ctx: UploadContext, upload_id: str, key: str, offset: int) 
 
 def forget_state(ctx: UploadContext, upload_id: str) -> None:
     _states(ctx).pop(upload_id, None)
+    _blobs(ctx).pop(upload_id, None)
+
+
+def _blobs(ctx: UploadContext) -> dict[str, BlobUpload]:
+    value = ctx.state.setdefault("blob_handles", {})
+    assert isinstance(value, dict)
+    return value
+
+
+async def blob_for(ctx: UploadContext, row: Upload) -> BlobUpload:
+    """The store's handle for an upload, kept between PATCHes (a handle holds no open
+    file or state, only saves the store's existence check on the hot path).
+    ``BlobNotFound`` when the bytes are gone."""
+    handles = _blobs(ctx)
+    blob = handles.get(row.id)
+    if blob is None:
+        blob = await ctx.store.get(row.blob_key)
+        if len(handles) >= MAX_CACHED_STATES:
+            handles.pop(next(iter(handles)))
+        handles[row.id] = blob
+    return blob
 
 
 async def hash_object(store: BlobStore, key: str) -> tuple[str, bytes]:
@@ -619,7 +640,7 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
         return await anyio.to_thread.run_sync(_item_for_upload, ctx.db, upload_id)
     if row.state != UploadState.OPEN:
         raise Refused("upload is gone", code="ERR_UPLOAD_GONE")
-    blob = await ctx.store.get(row.blob_key)
+    blob = await blob_for(ctx, row)
     before = await blob.info()
     if row.length is not None and not before.finished and before.offset != row.length:
         raise Refused("upload is not complete", code="ERR_OFFSET_MISMATCH")

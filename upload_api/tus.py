@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from sqlmodel import Session
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -36,7 +37,7 @@ from storage.blobs.protocol import BlobNotFound, BlobStoreError
 from storage.errors import DomainError, LinkProblem
 from storage.models import Upload, UploadLink, UploadState
 from upload_api import ingest
-from upload_api.auth import current_link, request_id
+from upload_api.auth import authorise, current_link, request_id
 from upload_api.context import UploadContext
 from upload_api.errors import json_error
 
@@ -161,7 +162,11 @@ def _parse_checksum(header: str) -> tuple[str, bytes]:
 
 def _load(ctx: UploadContext, link: UploadLink, upload_id: str) -> Upload:
     with ctx.db.read() as session:
-        row = session.get(Upload, upload_id)
+        return _load_in(session, link, upload_id)
+
+
+def _load_in(session: Session, link: UploadLink, upload_id: str) -> Upload:
+    row = session.get(Upload, upload_id)
     # UP-09: another link's upload is indistinguishable from one that does not exist.
     if row is None or row.link_id != link.id:
         raise DomainError("no such upload", code="ERR_UPLOAD_NOT_FOUND")
@@ -201,7 +206,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         """Append the request body at ``offset`` (lock held, offset checked). Returns an
         error response (or None) and the updated row."""
         assert row.length is not None
-        blob = await ctx.store.get(row.blob_key)
+        blob = await ingest.blob_for(ctx, row)
         length_header = _int_header(request, "content-length")
         if length_header is not None and offset + length_header > row.length:
             # UP-07: refused before a byte is read.
@@ -273,15 +278,15 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     async def head(request: Request) -> Response:
         check_version(request)
         upload_id = upload_id_of(request)
-        link, _report = await current_link(request, ctx)
-        row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)
+        link, _report, row = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
+        assert row is not None
         if row.state == UploadState.COMPLETE:
             offset = row.offset
         elif row.state != UploadState.OPEN:
             raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
         else:
             try:
-                info = await (await ctx.store.get(row.blob_key)).info()
+                info = await (await ingest.blob_for(ctx, row)).info()
             except BlobNotFound:
                 raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND") from None
             offset = info.offset
@@ -300,7 +305,6 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     async def patch(request: Request) -> Response:
         check_version(request)
         upload_id = upload_id_of(request)
-        link, _report = await current_link(request, ctx)
         if request.headers.get("content-type", "").split(";")[0].strip() != OFFSET_TYPE:
             return tus_error("ERR_CONTENT_TYPE", "Content-Type must be application/offset+octet-stream")
         offset = _int_header(request, "upload-offset")
@@ -310,13 +314,16 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
             if not mine:
                 return tus_error("ERR_LOCKED", "another request is writing this upload")
-            row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)
+            # Authorised under the lock, in one read with the upload row (hot path).
+            link, _report, loaded = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
+            assert loaded is not None
+            row = loaded
             if row.state == UploadState.COMPLETE:
                 return tus_error("ERR_UPLOAD_FINISHED", "upload is complete")
             if row.state != UploadState.OPEN:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             try:
-                info = await (await ctx.store.get(row.blob_key)).info()
+                info = await (await ingest.blob_for(ctx, row)).info()
             except BlobNotFound:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             if offset != info.offset:

@@ -1,0 +1,390 @@
+"""Upload throughput: Exhibit's tus and multipart doors against a body-discarding ASGI app,
+tussi and tuspyserver, all under uvicorn on 127.0.0.1, one run, same machine.
+
+    .venv/bin/python benchmarks/upload.py                       # 1 GiB, 8 MiB chunks, 16 x 64 MiB
+    .venv/bin/python benchmarks/upload.py --peers /tmp/bench-venv/bin/python
+
+``--peers PYTHON``: a Python with ``tussi``, ``tuspyserver`` and ``uvicorn`` installed
+(a throwaway venv: ``python3 -m venv /tmp/bench-venv && /tmp/bench-venv/bin/pip install
+tussi tuspyserver uvicorn``); without it the peers are skipped and said to be.
+
+Each server is its own process (``upload.py serve KIND``), started fresh per scenario so
+its peak RSS (VmHWM) is that scenario's. The client is the same for every server: one
+keep-alive connection per upload, bodies sent with ``sendfile`` from a file in the page
+cache, so the client costs next to nothing. Prints MB/s (10^6 bytes/s), the ratio to the
+discard app, and peak server RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+
+# -- servers (run in their own processes) ------------------------------------------------
+
+
+def discard_app() -> Any:
+    """Speaks just enough tus (and takes any POST) to be driven like the others, and
+    throws every body byte away."""
+    offsets: dict[str, int] = {}
+    counter = [0]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        headers = [(b"tus-resumable", b"1.0.0"), (b"content-length", b"0")]
+        if method == "POST" and path.startswith("/files"):
+            counter[0] += 1
+            name = f"/files/{counter[0]}"
+            offsets[name] = 0
+            headers.append((b"location", name.encode()))
+            status = 201
+        elif method == "PATCH":
+            offsets[path] = offsets.get(path, 0) + size
+            headers.append((b"upload-offset", str(offsets[path]).encode()))
+            status = 204
+        else:
+            status = 204
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def exhibit_app(data_dir: Path) -> tuple[Any, dict[str, str]]:
+    sys.path.insert(0, str(ROOT))
+    from storage import links, reports
+    from storage.blobs import open_store
+    from storage.db import Database
+    from storage.migrate import upgrade
+    from storage.settings import Settings
+    from upload_api import ingest
+    from upload_api.app import create_app
+
+    settings = Settings(data_dir=data_dir, max_file_bytes=4 << 30, link_max_bytes=64 << 30)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    store = open_store(settings)
+    with db.write() as session:
+        report = reports.create_report(db, session, "BENCH-1", "other", actor="bench")
+        issued = links.create_link(db, session, report, public_url=settings.public_url, expires_in_seconds=86400,
+                                   max_files=10_000, max_bytes=64 << 30, actor="bench")
+        sub = ingest.create_submission(db, session, issued.link, declaration_accepted=True, actor="bench")
+    return create_app(settings, db, store), {"token": issued.token, "submission": sub.id}
+
+
+def tussi_app(data_dir: Path) -> Any:
+    from tussi import TUSApp
+    from tussi.storage import FilesystemStorage
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tus = TUSApp(FilesystemStorage(data_dir / "uploads"), completed_dir=data_dir / "done", max_size=8 << 30)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await tus(scope, receive, send)
+
+    return app
+
+
+def tuspyserver_app(data_dir: Path) -> Any:
+    from fastapi import FastAPI
+    from tuspyserver import create_tus_router
+
+    app = FastAPI()
+    app.include_router(create_tus_router(prefix="files", files_dir=str(data_dir / "files"), max_size=8 << 30))
+    return app
+
+
+def serve(kind: str, port: int, data_dir: Path) -> None:
+    import uvicorn
+
+    info: dict[str, str] = {}
+    if kind == "discard":
+        app = discard_app()
+    elif kind == "exhibit":
+        app, info = exhibit_app(data_dir)
+    elif kind == "tussi":
+        app = tussi_app(data_dir)
+    elif kind == "tuspyserver":
+        app = tuspyserver_app(data_dir)
+    else:
+        raise SystemExit(f"unknown server {kind}")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", port))
+    print(json.dumps({"port": sock.getsockname()[1], **info}), flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            h11_max_incomplete_event_size=64 * 1024)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class Server:
+    def __init__(self, kind: str, python: str, workdir: Path) -> None:
+        self.kind = kind
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=workdir))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")}
+        self.process = subprocess.Popen(
+            [python, str(Path(__file__).resolve()), "serve", kind, "--port", "0", "--dir", str(self.dir)],
+            stdout=subprocess.PIPE, env=env, cwd=str(self.dir),
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{kind} server did not start")
+        self.info = json.loads(line)
+        self.port = int(self.info["port"])
+        self._wait_listening()
+
+    def _wait_listening(self) -> None:
+        for _ in range(500):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.01)
+        raise RuntimeError("server not listening")
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# -- client ----------------------------------------------------------------------------
+
+
+class Connection:
+    """HTTP/1.1 keep-alive over a plain socket; bodies go out with sendfile."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def request(self, method: str, path: str, headers: dict[str, str], *, fd: int | None = None,
+                offset: int = 0, count: int = 0, prefix: bytes = b"", suffix: bytes = b"") -> tuple[int, dict[str, str]]:
+        body_len = len(prefix) + count + len(suffix)
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {body_len}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + prefix)
+        sent = 0
+        while sent < count:
+            assert fd is not None
+            n = os.sendfile(self.sock.fileno(), fd, offset + sent, count - sent)
+            if n == 0:
+                raise RuntimeError("sendfile sent nothing")
+            sent += n
+        if suffix:
+            self.sock.sendall(suffix)
+        return self._response()
+
+    def _response(self) -> tuple[int, dict[str, str]]:
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            while b"0\r\n\r\n" not in self.buffer:
+                self.buffer += self.sock.recv(65536)
+            self.buffer = self.buffer.split(b"0\r\n\r\n", 1)[1]
+        else:
+            length = int(headers.get("content-length", "0"))
+            while len(self.buffer) < length:
+                self.buffer += self.sock.recv(65536)
+            self.buffer = self.buffer[length:]
+        return status, headers
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def tus_upload(server: Server, path: Path, size: int, chunk: int) -> None:
+    files = "/u/files/" if server.kind == "exhibit" else "/files/"
+    auth = {"Authorization": f"Bearer {server.info['token']}"} if server.kind == "exhibit" else {}
+    meta = {"filename": "bench.jpg", "filetype": "image/jpeg"}
+    if server.kind == "exhibit":
+        meta["submission"] = server.info["submission"]
+    encoded = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
+    conn = Connection(server.port)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        status, headers = conn.request("POST", files, {**auth, "Tus-Resumable": "1.0.0", "Upload-Length": str(size),
+                                                       "Upload-Metadata": encoded})
+        if status != 201:
+            raise RuntimeError(f"{server.kind}: create -> {status}")
+        location = headers["location"]
+        if location.startswith("http"):
+            location = "/" + location.split("/", 3)[3]
+        offset = 0
+        while offset < size:
+            n = min(chunk, size - offset)
+            status, headers = conn.request(
+                "PATCH", location, {**auth, "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                                    "Content-Type": "application/offset+octet-stream"},
+                fd=fd, offset=offset, count=n)
+            if status != 204:
+                raise RuntimeError(f"{server.kind}: PATCH at {offset} -> {status}")
+            offset += n
+    finally:
+        os.close(fd)
+        conn.close()
+
+
+def multipart_upload(server: Server, path: Path, size: int) -> None:
+    boundary = "----exhibitbench7MA4YWxkTrZu0gW"
+    fields = {"declaration": "accepted", "submission": server.info.get("submission", "")}
+    prefix = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ) + (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="bench.jpg"\r\n'
+         f"Content-Type: image/jpeg\r\n\r\n").encode()
+    suffix = f"\r\n--{boundary}--\r\n".encode()
+    auth = {"Authorization": f"Bearer {server.info['token']}"} if server.kind == "exhibit" else {}
+    conn = Connection(server.port)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        status, _ = conn.request("POST", "/u/submit" if server.kind == "exhibit" else "/submit",
+                                 {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}",
+                                  "Accept": "application/json"},
+                                 fd=fd, count=size, prefix=prefix, suffix=suffix)
+        if status not in (201, 204):
+            raise RuntimeError(f"{server.kind}: multipart -> {status}")
+    finally:
+        os.close(fd)
+        conn.close()
+
+
+def make_file(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size == size:
+        return
+    with open(path, "wb") as f:
+        f.write(JPEG_HEAD)
+        left = size - len(JPEG_HEAD)
+        block = os.urandom(64 << 20)
+        while left > 0:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+
+
+def run(kind: str, python: str, workdir: Path, scenario: str, path: Path, size: int, chunk: int,
+        concurrent: int = 1) -> tuple[float, float]:
+    server = Server(kind, python, workdir)
+    try:
+        start = time.perf_counter()
+        if scenario == "tus":
+            if concurrent == 1:
+                tus_upload(server, path, size, chunk)
+            else:
+                errors: list[BaseException] = []
+
+                def one() -> None:
+                    try:
+                        tus_upload(server, path, size, chunk)
+                    except BaseException as exc:
+                        errors.append(exc)
+
+                threads = [threading.Thread(target=one) for _ in range(concurrent)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                if errors:
+                    raise errors[0]
+        else:
+            multipart_upload(server, path, size)
+        elapsed = time.perf_counter() - start
+        return size * concurrent / elapsed / 1e6, server.peak_rss_mib()
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd")
+    s = sub.add_parser("serve")
+    s.add_argument("kind")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--size", type=int, default=1 << 30)
+    parser.add_argument("--chunk", type=int, default=8 << 20)
+    parser.add_argument("--concurrent", type=int, default=16)
+    parser.add_argument("--concurrent-size", type=int, default=64 << 20)
+    parser.add_argument("--peers", help="Python with tussi, tuspyserver and uvicorn installed")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    args = parser.parse_args()
+    if args.cmd == "serve":
+        serve(args.kind, args.port, args.dir)
+        return
+
+    ours = sys.executable
+    big = args.workdir / f"exhibit-bench-{args.size}.bin"
+    small = args.workdir / f"exhibit-bench-{args.concurrent_size}.bin"
+    make_file(big, args.size)
+    make_file(small, args.concurrent_size)
+    servers = [("discard", ours), ("exhibit", ours)]
+    if args.peers:
+        servers += [("tussi", args.peers), ("tuspyserver", args.peers)]
+    else:
+        print("peers skipped: pass --peers PYTHON (a venv with tussi, tuspyserver, uvicorn)")
+    print(f"file {args.size / (1 << 20):.0f} MiB, tus chunks {args.chunk / (1 << 20):.0f} MiB; "
+          f"concurrent {args.concurrent} x {args.concurrent_size / (1 << 20):.0f} MiB")
+    results: dict[tuple[str, str], tuple[float, float]] = {}
+    for scenario in ("tus", "multipart", "tus-concurrent"):
+        for kind, python in servers:
+            if scenario == "multipart" and kind not in ("discard", "exhibit"):
+                continue
+            if scenario == "tus-concurrent":
+                results[(scenario, kind)] = run(kind, python, args.workdir, "tus", small, args.concurrent_size,
+                                                args.chunk, args.concurrent)
+            else:
+                results[(scenario, kind)] = run(kind, python, args.workdir, scenario, big, args.size, args.chunk)
+    print(f"{'scenario':<16}{'server':<13}{'MB/s':>9}{'x discard':>11}{'peak RSS MiB':>14}")
+    for (scenario, kind), (rate, rss) in results.items():
+        base = results[(scenario, "discard")][0]
+        print(f"{scenario:<16}{kind:<13}{rate:>9.1f}{rate / base:>11.2f}{rss:>14.1f}")
+    for scenario in ("tus", "tus-concurrent"):
+        ours_rate = results[(scenario, "exhibit")][0]
+        for peer in ("tussi", "tuspyserver"):
+            if (scenario, peer) in results:
+                print(f"{scenario}: exhibit / {peer} = {ours_rate / results[(scenario, peer)][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
