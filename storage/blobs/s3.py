@@ -23,9 +23,17 @@ enabled (discovered when the store is built, and logged), finished objects in
 ``LOCKED_NAMESPACES`` get COMPLIANCE retention: requested on CreateMultipartUpload /
 PutObject, so the object is born locked, and renewed from the finish time afterwards.
 
-boto3 is synchronous: every call runs in a worker thread. boto3/botocore errors stop
-here: not-found conditions become ``BlobNotFound`` and the rest ``BlobStoreError`` with
-the vendor error chained.
+boto3 is synchronous: every call runs in a worker thread, and ``write`` sends each part
+while the next one is gathered (``streaming.pump``). boto3/botocore errors stop here:
+not-found conditions become ``BlobNotFound`` and the rest ``BlobStoreError`` with the
+vendor error chained.
+
+Operations (the bucket side): the store needs s3:GetObject, PutObject, DeleteObject,
+ListBucket (HeadBucket), AbortMultipartUpload, ListMultipartUploadParts,
+PutObjectRetention and GetBucketObjectLockConfiguration. Add lifecycle rules for
+``AbortIncompleteMultipartUpload`` and, on a versioned (Object Lock) bucket, expiry of
+noncurrent versions under ``P/.uploads/``: replaced ``.part`` objects and deleted
+``.info`` objects leave old versions behind there.
 """
 
 from __future__ import annotations

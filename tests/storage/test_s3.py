@@ -207,7 +207,7 @@ async def test_an_s3_failure_mid_write_is_reported_not_thrown_into_the_stream(
     async def aborted_behind_the_stores_back() -> AsyncIterator[bytes]:
         try:
             s3_client.abort_multipart_upload(Bucket=s3_bucket, Key=f"{PREFIX}/{upload.key}", UploadId=upload_id)
-            async for chunk in stream(os.urandom(20 * MiB)):
+            async for chunk in stream(os.urandom(10 * MiB)):
                 yield chunk
         except BaseException as exc:
             thrown_in.append(type(exc))
