@@ -432,6 +432,10 @@
         errors.push({ field: "contact_details", message: FIELD_LABELS.contact_details });
       }
     }
+    // In the order the page shows them.
+    if (!state.submission && !$("declaration").checked) {
+      errors.push({ field: "declaration", message: FIELD_LABELS.declaration });
+    }
     var toSend = state.chosen.filter(function (c) { return !isReceived(c.file); });
     if (toSend.length === 0) {
       errors.push({ field: "files", message: FIELD_LABELS.files });
@@ -449,9 +453,6 @@
       } else if (toSend.reduce(function (s, c) { return s + c.file.size; }, 0) > BYTES_LEFT) {
         errors.push({ field: "files", message: "Choose fewer or smaller files: this link allows " + formatBytes(BYTES_LEFT) + " in total" });
       }
-    }
-    if (!state.submission && !$("declaration").checked) {
-      errors.push({ field: "declaration", message: FIELD_LABELS.declaration });
     }
     return errors;
   }
