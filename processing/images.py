@@ -194,8 +194,8 @@ def make_derivatives(path: Path, mime: str) -> list[ImageDerivative]:
                     copy.save(buf, format="WEBP", quality=85, method=4)
                     mime_out, save = "image/webp", "WEBP quality=85 method=4"
                 else:
-                    copy.save(buf, format="JPEG", quality=85, optimize=True, progressive=True)
-                    mime_out, save = "image/jpeg", "JPEG quality=85 optimize progressive"
+                    copy.save(buf, format="JPEG", quality=85)
+                    mime_out, save = "image/jpeg", "JPEG quality=85"
                 argv = [
                     f"Image.open(formats=[{FORMAT_FOR_MIME[mime]}])",
                     "ImageOps.exif_transpose",

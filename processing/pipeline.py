@@ -108,7 +108,10 @@ def _finish(ctx: JobContext, item_id: str, target: ItemState, *, reason: str | N
 
 def _move(ctx: JobContext, item_id: str, target: ItemState, *, reason: str | None = None,
           detail: dict[str, Any] | None = None, set_fields: dict[str, Any] | None = None,
-          events: list[tuple[str, dict[str, Any]]] | None = None) -> EvidenceItem:
+          events: list[tuple[str, dict[str, Any]]] | None = None,
+          then: tuple[ItemState, str] | None = None) -> EvidenceItem:
+    """One transaction: set fields, append events, transition (and optionally a second
+    transition ``then`` = (state, reason)), guarded by the lease."""
     with ctx.db.write() as s:
         # Only the lease holder moves the item (a worker that lost its lease stops here).
         queue_check(ctx, s)
@@ -121,6 +124,8 @@ def _move(ctx: JobContext, item_id: str, target: ItemState, *, reason: str | Non
                           report_id=item.report_id, item_id=item.id, detail=event_detail)
         if item.state != target:
             transition(ctx.db, s, item, target, actor=ctx.actor, reason=reason, detail=detail)
+        if then is not None:
+            transition(ctx.db, s, item, then[0], actor=ctx.actor, reason=then[1])
         return item
 
 
@@ -183,9 +188,9 @@ def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
     item_id = item.id
     fetched = False
     ident: Identified | None = None
-    if item.state == ItemState.RECEIVED:
-        item = _move(ctx, item_id, ItemState.SCANNING, reason="checks started")
-    if item.state == ItemState.SCANNING:
+    # Verify and sniff run from `received` (or again from `scanning` after a crash); the
+    # move to `scanning` commits with their events, one transaction.
+    if item.state in (ItemState.RECEIVED, ItemState.SCANNING):
         # 1. verify
         try:
             digest, size = fetch_and_hash(ctx, item, workdir)
@@ -217,7 +222,7 @@ def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
             return ItemState.REJECTED
         sniff_detail = {"tool": ident.tool, "tool_version": ident.tool_version, "argv": ident.argv,
                         "detected_type": ident.mime, "claimed_type": item.claimed_type}
-        item = _move(ctx, item_id, ItemState.SCANNING,
+        item = _move(ctx, item_id, ItemState.SCANNING, reason="verified and sniffed",
                      set_fields={"verified_sha256": digest, "detected_type": ident.mime},
                      events=[("item.verified", verify_detail), ("item.sniffed", sniff_detail)])
         ctx.set_progress(8)
@@ -238,7 +243,7 @@ def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
                     set_fields=fields)
             return ItemState.UNSCANNABLE
         item = _move(ctx, item_id, ItemState.CLEAN, reason="no signature matched", detail=scan_detail,
-                     set_fields=fields)
+                     set_fields=fields, then=(ItemState.PROCESSING, "derivatives started"))
     if item.state == ItemState.CLEAN:
         item = _move(ctx, item_id, ItemState.PROCESSING, reason="derivatives started")
     if item.state == ItemState.FAILED:
@@ -297,35 +302,45 @@ def _existing(ctx: JobContext, item: EvidenceItem) -> dict[str, Derivative]:
 
 def _record(ctx: JobContext, item: EvidenceItem, *, kind: str, key: str, sha256: str, size: int,
             mime: str, width: int, height: int, tool: str, tool_version: str, argv: list[str]) -> None:
-    """Commit one derivative row and its custody event. Losing the race to another
-    worker (unique (item_id, kind)) is fine: theirs stands, ours is an orphan blob."""
-    detail = {"kind": kind, "sha256": sha256, "size": size, "input_sha256": item.sha256,
-              "mime_type": mime, "tool": tool, "tool_version": tool_version, "argv": argv,
-              "width": width, "height": height}
+    _record_many(ctx, item, [dict(kind=kind, key=key, sha256=sha256, size=size, mime=mime, width=width,
+                                  height=height, tool=tool, tool_version=tool_version, argv=argv)])
+
+
+def _record_many(ctx: JobContext, item: EvidenceItem, rows: list[dict[str, Any]]) -> None:
+    """Commit derivative rows and their custody events, one transaction. Losing the race
+    to another worker (unique (item_id, kind)) is fine: theirs stands, ours are orphan
+    blobs."""
     try:
         with ctx.db.write() as s:
             queue_check(ctx, s)
-            s.add(Derivative(item_id=item.id, kind=kind, blob_key=key, mime_type=mime, size=size,
-                             sha256=sha256, input_sha256=item.sha256, tool=tool,
-                             tool_version=tool_version[:200], argv=argv, width=width, height=height))
-            s.flush()
-            ledger.append(ctx.db, s, actor=ctx.actor, action="item.derivative", subject=f"item:{item.id}",
-                          report_id=item.report_id, item_id=item.id, detail=detail)
+            for r in rows:
+                s.add(Derivative(item_id=item.id, kind=r["kind"], blob_key=r["key"], mime_type=r["mime"],
+                                 size=r["size"], sha256=r["sha256"], input_sha256=item.sha256, tool=r["tool"],
+                                 tool_version=r["tool_version"][:200], argv=r["argv"], width=r["width"],
+                                 height=r["height"]))
+                s.flush()
+                detail = {"kind": r["kind"], "sha256": r["sha256"], "size": r["size"],
+                          "input_sha256": item.sha256, "mime_type": r["mime"], "tool": r["tool"],
+                          "tool_version": r["tool_version"], "argv": r["argv"], "width": r["width"],
+                          "height": r["height"]}
+                ledger.append(ctx.db, s, actor=ctx.actor, action="item.derivative", subject=f"item:{item.id}",
+                              report_id=item.report_id, item_id=item.id, detail=detail)
     except IntegrityError:
-        log.warning("processing.derivative_exists", extra={"item_id": item.id, "kind": kind})
+        log.warning("processing.derivative_exists", extra={"item_id": item.id})
 
 
 def _derivatives(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identified) -> list[dict[str, Any]]:
     have = _existing(ctx, item)
     if is_image(ident.mime):
         if not {"thumbnail", "preview"} <= have.keys():
+            rows: list[dict[str, Any]] = []
             for d in images.make_derivatives(workdir / "input", ident.mime):
                 if d.kind in have:
                     continue
                 key, sha, size = ctx.blobs.put_bytes(d.data)
-                _record(ctx, item, kind=d.kind, key=key, sha256=sha, size=size, mime=d.mime_type,
-                        width=d.width, height=d.height, tool="pillow", tool_version=images.tool_version(),
-                        argv=d.argv)
+                rows.append(dict(kind=d.kind, key=key, sha256=sha, size=size, mime=d.mime_type, width=d.width,
+                                 height=d.height, tool="pillow", tool_version=images.tool_version(), argv=d.argv))
+            _record_many(ctx, item, rows)
         ctx.set_progress(95)
     else:
         assert ident.probe is not None
@@ -366,5 +381,5 @@ def _derivatives(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Iden
                     width=proxy.width, height=proxy.height, tool="ffmpeg", tool_version=ffmpeg_version,
                     argv=proxy.argv)
         ctx.set_progress(97)
-    rows = _existing(ctx, item)
-    return [{"kind": d.kind, "sha256": d.sha256, "size": d.size} for d in sorted(rows.values(), key=lambda d: d.kind)]
+    made = _existing(ctx, item)
+    return [{"kind": d.kind, "sha256": d.sha256, "size": d.size} for d in sorted(made.values(), key=lambda d: d.kind)]
