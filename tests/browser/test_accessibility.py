@@ -1,6 +1,7 @@
 """Every citizen page in real Chromium: axe-core finds no WCAG 2.2 A/AA violation, and
-nothing scrolls sideways at 320 px wide or at 200% zoom (a 1280 px window at 200% lays
-out 640 CSS px)."""
+nothing scrolls sideways at 320 px wide, at 200% zoom (a 1280 px window at 200% lays out
+640 CSS px at twice the pixel density), or with text alone made 200% bigger on a 320 px
+phone (WCAG 1.4.4)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.browser
 VIEWPORTS = {
     "phone-320": {"viewport": {"width": 320, "height": 640}, "device_scale_factor": 1},
     "zoom-200": {"viewport": {"width": 640, "height": 512}, "device_scale_factor": 2},
+    "text-200-phone-320": {"viewport": {"width": 320, "height": 640}, "device_scale_factor": 1},
 }
+TEXT_200 = "document.addEventListener('DOMContentLoaded', () => { document.documentElement.style.fontSize = '200%'; })"
 
 
 def walk_citizen_pages(page: Page, citizen: Citizen, tmp_path: Path) -> Iterator[str]:
@@ -71,6 +74,8 @@ def test_every_citizen_page_passes_axe_and_fits_without_sideways_scrolling(
 ) -> None:
     context = new_context(chromium, bypass_csp=True, **VIEWPORTS[viewport])
     try:
+        if viewport.startswith("text-200"):
+            context.add_init_script(TEXT_200)
         page = context.new_page()
         seen = []
         for name in walk_citizen_pages(page, citizen, tmp_path):

@@ -741,6 +741,7 @@
     state.totalBytes = state.entries.reduce(function (s, e) { return s + e.file.size; }, 0);
     form.hidden = true;
     $("resume-notice").hidden = true;
+    $("limits-panel").hidden = true;
     $("progress-section").hidden = false;
     renderProgressList(state.entries);
     updateOverall();
