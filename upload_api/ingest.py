@@ -46,7 +46,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import Connection, func, text
+from sqlalchemy import Connection, func, text, update
 from sqlmodel import Session, col, select
 
 from storage import items, ledger
@@ -616,18 +616,49 @@ async def append(
     return AppendResult(written=new_offset - offset, offset=new_offset, detected_type=detected, error=error)
 
 
-def save_progress(ctx: UploadContext, upload_id: str, offset: int, detected_type: str | None) -> Upload:
-    """Once per PATCH: the durable offset, the sniffed type, the expiry pushed back."""
+def save_progress(ctx: UploadContext, upload_id: str, offset: int, detected_type: str | None) -> None:
+    """Once per PATCH, after the store reported the bytes durable: the offset, the
+    sniffed type, the expiry pushed back. Monotonic (an update that arrives late never
+    moves the offset back), so it may run off the request's critical path."""
     with ctx.db.write() as session:
-        row = session.get(Upload, upload_id)
-        assert row is not None
-        if row.state == UploadState.OPEN:
-            row.offset = offset
-            if detected_type and not row.detected_type:
-                row.detected_type = detected_type
-            row.expires_at = ctx.db.now(session) + dt.timedelta(seconds=ctx.settings.upload_expiry_seconds)
-            session.add(row)
-        return row
+        now = ctx.db.now(session)
+        session.exec(
+            update(Upload)
+            .where(col(Upload.id) == upload_id, col(Upload.state) == UploadState.OPEN, col(Upload.offset) <= offset)
+            .values(
+                offset=offset,
+                detected_type=func.coalesce(Upload.detected_type, detected_type),
+                expires_at=now + dt.timedelta(seconds=ctx.settings.upload_expiry_seconds),
+            )
+        )
+
+
+def save_progress_soon(ctx: UploadContext, upload_id: str, offset: int, detected_type: str | None) -> None:
+    """``save_progress`` in the background: the PATCH answers as soon as its bytes are
+    durable, without waiting for a database commit (the store, not this row, is the
+    truth about offsets: HEAD asks the store)."""
+    tasks: set[asyncio.Task[None]] = ctx.state.setdefault("progress_tasks", set())
+
+    async def run() -> None:
+        try:
+            await anyio.to_thread.run_sync(save_progress, ctx, upload_id, offset, detected_type)
+        except Exception:
+            log.exception("upload.progress_not_saved", extra={"upload_id": upload_id})
+
+    task = asyncio.get_running_loop().create_task(run())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def settle(ctx: UploadContext) -> None:
+    """Wait for background progress updates (tests; a graceful shutdown)."""
+    tasks: set[asyncio.Task[None]] = ctx.state.get("progress_tasks", set())
+    if tasks:
+        await asyncio.gather(*list(tasks), return_exceptions=True)
+
+
+def expires_from_now(ctx: UploadContext) -> dt.datetime:
+    return ctx.clock() + dt.timedelta(seconds=ctx.settings.upload_expiry_seconds)
 
 
 # -- completion --------------------------------------------------------------------------

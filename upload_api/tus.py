@@ -232,9 +232,14 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             await ingest.close_upload(ctx, row.id, UploadState.REFUSED, actor=_actor(link), request_id=rid,
                                       detail={"reason": error.code})
             return tus_error(error.code, error.message), row
-        row = await anyio.to_thread.run_sync(ingest.save_progress, ctx, row.id, result.offset, result.detected_type)
         if result.offset == row.length:
+            await anyio.to_thread.run_sync(ingest.save_progress, ctx, row.id, result.offset, result.detected_type)
             await ingest.complete(ctx, row.id, actor=_actor(link), request_id=rid)
+            row.state = UploadState.COMPLETE
+        else:
+            ingest.save_progress_soon(ctx, row.id, result.offset, result.detected_type)
+            row.expires_at = ingest.expires_from_now(ctx)
+        row.offset = result.offset
         if isinstance(error, ingest.LengthExceeded):
             return tus_error(error.code, error.message), row
         if error is not None and not isinstance(error, ClientDisconnect | OSError):

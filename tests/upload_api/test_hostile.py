@@ -276,6 +276,7 @@ async def test_expired_unfinished_uploads_are_swept_with_a_custody_event(upload_
         await c.patch(url, headers=patch_headers(0), content=data[:2000])
         r = await c.head(url)
         assert "upload-expires" in r.headers
+    await ingest.settle(upload_env.app.state.ctx)
     upload_id = url.rsplit("/", 1)[1]
     with upload_env.db.write() as s:
         row = s.get(Upload, upload_id)
