@@ -255,3 +255,32 @@ def test_a_phone_is_offered_its_camera(chromium: Browser, citizen: Citizen) -> N
         expect(camera).to_have_attribute("name", "files")
     finally:
         context.close()
+
+
+def test_a_file_that_is_not_a_photo_or_video_is_refused_in_plain_words_and_the_rest_arrive(
+    chromium: Browser, citizen: Citizen, tmp_path: Path
+) -> None:
+    """Threat: a renamed HTML page. The page cannot know (the name says .jpg); the server
+    sniffs the first bytes, refuses it at once, and the page says so and goes on."""
+    fake = tmp_path / "holiday.jpg"
+    fake.write_bytes(b"<!doctype html><script>alert(1)</script>" + b" " * 5000)
+    good = tmp_path / "real.jpg"
+    good_sha = jpeg(good, 80_000, seed=9)
+    context = new_context(chromium)
+    try:
+        page = context.new_page()
+        page.goto(citizen.link_url)
+        page.get_by_label("What do the photos or videos show?").fill("Two photos")
+        page.get_by_label("I have read the declaration and I agree with it").check()
+        page.get_by_label("Choose photos and videos").set_input_files([str(fake), str(good)])
+        page.get_by_role("button", name="Send files").click()
+        heading = page.locator("#progress-heading")
+        expect(heading).to_have_text("1 file was not sent", timeout=30_000)
+        expect(heading).to_be_focused()
+        expect(page.locator("#file-0-state")).to_have_text(
+            "Not sent. This is not a photo or video we can accept. Please choose the original photo or video file.")
+        expect(page.locator("#file-1-state")).to_contain_text("Received")
+        page.get_by_role("link", name="See your receipt").click()
+        assert receipt_hashes(page) == {"real.jpg": (good_sha, "yes")}
+    finally:
+        context.close()
