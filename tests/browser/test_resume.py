@@ -152,3 +152,30 @@ def test_closing_the_tab_and_opening_the_link_again_continues_the_same_submissio
     finally:
         context.close()
         db.dispose()
+
+
+def test_a_phone_that_goes_offline_mid_upload_carries_on_when_it_is_back_online(
+    chromium: Browser, citizen: Citizen, tmp_path: Path
+) -> None:
+    link_url, _ = citizen.new_link()
+    video = tmp_path / "train.mp4"
+    expected = mp4(video, 20 * 1000 * 1000, seed=11)
+    context = new_context(chromium)
+    try:
+        page = context.new_page()
+        cdp = throttle(page, 4 * 1024 * 1024)
+        start_sending(page, link_url, video)
+        wait_for_acknowledged_bytes(page, CHUNK_BYTES)
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        # tus-js-client does not retry while the browser says it is offline; the page
+        # says what is happening and waits for the `online` event.
+        expect(page.locator("#file-0-state")).to_have_text(
+            "Waiting for a connection. Sending will carry on by itself.", timeout=30_000)
+        expect(page.locator("#live")).to_contain_text("Connection lost")
+        cdp.send("Network.emulateNetworkConditions", {
+            "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+        sha, match = receipt_facts(page)
+        assert (sha, match) == (expected, "yes")
+    finally:
+        context.close()
