@@ -67,6 +67,19 @@ def walk_citizen_pages(page: Page, citizen: Citizen, tmp_path: Path) -> Iterator
     expect(page.get_by_role("heading", level=1)).to_have_text("We could not find this receipt")
     yield "receipt missing"
 
+    # The page the plain (no-JavaScript) form gets back when the server refuses a post:
+    # here, a file posted without the declaration, bypassing the browser's own checks.
+    page.goto(citizen.link_url)
+    with page.expect_navigation():
+        page.evaluate(
+            """() => { const t = new DataTransfer();
+                       t.items.add(new File(['not a photo'], 'x.jpg', {type: 'image/jpeg'}));
+                       document.querySelector('#files').files = t.files;
+                       document.querySelector('#upload-form').submit(); }"""
+        )
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your files were not sent")
+    yield "upload error"
+
 
 @pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
 def test_every_citizen_page_passes_axe_and_fits_without_sideways_scrolling(
@@ -82,7 +95,7 @@ def test_every_citizen_page_passes_axe_and_fits_without_sideways_scrolling(
             seen.append(name)
             assert axe_violations(page) == [], name
             assert no_horizontal_scroll(page), name
-        assert len(seen) == 8
+        assert len(seen) == 9
     finally:
         context.close()
 
