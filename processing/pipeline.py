@@ -26,7 +26,7 @@ import shutil
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,17 +155,6 @@ def fetch_and_hash(ctx: JobContext, item: EvidenceItem, workdir: Path) -> tuple[
     return digest.hexdigest(), size
 
 
-def _scan_stream(ctx: JobContext, item: EvidenceItem) -> Iterator[bytes]:
-    first = True
-    for chunk in ctx.blobs.iter(item.blob_key):
-        if ctx.cancel.is_set():
-            raise Cancelled("scan")
-        yield chunk
-        if first:
-            first = False
-            ctx.at("scan", item.id)
-
-
 def process_item(ctx: JobContext) -> str:
     """Run the job; returns the item's final state. Raises for retryable problems."""
     item_id = ctx.claim.item_id
@@ -226,11 +215,14 @@ def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
                      set_fields={"verified_sha256": digest, "detected_type": ident.mime},
                      events=[("item.verified", verify_detail), ("item.sniffed", sniff_detail)])
         ctx.set_progress(8)
-        # 3. scan (streamed from the blob store)
-        verdict: Verdict = ctx.scanner.scan(_scan_stream(ctx, item), item.size)
+        # 3. scan the verified copy: a local clamd reads its descriptor (FILDES), a
+        # remote one gets it streamed (INSTREAM). Either way clamd judges exactly the
+        # bytes whose SHA-256 was just checked.
+        ctx.at("scan", item.id)
+        verdict: Verdict = ctx.scanner.scan_file(workdir / "input", item.size)
         ctx.set_progress(20)
         scan_detail = {"tool": "clamd", "tool_version": verdict.database_version,
-                       "argv": ["INSTREAM", item.blob_key], "verdict": str(verdict.kind),
+                       "argv": [verdict.method, item.blob_key], "verdict": str(verdict.kind),
                        "signature": verdict.signature, "reply": verdict.raw_reply}
         fields = {"verdict": str(verdict.kind), "verdict_signature": verdict.signature,
                   "signature_db_version": verdict.database_version[:200]}

@@ -192,13 +192,12 @@ def test_stored_original_that_no_longer_matches_is_an_integrity_alarm(env: Env, 
     data = media.read("jpeg_gps")
     key, _, size = env.blobs.put_bytes(data, "originals")
     with env.db.write() as s:
-        item = create_item(env.db, s, report_id=env.report_id, blob_key=key, size=size,
-                           sha256=sha256(data + b"tampered"), actor="test")
-        item_id = item.id
+        item_id = create_item(env.db, s, report_id=env.report_id, blob_key=key, size=size,
+                              sha256=sha256(data + b"tampered"), actor="test").id
     env.drain()
-    item = env.item(item_id)
-    assert item["state"] == "integrity_alarm" and item["derivatives"] == []
-    assert item["verdict"] is None  # nothing further ran
+    summary = env.item(item_id)
+    assert summary["state"] == "integrity_alarm" and summary["derivatives"] == []
+    assert summary["verdict"] is None  # nothing further ran
 
 
 def test_eicar_file_itself_is_infected(env: Env) -> None:

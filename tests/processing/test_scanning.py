@@ -92,3 +92,29 @@ def test_manager_reports_test_signatures_loudly(clamd: ClamdManager) -> None:
     status = clamd.status()
     assert status["running"] and status["responding"]
     assert status["test_signatures_only"] is True and "TEST signatures" in status["warning"]
+
+
+def test_local_file_is_scanned_through_its_descriptor(scanner: ClamdScanner, tmp_path: Path) -> None:
+    infected = tmp_path / "infected.bin"
+    infected.write_bytes(os.urandom(4096) + EICAR)
+    verdict = scanner.scan_file(infected, infected.stat().st_size)
+    assert verdict.kind is VerdictKind.INFECTED and verdict.method == "FILDES"
+    clean = tmp_path / "clean.bin"
+    clean.write_bytes(os.urandom(1 << 20))
+    assert scanner.scan_file(clean, 1 << 20).kind is VerdictKind.CLEAN
+
+
+def test_local_file_over_clamd_limits_with_eicar_at_the_end_is_never_clean(
+    small_clamd: ClamdManager, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(2 << 20) + EICAR)
+    verdict = small_clamd.scanner().scan_file(path, path.stat().st_size)
+    assert verdict.kind is VerdictKind.UNSCANNABLE and "Limits" in (verdict.reason or ""), verdict
+
+
+def test_file_that_changed_size_gets_no_verdict(scanner: ClamdScanner, tmp_path: Path) -> None:
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"abc")
+    with pytest.raises(ScanError):
+        scanner.scan_file(path, 4)

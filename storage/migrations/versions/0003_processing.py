@@ -1,4 +1,7 @@
-"""Schema changes for the processing worker.
+"""Schema changes for the processing worker: none needed. The worker uses the columns
+0001 created (evidence_item.verified_sha256, detected_type, verdict, verdict_signature,
+signature_db_version, media_metadata, progress; derivative.*; job.*). The revision is
+kept so the chain 0002 -> 0003 -> 0004 stays as planned.
 
 Revision ID: 0003
 Revises: 0002
