@@ -1,4 +1,5 @@
-"""Admin pages: users (add, disable, enable, sign out everywhere) and every live upload
+"""Admin pages: users (add, disable, enable, sign out everywhere, reset two-step sign-in,
+issue a new password) and every live upload
 link with a one-click revoke. Admins only (``admin.users`` / ``admin.links`` in the
 permission matrix); anyone else gets the uniform 404 and an ``access.denied`` event.
 
@@ -26,6 +27,7 @@ from reviewer_ui.context import get as get_ctx
 from storage import links as storage_links
 from storage.errors import DomainError
 from storage.models import Organisation, Report, Role, StaffSession, UploadLink, User
+from storage.passwords import hash_password
 from storage.users import add_user
 
 MAX_FIELD = 320
@@ -68,6 +70,7 @@ def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 20
     values.setdefault("created", None)
     values.setdefault("notice", None)
     values.setdefault("form", {})
+    values.setdefault("reset", False)
     return ctx.render(request, "admin_users.html", status_code=status_code, users=_users(ctx),
                       roles=[r.value for r in Role], **values)
 
@@ -77,7 +80,8 @@ async def users_page(request: Request) -> Response:
     _require(request, "admin.users")
     notices = {"disabled": "The account is disabled and signed out everywhere.",
                "enabled": "The account is enabled.",
-               "signedout": "The account is signed out everywhere."}
+               "signedout": "The account is signed out everywhere.",
+               "mfareset": "Two-step sign-in is reset: the account sets up a new authenticator at its next sign-in."}
     notice = notices.get(request.query_params.get("done", ""))
     return await ctx.run_sync(lambda: _render_users(ctx, request, notice=notice))
 
@@ -111,6 +115,8 @@ def _user_action(action: str) -> Any:
         ctx = get_ctx(request)
         admin = _require(request, "admin.users")
         user_id = str(request.path_params["user_id"])[:64]
+        new_password: list[str | None] = [None]
+        reset_email: list[str | None] = [None]
 
         def act() -> bool:
             with ctx.db.write() as s:
@@ -125,6 +131,23 @@ def _user_action(action: str) -> Any:
                     count = sessions.revoke_all(ctx, s, target.id)
                     audit.record_in(ctx, s, request, "user.disabled", subject=f"user:{target.id}",
                                     detail={"email": target.email, "sessions_ended": count})
+                elif action in ("reset-mfa", "reset-password"):
+                    if target.id == admin.id:
+                        return True  # another admin resets your factors, never yourself unchecked
+                    if action == "reset-mfa":
+                        # A lost phone: the next sign-in (password first) enrols a new
+                        # authenticator. last_totp_step stays, so old codes stay spent.
+                        target.totp_secret = None
+                        target.mfa_enrolled = False
+                    else:
+                        fresh = secrets.token_urlsafe(15)
+                        target.password_hash = hash_password(fresh)
+                        new_password[0] = fresh
+                    s.add(target)
+                    count = sessions.revoke_all(ctx, s, target.id)
+                    audit.record_in(ctx, s, request, f"user.{action.replace('-', '_')}", subject=f"user:{target.id}",
+                                    detail={"email": target.email, "sessions_ended": count})
+                    reset_email[0] = target.email
                 elif action == "enable":
                     target.disabled = False
                     s.add(target)
@@ -138,7 +161,12 @@ def _user_action(action: str) -> Any:
 
         if not await ctx.run_sync(act):
             raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
-        done = {"disable": "disabled", "enable": "enabled", "signout": "signedout"}[action]
+        if new_password[0] is not None:
+            # Shown once, in this response only (no redirect: it must not sit in a URL).
+            reset = {"email": reset_email[0], "password": new_password[0]}
+            return await ctx.run_sync(lambda: _render_users(ctx, request, created=reset, reset=True))
+        done = {"disable": "disabled", "enable": "enabled", "signout": "signedout",
+                "reset-mfa": "mfareset", "reset-password": "signedout"}[action]
         return RedirectResponse(f"/admin/users?done={done}", status_code=303)
 
     return handler
@@ -203,6 +231,8 @@ def routes(ctx: ReviewContext) -> list[BaseRoute]:
         Route("/admin/users/{user_id}/disable", _user_action("disable"), methods=["POST"]),
         Route("/admin/users/{user_id}/enable", _user_action("enable"), methods=["POST"]),
         Route("/admin/users/{user_id}/signout", _user_action("signout"), methods=["POST"]),
+        Route("/admin/users/{user_id}/reset-mfa", _user_action("reset-mfa"), methods=["POST"]),
+        Route("/admin/users/{user_id}/reset-password", _user_action("reset-password"), methods=["POST"]),
         Route("/admin/links", links_page, methods=["GET"]),
         Route("/admin/links/{link_id}/revoke", link_revoke, methods=["POST"]),
     ]

@@ -118,3 +118,32 @@ def test_first_admin_is_created_once(review: ReviewHarness) -> None:
     client = review.client()
     review.sign_in(client, first)  # enrols TOTP at first sign-in
     assert client.get("/admin/users").status_code == 200
+
+
+def test_reset_two_step_makes_the_user_enrol_again_and_ends_sessions(review: ReviewHarness) -> None:
+    _admin, client = signed_in_admin(review)
+    officer = review.make_user("officer")
+    phone = review.client(ip="192.0.2.90")
+    review.sign_in(phone, officer)
+    old_secret = officer.totp_secret
+    assert review.post(client, f"/admin/users/{officer.user_id}/reset-mfa").status_code == 303
+    assert phone.get("/login").status_code == 200  # signed out
+    user = review.user(officer)
+    assert not user.mfa_enrolled and user.totp_secret is None
+    officer.totp_secret = None
+    review.sign_in(review.client(ip="192.0.2.91"), officer)  # enrols a new authenticator
+    assert officer.totp_secret != old_secret
+    assert len(review.events("user.reset_mfa")) == 1
+
+
+def test_new_password_is_shown_once_and_the_old_one_stops_working(review: ReviewHarness) -> None:
+    _admin, client = signed_in_admin(review)
+    officer = review.make_user("officer")
+    r = review.post(client, f"/admin/users/{officer.user_id}/reset-password")
+    assert r.status_code == 200
+    found = re.search(r'id="new-password">([^<]+)<', r.text)
+    assert found
+    assert review.password_step(review.client(ip="192.0.2.92"), officer).status_code == 400
+    officer.password = found.group(1)
+    review.sign_in(review.client(ip="192.0.2.93"), officer)
+    assert len(review.events("user.reset_password")) == 1
