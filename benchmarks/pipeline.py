@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -37,7 +39,6 @@ from PIL import Image  # noqa: E402
 from processing import images, video  # noqa: E402
 from processing.blobs import BlobBridge  # noqa: E402
 from processing.clamd_manager import ClamdManager  # noqa: E402
-from processing.scanning import ClamdScanner  # noqa: E402
 from processing.worker import run_worker  # noqa: E402
 from storage.db import Database  # noqa: E402
 from storage.items import create_item  # noqa: E402
@@ -78,6 +79,22 @@ def make_photos(directory: Path, count: int) -> list[Path]:
         base.save(path, format="JPEG", quality=88, exif=exif)
         paths.append(path)
     return paths
+
+
+class Cpu:
+    """CPU seconds (user + sys) spent by this process, its waited-for children
+    (ffmpeg, ffprobe, clamdscan) and clamd: much less sensitive than wall time to other
+    work on a shared machine."""
+
+    def __init__(self, clamd_pid: int) -> None:
+        self.clamd_pid = clamd_pid
+
+    def now(self) -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        fields = Path(f"/proc/{self.clamd_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        clamd = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + clamd
 
 
 def timed(fn: object) -> float:
@@ -162,6 +179,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="video rounds; best of each side is compared")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="exhibit-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -177,7 +195,7 @@ def main() -> int:
 
         # --- scan throughput -------------------------------------------------------
         data = clip.read_bytes()
-        ours = ClamdScanner(clamd.address)
+        ours = clamd.scanner()
         ours.scan([data], len(data))  # warm clamd
         t_ours = timed(lambda: ours.scan([data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)], len(data)))
         t_fildes = timed(lambda: ours.scan_file(clip, size))
@@ -186,17 +204,34 @@ def main() -> int:
               f"with a local clamd) {size / t_fildes / 1e6:.0f} MB/s; clamdscan (clamd opens the path) "
               f"{size / t_bare_scan / 1e6:.0f} MB/s")
 
-        # --- video time-to-ready ---------------------------------------------------
-        t_probe, t_poster, t_proxy = bare_video(clip, root / "bare")
-        baseline = t_proxy + t_poster + t_bare_scan
+        # --- video time-to-ready (bare and worker alternate; best of --repeat) -------
+        assert clamd._process is not None
+        cpu = Cpu(clamd._process.pid)
         rig = Rig(root / "data", clamd)
-        ids = rig.enqueue([rig.store(clip)])
-        t_ready = rig.run_until_ready(ids)
-        print(f"video bare: proxy {t_proxy:.2f} s + poster {t_poster:.2f} s + clamdscan {t_bare_scan:.2f} s "
-              f"= {baseline:.2f} s (ffprobe alone {t_probe:.2f} s)")
-        print(f"video time-to-ready through the worker: {t_ready:.2f} s")
-        print(f"RATIO video time-to-ready / (bare ffmpeg + bare clamd scan) = {t_ready / baseline:.3f}x "
-              f"(target <= 1.15x)")
+        stored = rig.store(clip)
+        walls: list[tuple[float, float]] = []
+        cpus: list[tuple[float, float]] = []
+        for round_ in range(args.repeat):
+            print(f"round {round_ + 1}/{args.repeat}: load average {os.getloadavg()[0]:.1f}", flush=True)
+            c0 = cpu.now()
+            t_scan = bare_clamdscan(conf, clip)
+            t_probe, t_poster, t_proxy = bare_video(clip, root / f"bare{round_}")
+            c1 = cpu.now()
+            baseline = t_proxy + t_poster + t_scan
+            ids = rig.enqueue([stored])
+            t_ready = rig.run_until_ready(ids)
+            c2 = cpu.now()
+            walls.append((baseline, t_ready))
+            cpus.append((c1 - c0, c2 - c1))
+            print(f"  bare: proxy {t_proxy:.2f} s + poster {t_poster:.2f} s + clamdscan {t_scan:.2f} s "
+                  f"= {baseline:.2f} s wall, {c1 - c0:.1f} CPU-s (includes ffprobe {t_probe:.2f} s)")
+            print(f"  worker: time-to-ready {t_ready:.2f} s wall, {c2 - c1:.1f} CPU-s", flush=True)
+        best_bare = min(w[0] for w in walls)
+        best_ready = min(w[1] for w in walls)
+        print(f"RATIO video time-to-ready / (bare ffmpeg + bare clamd scan), best of {args.repeat}: "
+              f"{best_ready / best_bare:.3f}x wall (target <= 1.15x); "
+              f"{min(c[1] for c in cpus) / min(c[0] for c in cpus):.3f}x CPU; load average now "
+              f"{os.getloadavg()[0]:.1f}")
 
         # --- photos ------------------------------------------------------------------
         if args.photos:
@@ -216,8 +251,8 @@ def main() -> int:
 
             t_bare_photos = timed(bare_photos)
             t_bare_inproc = timed(bare_photos_inproc)
-            stored = [rig.store(p) for p in photos]
-            ids = rig.enqueue(stored)
+            stored_photos = [rig.store(p) for p in photos]
+            ids = rig.enqueue(stored_photos)
             t_photos = rig.run_until_ready(ids)
             print(f"photos: {len(photos)} x {total / len(photos) / 1e6:.1f} MB; bare (clamdscan + Pillow "
                   f"derivatives) {t_bare_photos:.2f} s; bare in-process (FILDES scan + Pillow) {t_bare_inproc:.2f} s")
