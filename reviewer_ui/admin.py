@@ -21,13 +21,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import audit, permissions, sessions
+from reviewer_ui import accounts, audit, permissions
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from storage import links as storage_links
 from storage.errors import DomainError
 from storage.models import Organisation, Report, Role, StaffSession, UploadLink, User
-from storage.passwords import hash_password
 from storage.users import add_user
 
 MAX_FIELD = 320
@@ -110,60 +109,44 @@ async def users_add(request: Request) -> Response:
     return await ctx.run_sync(lambda: _render_users(ctx, request, created={"email": user.email, "password": password}))
 
 
+# Actions an admin may not take on their own account: another admin must (no one locks
+# themselves out, or resets their own factors from a hijacked session).
+NOT_ON_SELF = frozenset({"disable", "reset-mfa", "reset-password"})
+
+
 def _user_action(action: str) -> Any:
     async def handler(request: Request) -> Response:
         ctx = get_ctx(request)
         admin = _require(request, "admin.users")
         user_id = str(request.path_params["user_id"])[:64]
-        new_password: list[str | None] = [None]
-        reset_email: list[str | None] = [None]
+        rid = audit.request_id_of(request)
+        now = ctx.clock()
 
-        def act() -> bool:
+        def act() -> tuple[bool, dict[str, str] | None]:
             with ctx.db.write() as s:
                 target = s.get(User, user_id)
                 if target is None:
-                    return False
+                    return False, None
+                if action in NOT_ON_SELF and target.id == admin.id:
+                    return True, None
                 if action == "disable":
-                    if target.id == admin.id:
-                        return True  # never lock yourself out: another admin must do it
-                    target.disabled = True
-                    s.add(target)
-                    count = sessions.revoke_all(ctx, s, target.id)
-                    audit.record_in(ctx, s, request, "user.disabled", subject=f"user:{target.id}",
-                                    detail={"email": target.email, "sessions_ended": count})
-                elif action in ("reset-mfa", "reset-password"):
-                    if target.id == admin.id:
-                        return True  # another admin resets your factors, never yourself unchecked
-                    if action == "reset-mfa":
-                        # A lost phone: the next sign-in (password first) enrols a new
-                        # authenticator. last_totp_step stays, so old codes stay spent.
-                        target.totp_secret = None
-                        target.mfa_enrolled = False
-                    else:
-                        fresh = secrets.token_urlsafe(15)
-                        target.password_hash = hash_password(fresh)
-                        new_password[0] = fresh
-                    s.add(target)
-                    count = sessions.revoke_all(ctx, s, target.id)
-                    audit.record_in(ctx, s, request, f"user.{action.replace('-', '_')}", subject=f"user:{target.id}",
-                                    detail={"email": target.email, "sessions_ended": count})
-                    reset_email[0] = target.email
+                    accounts.disable(ctx.db, s, target, actor=admin.email, now=now, request_id=rid)
                 elif action == "enable":
-                    target.disabled = False
-                    s.add(target)
-                    audit.record_in(ctx, s, request, "user.enabled", subject=f"user:{target.id}",
-                                    detail={"email": target.email})
-                else:
-                    count = sessions.revoke_all(ctx, s, target.id)
-                    audit.record_in(ctx, s, request, "user.signed_out_everywhere", subject=f"user:{target.id}",
-                                    detail={"email": target.email, "sessions_ended": count})
-                return True
+                    accounts.enable(ctx.db, s, target, actor=admin.email, request_id=rid)
+                elif action == "signout":
+                    accounts.sign_out_everywhere(ctx.db, s, target, actor=admin.email, now=now, request_id=rid)
+                elif action == "reset-mfa":
+                    accounts.reset_mfa(ctx.db, s, target, actor=admin.email, now=now, request_id=rid)
+                elif action == "reset-password":
+                    password = accounts.new_password(ctx.db, s, target, actor=admin.email, now=now, request_id=rid)
+                    return True, {"email": target.email, "password": password}
+                return True, None
 
-        if not await ctx.run_sync(act):
+        found, reset = await ctx.run_sync(act)
+        if not found:
             raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
-        if new_password[0] is not None:
+        if reset is not None:
             # Shown once, in this response only (no redirect: it must not sit in a URL).
-            reset = {"email": reset_email[0], "password": new_password[0]}
             return await ctx.run_sync(lambda: _render_users(ctx, request, created=reset, reset=True))
         done = {"disable": "disabled", "enable": "enabled", "signout": "signedout",
                 "reset-mfa": "mfareset", "reset-password": "signedout"}[action]
