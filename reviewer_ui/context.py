@@ -12,7 +12,9 @@ Contract for route modules (casework and access alike):
 * ``ctx.render(request, "page.html", **values)`` - an ``HTMLResponse`` from
   ``reviewer_ui/templates``. Every template receives ``request``, ``user`` (the signed-in
   ``User`` or ``None``), ``csrf_token`` and the global ``csrf_field()`` (a hidden input for
-  every ``<form method="post">``: the CSRF middleware refuses a POST without it).
+  every ``<form method="post">``: the CSRF middleware refuses a POST without it). Scripts
+  that POST with ``fetch`` send the token of ``<meta name="csrf-token">`` (base.html) as
+  the ``X-CSRF-Token`` header.
 * ``request.state.request_id`` - a fresh random id for this request (also sent back as
   ``X-Request-ID``); pass it to ``storage.ledger.append(request_id=...)``.
 """

@@ -30,7 +30,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 from starlette.responses import Response
 
 from reviewer_ui.context import ReviewContext
@@ -116,8 +116,9 @@ def load(ctx: ReviewContext, cookie_value: str) -> Loaded | None:
     sid = session_id(cookie_value)
     now = ctx.clock()
     with ctx.db.read() as s:
-        row = s.get(StaffSession, sid)
-        user = s.get(User, row.user_id) if row is not None else None
+        found = s.exec(select(StaffSession, User).join(User, col(User.id) == col(StaffSession.user_id))
+                       .where(col(StaffSession.id) == sid)).first()
+    row, user = found if found is not None else (None, None)
     if row is None or user is None or not is_live(ctx, row, user, now):
         return None
     if (now - row.last_seen_at).total_seconds() >= TOUCH_EVERY_SECONDS:
