@@ -22,7 +22,9 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlmodel import Session
 
 from storage.db import Database
@@ -70,15 +72,36 @@ def compute_hash(prev_hash: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical_json(body)).hexdigest()
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """A string every part of the ledger can carry. A lone surrogate (``json.loads``
+    accepts ``"\\ud800"`` from any client) cannot be encoded as UTF-8, so it would make
+    ``canonical_json`` raise and the custody append fail: a hostile title or filename
+    must not be able to block the evidence it comes with (SECURITY_CHECKLIST AU-09)."""
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _column(value: str, limit: int) -> str:
+    """A value for a plain text column: PostgreSQL text refuses NUL, so it is replaced."""
+    return _text(value).replace("\x00", "\ufffd")[:limit]
+
+
 def _cap(value: Any, depth: int = 0) -> Any:
     """Length-cap detail values: a 1 MB filename must not become a 1 MB ledger row
-    (SECURITY_CHECKLIST AU-09). Control characters survive as JSON escapes."""
+    (SECURITY_CHECKLIST AU-09). Control characters survive as JSON escapes. NaN and
+    infinities become strings: they are not JSON, PostgreSQL's json type refuses them,
+    and a float read from a file's metadata must not make the append fail."""
     if isinstance(value, str):
+        value = _text(value)
         return value if len(value) <= MAX_DETAIL_STRING else value[:MAX_DETAIL_STRING] + "…"
     if isinstance(value, dict) and depth < 5:
-        return {str(k)[:100]: _cap(v, depth + 1) for k, v in list(value.items())[:100]}
+        return {_text(str(k))[:100]: _cap(v, depth + 1) for k, v in list(value.items())[:100]}
     if isinstance(value, list | tuple) and depth < 5:
         return [_cap(v, depth + 1) for v in list(value)[:100]]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     return _cap(str(value), depth)
@@ -105,13 +128,13 @@ def append(
     event = CustodyEvent(
         seq=seq,
         at=db.now(session),
-        actor=actor[:200],
-        action=action[:64],
-        subject=subject[:100],
+        actor=_column(actor, 200),
+        action=_column(action, 64),
+        subject=_column(subject, 100),
         report_id=report_id,
         item_id=item_id,
         detail=_cap(detail or {}),
-        request_id=(request_id or None) and request_id[:64],
+        request_id=_column(request_id, 64) if request_id else None,
         prev_hash=prev,
         hash="",
     )
@@ -147,18 +170,15 @@ class VerifyResult:
 
 
 def iter_events(db: Database, batch: int = 5000) -> Iterator[CustodyEvent]:
-    """All events in seq order, in batches (constant memory for millions of events)."""
-    last = 0
+    """Every row of the ledger in seq order, in batches (constant memory for millions of
+    events). Every row: a forged row with seq 0 or below must be seen, not skipped."""
+    last: int | None = None
     while True:
+        query = select(CustodyEvent).order_by(CustodyEvent.seq).limit(batch)  # type: ignore[arg-type]
+        if last is not None:
+            query = query.where(CustodyEvent.seq > last)  # type: ignore[arg-type]
         with db.read() as session:
-            rows = list(
-                session.exec(  # type: ignore[call-overload]
-                    select(CustodyEvent)
-                    .where(CustodyEvent.seq > last)  # type: ignore[arg-type]
-                    .order_by(CustodyEvent.seq)  # type: ignore[arg-type]
-                    .limit(batch)
-                ).scalars()
-            )
+            rows = list(session.exec(query).scalars())  # type: ignore[call-overload]
         if not rows:
             return
         yield from rows
@@ -166,24 +186,49 @@ def iter_events(db: Database, batch: int = 5000) -> Iterator[CustodyEvent]:
 
 
 def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoint: dict[str, Any] | None = None) -> VerifyResult:
-    """Walk the chain. The first problem found is reported by the seq where it shows."""
+    """Walk the chain. The first problem found is reported by the seq where it shows:
+
+    * a row outside the sequence (seq 0 or below): that row;
+    * a deleted row: the first missing seq;
+    * an edited row: that row (its hash no longer matches its content); if the editor
+      also rewrote its hash, the next row, which no longer links to it;
+    * two rows swapped: the first of them (it does not link to its predecessor);
+    * a forged row inserted into the chain: the forged row, when the row after it still
+      links to the one before it;
+    * with a checkpoint: a cut tail (the first seq the checkpoint vouches for that is
+      gone), a rewritten history (the checkpoint's seq), a count that differs.
+
+    A forged row appended at the end with a correct hash is indistinguishable from a
+    real one (anyone can compute SHA-256): only a later checkpoint, kept outside the
+    database, commits to it."""
     prev = GENESIS
+    before_prev: str | None = None  # hash of the event before the previous one
     expected_seq = 1
     count = 0
-    seen_at_checkpoint: str | None = None
     cp_seq = int(checkpoint["seq"]) if checkpoint else None
+    # A checkpoint of the empty ledger (seq 0) vouches for the genesis hash.
+    seen_at_checkpoint: str | None = GENESIS if cp_seq == 0 else None
     for event in events:
+        if event.seq < expected_seq:
+            # Rows come in seq order and seq is the primary key, so this is a row below
+            # 1: nothing the ledger ever writes.
+            return VerifyResult(False, count, expected_seq - 1, prev, event.seq,
+                                f"event {event.seq} is outside the chain (sequence numbers start at 1)", cp_seq)
         if event.seq != expected_seq:
             # A deleted row shows as a gap; the first missing seq is the bad one.
             return VerifyResult(False, count, expected_seq - 1, prev, expected_seq,
                                 f"event {expected_seq} is missing (next present is {event.seq})", cp_seq)
         if event.prev_hash != prev:
+            if before_prev is not None and event.prev_hash == before_prev:
+                return VerifyResult(False, count - 1, event.seq - 2, before_prev, event.seq - 1,
+                                    f"event {event.seq - 1} was inserted: event {event.seq} links past it "
+                                    f"to event {event.seq - 2}", cp_seq)
             return VerifyResult(False, count, event.seq - 1, prev, event.seq,
                                 f"event {event.seq} does not link to event {event.seq - 1}", cp_seq)
         if compute_hash(prev, event_body(event)) != event.hash:
             return VerifyResult(False, count, event.seq - 1, prev, event.seq,
                                 f"event {event.seq} was altered (its hash does not match its content)", cp_seq)
-        prev = event.hash
+        before_prev, prev = prev, event.hash
         count += 1
         if cp_seq is not None and event.seq == cp_seq:
             seen_at_checkpoint = event.hash
@@ -197,6 +242,12 @@ def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoin
         if seen_at_checkpoint != checkpoint["hash"]:
             return VerifyResult(False, count, head_seq, prev, cp_seq,
                                 f"event {cp_seq} differs from the one the checkpoint signed", cp_seq)
+        # The chain up to the checkpoint is exactly events 1..cp_seq, so the checkpoint's
+        # count must be cp_seq; a checkpoint signed over a ledger that held rows outside
+        # the chain says otherwise.
+        if "count" in checkpoint and int(checkpoint["count"]) != cp_seq:
+            return VerifyResult(False, count, head_seq, prev, cp_seq,
+                                f"the checkpoint counts {checkpoint['count']} events up to seq {cp_seq}", cp_seq)
     return VerifyResult(True, count, head_seq, prev, None, None, cp_seq)
 
 
@@ -230,17 +281,36 @@ def public_key_b64(key: Ed25519PrivateKey) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+class LedgerBroken(Exception):
+    """The chain does not verify: no checkpoint is signed over it."""
+
+    code = "ERR_LEDGER_BROKEN"
+
+    def __init__(self, result: VerifyResult) -> None:
+        super().__init__(f"the ledger does not verify at seq {result.first_bad_seq}: {result.reason}")
+        self.result = result
+
+
 def make_checkpoint(db: Database, key: Ed25519PrivateKey) -> dict[str, Any]:
-    """Sign the current head. The document is self-contained: body, public key, signature."""
+    """Verify the chain, then sign the head that was verified. The document is
+    self-contained: body, public key, signature.
+
+    Signing only a verified head matters twice over: a checkpoint must never vouch for
+    a chain that was already tampered with (it would launder the change), and seq,
+    hash and count all come from the same walk, so appends racing the checkpoint cannot
+    make them disagree (reading the head and ``COUNT(*)`` in two READ COMMITTED
+    statements could). Events appended after the walk are covered by the next
+    checkpoint. Raises ``LedgerBroken``."""
+    result = verify(db)
+    if not result.ok:
+        raise LedgerBroken(result)
     with db.write() as session:
-        row = session.connection().execute(_HEAD).first()
-        count = session.exec(select(func.count()).select_from(CustodyEvent)).scalar_one()  # type: ignore[call-overload]
-        seq, head = (row[0], row[1]) if row else (0, GENESIS)
         at = db.now(session)
-        body = {"seq": seq, "hash": head, "count": int(count), "at": format_time(at)}
+        body = {"seq": result.head_seq, "hash": result.head_hash, "count": result.count, "at": format_time(at)}
         signature = base64.b64encode(key.sign(canonical_json(body))).decode("ascii")
         pub = public_key_b64(key)
-        session.add(Checkpoint(seq=seq, hash=head, count=int(count), at=at, public_key=pub, signature=signature))
+        session.add(Checkpoint(seq=result.head_seq, hash=result.head_hash, count=result.count, at=at,
+                               public_key=pub, signature=signature))
     return {"checkpoint": body, "algorithm": "Ed25519", "public_key": pub, "signature": signature}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import multiprocessing
 import threading
@@ -208,3 +209,154 @@ def test_long_and_hostile_detail_is_capped_and_kept_as_data(db: Database) -> Non
     assert len(event.detail["filename"]) <= ledger.MAX_DETAIL_STRING + 1
     assert event.detail["filename"].startswith("evil\r\n\x1b[31m")
     assert ledger.verify(db).ok
+
+
+def _hashes(db: Database) -> dict[int, str]:
+    with db.read() as s:
+        return dict(s.exec(text("SELECT seq, hash FROM custody_event")).all())  # type: ignore[call-overload]
+
+
+def test_forged_row_below_the_chain_is_found(db: Database) -> None:
+    _append_many(db, 3)
+    # A row with seq 0 sorts before event 1; a verifier that starts at seq 1 never sees it.
+    _tamper(db, "INSERT INTO custody_event (seq, at, actor, action, subject, detail, prev_hash, hash) "
+                "VALUES (0, :at, 'forger', 'item.purged', '', '{}', :p, :h)",
+            at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), p="f" * 64, h="e" * 64)
+    result = ledger.verify(db)
+    assert not result.ok
+    assert result.first_bad_seq == 0
+
+
+def test_forged_row_inserted_into_the_chain_is_found(db: Database) -> None:
+    _append_many(db, 5)
+    hashes = _hashes(db)
+    # Make room at seq 3 (through negative numbers: seq is the primary key), then insert a
+    # forged event there with a correct hash, linked to event 2, and re-link the old event
+    # 3 (now 4) to it so that the unique constraint on prev_hash is satisfied.
+    _tamper(db, "UPDATE custody_event SET seq = -seq WHERE seq >= 3")
+    _tamper(db, "UPDATE custody_event SET seq = 1 - seq WHERE seq < 0")
+    forged = CustodyEvent(seq=3, at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC), actor="forger", action="item.purged",
+                          subject="", detail={}, prev_hash=hashes[2], hash="")
+    forged.hash = ledger.compute_hash(hashes[2], ledger.event_body(forged))
+    _tamper(db, "UPDATE custody_event SET prev_hash = :h WHERE seq = 4", h=forged.hash)
+    _tamper(db, "INSERT INTO custody_event (seq, at, actor, action, subject, detail, prev_hash, hash) "
+                "VALUES (3, :at, 'forger', 'item.purged', '', '{}', :p, :h)",
+            at=forged.at, p=forged.prev_hash, h=forged.hash)
+    result = ledger.verify(db)
+    assert not result.ok
+    # The forged event is self-consistent; the first provably wrong row is the one the
+    # forger had to change to make room for it.
+    assert result.first_bad_seq == 4
+
+
+def test_inserted_row_is_named_when_the_next_row_links_past_it() -> None:
+    # A DBA who dropped the unique constraint can insert without touching the next row:
+    # that row then links past the forged one, which is named as the first bad seq.
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    events: list[CustodyEvent] = []
+    prev = ledger.GENESIS
+    for seq in (1, 2, 3):
+        e = CustodyEvent(seq=seq, at=at, actor="a", action="x", subject="", detail={}, prev_hash=prev, hash="")
+        e.hash = ledger.compute_hash(prev, ledger.event_body(e))
+        events.append(e)
+        prev = e.hash
+    forged = CustodyEvent(seq=2, at=at, actor="forger", action="x", subject="", detail={},
+                          prev_hash=events[0].hash, hash="")
+    forged.hash = ledger.compute_hash(events[0].hash, ledger.event_body(forged))
+    shifted = [events[0], forged] + [
+        CustodyEvent(**{**e.model_dump(), "seq": e.seq + 1}) for e in events[1:]
+    ]
+    result = ledger.verify_events(shifted)
+    assert not result.ok
+    assert result.first_bad_seq == 2
+    assert "inserted" in (result.reason or "")
+
+
+def test_hostile_strings_and_odd_numbers_never_block_an_append(db: Database) -> None:
+    # A lone surrogate (valid in JSON, not in UTF-8), NUL (refused by PostgreSQL text),
+    # NaN and infinity (not JSON): none may make the custody append fail.
+    with db.write() as s:
+        ledger.append(db, s, actor="cli:bad\x00actor\ud800", action="test.event", subject="s\x00",
+                      request_id="req\x00\udfff",
+                      detail={"title": "collision \ud83d on A38\x00", "\udc80key": [float("nan"), float("inf")]})
+    assert ledger.verify(db).ok
+
+
+def test_numbers_and_timestamps_survive_the_round_trip(db: Database) -> None:
+    # The hash is computed before the row is written and recomputed from what the
+    # database gives back: the two must agree byte for byte after a reload.
+    detail = {"floats": [0.1, 1e16, 1e-7, -0.0, 1.5e300, 2.5], "ints": [2**70, -(2**63), 0], "ok": True,
+              "none": None, "nested": {"b": [1, {"c": "ü"}], "a": "→"}}
+    for _ in range(3):
+        with db.write() as s:
+            ledger.append(db, s, actor="test", action="test.event", detail=detail)
+    fresh = Database(db.url)
+    try:
+        assert ledger.verify(fresh).ok
+        if fresh.is_postgresql:
+            # Another session time zone on the server changes how timestamps come back,
+            # never the instant, so never the hash.
+            with fresh.engine.begin() as conn:
+                name = conn.execute(text("SELECT current_database()")).scalar_one()
+                conn.execute(text(f'ALTER DATABASE "{name}" SET timezone TO \'Asia/Kolkata\''))
+            fresh.dispose()
+            with fresh.write() as s:
+                ledger.append(fresh, s, actor="test", action="test.event", detail=detail)
+            assert ledger.verify(fresh).ok
+    finally:
+        fresh.dispose()
+
+
+def test_checkpoint_is_not_signed_over_a_broken_ledger(db: Database, tmp_path: Path) -> None:
+    _append_many(db, 4)
+    _tamper(db, "UPDATE custody_event SET actor = 'someone-else' WHERE seq = 2")
+    key = ledger.load_or_create_signing_key(tmp_path / "key.pem")
+    with pytest.raises(ledger.LedgerBroken) as info:
+        ledger.make_checkpoint(db, key)
+    assert info.value.result.first_bad_seq == 2
+    with db.read() as s:
+        assert s.exec(text("SELECT count(*) FROM checkpoint")).scalar_one() == 0  # type: ignore[call-overload]
+
+
+def test_checkpoints_taken_during_appends_are_consistent(db: Database, tmp_path: Path) -> None:
+    key = ledger.load_or_create_signing_key(tmp_path / "key.pem")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def appender() -> None:
+        try:
+            while not stop.is_set():
+                _append_many(db, 1, actor="busy")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=appender)
+    thread.start()
+    try:
+        documents = [ledger.make_checkpoint(db, key) for _ in range(5)]
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    for document in documents:
+        body = ledger.read_checkpoint(document, trusted_public_key=ledger.public_key_b64(key))
+        assert body["count"] == body["seq"]
+        assert ledger.verify(db, body).ok
+
+
+def test_checkpoint_with_a_count_that_differs_is_refused(db: Database, tmp_path: Path) -> None:
+    _append_many(db, 3)
+    head = ledger.verify(db)
+    body = {"seq": head.head_seq, "hash": head.head_hash, "count": head.count + 1, "at": "2026-01-01T00:00:00.000000Z"}
+    result = ledger.verify(db, body)
+    assert not result.ok
+    assert result.first_bad_seq == 3
+
+
+def test_checkpoint_of_the_empty_ledger_verifies(db: Database, tmp_path: Path) -> None:
+    key = ledger.load_or_create_signing_key(tmp_path / "key.pem")
+    body = ledger.read_checkpoint(ledger.make_checkpoint(db, key))
+    assert body["seq"] == 0 and body["hash"] == ledger.GENESIS
+    assert ledger.verify(db, body).ok
+    _append_many(db, 2)
+    assert ledger.verify(db, body).ok
