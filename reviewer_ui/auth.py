@@ -9,6 +9,8 @@ Flow::
     POST /mfa     code checked, its step never accepted twice -> the half-way session is
                   revoked and a NEW signed-in session issued (session fixation, AC-09)
     POST /logout  session revoked server-side, cookie cleared, Clear-Site-Data (VL-10)
+    GET  /reauth?next=/path   step-up: a fresh TOTP code before a sensitive action
+    POST /reauth  code checked -> session re-issued (same absolute deadline) -> next
 
 Every evaluated failure counts in the throttle (``reviewer_ui.throttle``) and is a
 ``auth.failed`` custody event; a success is ``auth.signed_in``; enrolment is
@@ -18,16 +20,17 @@ account exists (AC-07).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
 from sqlalchemy import or_
-from sqlmodel import col, select, update
+from sqlmodel import Session, col, select, update
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import audit, mfa, sessions
+from reviewer_ui import audit, mfa, permissions, sessions
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from reviewer_ui.middleware import client_ip
@@ -163,6 +166,32 @@ def _mfa_page(ctx: ReviewContext, request: Request, user: User, *, status_code: 
                       qr=mfa.qr_data_uri(uri), secret=secret, secret_grouped=mfa.group(secret))
 
 
+def _consume_code(ctx: ReviewContext, s: Session, request: Request, user_id: str, code: str,
+                  now: dt.datetime) -> User | None:
+    """Check ``code`` against the user's TOTP secret inside the write transaction ``s`` and
+    spend its step; the user (enrolment completed if it was pending) or None."""
+    fresh = s.get(User, user_id)
+    if fresh is None or fresh.disabled or not fresh.totp_secret:
+        return None
+    secret = mfa.unseal(ctx.secret, fresh.totp_secret, fresh.id)
+    step = mfa.matching_step(secret, code, now) if secret else None
+    if step is None:
+        return None
+    enrolled_now = not fresh.mfa_enrolled
+    # Single use: the step only moves forward, in one conditional UPDATE, so two requests
+    # racing with the same code cannot both pass (AC-08).
+    moved = s.exec(update(User).where(
+        col(User.id) == fresh.id,
+        or_(col(User.last_totp_step).is_(None), col(User.last_totp_step) < step),
+    ).values(last_totp_step=step, mfa_enrolled=True))
+    if not moved.rowcount:
+        return None
+    if enrolled_now:
+        audit.record_in(ctx, s, request, "auth.mfa_enrolled", subject=f"user:{fresh.id}",
+                        actor=fresh.email, detail={"method": "totp"})
+    return fresh
+
+
 async def mfa_page(request: Request) -> Response:
     ctx = get_ctx(request)
     if _state(request).get("user") is not None:
@@ -192,36 +221,20 @@ async def mfa_submit(request: Request) -> Response:
 
     now = ctx.clock()
 
-    def verify_and_sign_in() -> tuple[str | None, bool]:
-        """(new cookie value or None, enrolled just now)."""
+    def verify_and_sign_in() -> str | None:
+        """The new cookie value, or None when the code is not accepted."""
         with ctx.db.write() as s:
-            fresh = s.get(User, user.id)
-            if fresh is None or fresh.disabled or not fresh.totp_secret:
-                return None, False
-            secret = mfa.unseal(ctx.secret, fresh.totp_secret, fresh.id)
-            step = mfa.matching_step(secret, code, now) if secret else None
-            if step is None:
-                return None, False
-            enrolled_now = not fresh.mfa_enrolled
-            # Single use: the step only moves forward, in one conditional UPDATE, so two
-            # requests racing with the same code cannot both pass (AC-08).
-            moved = s.exec(update(User).where(
-                col(User.id) == fresh.id,
-                or_(col(User.last_totp_step).is_(None), col(User.last_totp_step) < step),
-            ).values(last_totp_step=step, mfa_enrolled=True))
-            if not moved.rowcount:
-                return None, False
-            if enrolled_now:
-                audit.record_in(ctx, s, request, "auth.mfa_enrolled", subject=f"user:{fresh.id}",
-                                actor=fresh.email, detail={"method": "totp"})
+            fresh = _consume_code(ctx, s, request, user.id, code, now)
+            if fresh is None:
+                return None
             sessions.revoke(ctx, s, half.id)
             value = sessions.create(ctx, s, fresh, mfa_passed=True, client_ip=client,
                                     user_agent=request.headers.get("user-agent"))
             audit.record_in(ctx, s, request, "auth.signed_in", subject=f"user:{fresh.id}", actor=fresh.email,
                             detail={"client": client, "role": str(fresh.role)})
-            return value, enrolled_now
+            return value
 
-    value, _enrolled = await ctx.run_sync(verify_and_sign_in)
+    value = await ctx.run_sync(verify_and_sign_in)
     if value is None:
         throttle.failed(user.email, client)
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
@@ -253,6 +266,61 @@ async def logout(request: Request) -> Response:
     return response
 
 
+def safe_next(value: str) -> str:
+    """A local path to return to after a step-up; anything else becomes "/" (no open
+    redirect to another site)."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value or len(value) > 500:
+        return "/"
+    return value
+
+
+async def reauth_page(request: Request) -> Response:
+    ctx = get_ctx(request)
+    permissions.current_user(request)
+    return ctx.render(request, "reauth.html", errors=[], next=safe_next(request.query_params.get("next", "/")))
+
+
+async def reauth_submit(request: Request) -> Response:
+    """Step-up: a fresh TOTP code re-issues the session (new cookie, same absolute
+    deadline), so ``permissions.recently_verified`` holds for the next few minutes."""
+    ctx = get_ctx(request)
+    user = permissions.current_user(request)
+    row = _state(request)["staff_session"]
+    form = await _form(request)
+    target = safe_next(form.get("next", "/"))
+    client = client_ip(request.scope)
+    throttle = throttle_of(ctx)
+    wait = throttle.wait_seconds(user.email, client)
+    if wait > 0:
+        minutes = max(1, (wait + 59) // 60)
+        return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[
+            f"Too many attempts. Wait {minutes} minute{'s' if minutes != 1 else ''} and try again."])
+    now = ctx.clock()
+
+    def step_up() -> str | None:
+        with ctx.db.write() as s:
+            fresh = _consume_code(ctx, s, request, user.id, form.get("code", "")[:20], now)
+            if fresh is None:
+                return None
+            sessions.revoke(ctx, s, row.id)
+            value = sessions.create(ctx, s, fresh, mfa_passed=True, client_ip=client,
+                                    user_agent=request.headers.get("user-agent"), expires_at=row.expires_at)
+            audit.record_in(ctx, s, request, "auth.step_up", subject=f"user:{fresh.id}", actor=fresh.email,
+                            detail={"client": client})
+            return value
+
+    value = await ctx.run_sync(step_up)
+    if value is None:
+        throttle.failed(user.email, client)
+        await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
+                           detail={"email": user.email, "step": "step-up", "client": client})
+        return ctx.render(request, "reauth.html", status_code=400, next=target, errors=[CODE_FAILURE])
+    throttle.succeeded(user.email, client)
+    response = RedirectResponse(target, status_code=303)
+    sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), value)
+    return response
+
+
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
     """Sign-in routes. ``/`` is registered by ``app.py`` after casework's routes, so a
     casework ``/`` (a dashboard) wins."""
@@ -263,6 +331,8 @@ def routes(ctx: ReviewContext) -> list[BaseRoute]:
         Route("/mfa", mfa_page, methods=["GET"]),
         Route("/mfa", mfa_submit, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/reauth", reauth_page, methods=["GET"]),
+        Route("/reauth", reauth_submit, methods=["POST"]),
     ]
 
 

@@ -83,16 +83,18 @@ class Loaded:
 
 
 def create(ctx: ReviewContext, session: Session, user: User, *, mfa_passed: bool,
-           client_ip: str | None, user_agent: str | None) -> str:
+           client_ip: str | None, user_agent: str | None, expires_at: dt.datetime | None = None) -> str:
     """Insert a new session for ``user`` inside the caller's write transaction and return
-    the cookie value (shown to the browser once, never stored)."""
+    the cookie value (shown to the browser once, never stored). ``expires_at`` caps the
+    absolute deadline (a step-up keeps the deadline of the session it replaces)."""
     now = ctx.clock()
     lifetime = (dt.timedelta(hours=ctx.settings.session_absolute_hours) if mfa_passed
                 else dt.timedelta(seconds=PENDING_MFA_SECONDS))
+    deadline = now + lifetime if expires_at is None else min(now + lifetime, expires_at)
     value = new_cookie_value()
     session.add(StaffSession(
         id=session_id(value), user_id=user.id, csrf_token=secrets.token_urlsafe(32), mfa_passed=mfa_passed,
-        created_at=now, last_seen_at=now, expires_at=now + lifetime,
+        created_at=now, last_seen_at=now, expires_at=deadline,
         client_ip=(client_ip or "")[:64] or None, user_agent=(user_agent or "")[:300] or None,
     ))
     session.flush()

@@ -124,8 +124,12 @@ def test_first_sign_in_enrols_totp_and_admin_pages_work_by_keyboard(
     page.get_by_label("6-digit code").fill(pyotp.TOTP(officer.totp_secret).now())
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(lambda url: "/login" not in url and "/mfa" not in url)
+    page.goto(f"{base}/reauth?next=/reports")  # the step-up page
+    expect(page.get_by_role("heading", level=1)).to_have_text("Confirm it is you")
+    assert_accessible(page)
     page.goto(f"{base}/admin/users")
     expect(page.get_by_role("heading", level=1)).to_have_text("Not found")  # officers are not admins
+    assert_accessible(page)
     assert {e.action for e in review.events()} >= {"auth.signed_in", "auth.mfa_enrolled", "auth.signed_out",
                                                     "access.denied", "user.created"}
 
