@@ -64,17 +64,22 @@ class Database:
     def now(self, session: Session) -> dt.datetime:
         """The database's clock (UTC). Leases and expiries are computed on it, so that
         workers whose clocks drift apart still agree (SECURITY_CHECKLIST CF-04)."""
-        if self.is_sqlite:
-            value = session.exec(  # type: ignore[call-overload]
-                text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-            ).scalar_one()
-            return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
-        value = session.exec(text("SELECT clock_timestamp()")).scalar_one()  # type: ignore[call-overload]
-        assert isinstance(value, dt.datetime)
-        return value.astimezone(dt.UTC)
+        return clock(session)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def clock(session: Session) -> dt.datetime:
+    """The database's clock (UTC), for code that has a session but no ``Database``."""
+    if session.get_bind().dialect.name == "sqlite":
+        value = session.exec(  # type: ignore[call-overload]
+            text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+        ).scalar_one()
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    value = session.exec(text("SELECT clock_timestamp()")).scalar_one()  # type: ignore[call-overload]
+    assert isinstance(value, dt.datetime)
+    return value.astimezone(dt.UTC)
 
 
 def _sqlite_engine(url: str, echo: bool) -> Engine:

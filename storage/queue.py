@@ -8,7 +8,7 @@
 * ``heartbeat`` extends the lease; a worker that stops heartbeating loses its job when
   the lease lapses, and the job is claimed again (at-least-once delivery: every step a
   worker runs must be idempotent).
-* ``fail`` schedules a retry with exponential backoff; after ``max_attempts`` the job is
+* ``fail`` schedules a retry with exponential backoff and jitter; after ``max_attempts`` the job is
   ``dead`` and its last error is kept.
 * ``complete`` and ``fail`` only act for the current lease holder: a worker that lost
   its lease cannot finish a job another worker now holds (``LeaseLost``).
@@ -19,13 +19,15 @@ Every lease time is computed on the database clock (``Database.now``).
 from __future__ import annotations
 
 import datetime as dt
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from storage.db import Database
+from storage.db import Database, clock
 from storage.models import Job, JobState
 
 BACKOFF_BASE_SECONDS = 5
@@ -60,12 +62,14 @@ def enqueue(
     now: dt.datetime | None = None,
 ) -> Job:
     """Add a job in the caller's transaction. With ``dedup_key``, a second enqueue of
-    the same key returns the existing job instead of adding one."""
+    the same key returns the existing job instead of adding one, also when the two race
+    on PostgreSQL. ``now`` defaults to the database clock (never this machine's: a node
+    whose clock runs ahead would otherwise delay its jobs by the difference)."""
     if dedup_key is not None:
-        existing = session.exec(select(Job).where(Job.dedup_key == dedup_key)).scalars().first()  # type: ignore[call-overload, arg-type]
+        existing = _by_dedup_key(session, dedup_key)
         if existing is not None:
-            return existing  # type: ignore[no-any-return]
-    start = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=delay_seconds)
+            return existing
+    start = (now or clock(session)) + dt.timedelta(seconds=delay_seconds)
     job = Job(
         kind=kind,
         item_id=item_id,
@@ -74,9 +78,28 @@ def enqueue(
         max_attempts=max_attempts,
         run_after=start,
     )
-    session.add(job)
-    session.flush()
+    if dedup_key is None:
+        session.add(job)
+        session.flush()
+        return job
+    # Under READ COMMITTED two transactions can both find no job with this key and both
+    # insert; the second insert waits for the first to commit and then violates the
+    # unique constraint. Inside a savepoint that failure costs only the savepoint, not
+    # the caller's whole transaction (which also holds the evidence row it concerns).
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        existing = _by_dedup_key(session, dedup_key)
+        if existing is None:
+            raise
+        return existing
     return job
+
+
+def _by_dedup_key(session: Session, dedup_key: str) -> Job | None:
+    return session.exec(select(Job).where(Job.dedup_key == dedup_key)).scalars().first()  # type: ignore[call-overload, arg-type, no-any-return]
 
 
 def claim(
@@ -84,7 +107,10 @@ def claim(
 ) -> Claim | None:
     """Take one runnable job: queued and due, or running with a lapsed lease. A job whose
     lease lapsed on its last attempt is declared dead instead (a job that kills its
-    worker every time must not crash-loop the fleet: SECURITY_CHECKLIST CF-05)."""
+    worker every time must not crash-loop the fleet: SECURITY_CHECKLIST CF-05).
+    ``kinds=[]`` asks for no kind, so it claims nothing."""
+    if kinds is not None and not kinds:
+        return None
     while True:
         with db.write() as session:
             now = db.now(session)
@@ -99,7 +125,7 @@ def claim(
                 .order_by(Job.run_after, Job.id)  # type: ignore[arg-type]
                 .limit(1)
             )
-            if kinds:
+            if kinds is not None:
                 query = query.where(Job.kind.in_(kinds))  # type: ignore[attr-defined]
             if db.is_postgresql:
                 query = query.with_for_update(skip_locked=True)
@@ -137,12 +163,24 @@ def claim(
 
 
 def _held(db: Database, session: Session, claim: Claim) -> Job:
+    """The job, locked, if ``claim`` is still the current lease on it.
+
+    The attempt number is the fencing token: every claim raises it, so a claim from an
+    earlier attempt is refused even when the same owner name claimed the job again
+    (a worker that reuses its name after its lease lapsed must not heartbeat or finish
+    the old attempt on top of the new one). A lease that lapsed but that nobody has
+    taken yet still counts: finishing then is harmless and spares a re-run."""
     query = select(Job).where(Job.id == claim.job_id)  # type: ignore[arg-type]
     if db.is_postgresql:
         query = query.with_for_update()
     job = session.exec(query).scalars().first()  # type: ignore[call-overload]
-    if job is None or job.state != JobState.RUNNING or job.lease_owner != claim.owner:
-        raise LeaseLost(f"job {claim.job_id} is no longer held by {claim.owner}")
+    if (
+        job is None
+        or job.state != JobState.RUNNING
+        or job.lease_owner != claim.owner
+        or job.attempts != claim.attempt
+    ):
+        raise LeaseLost(f"job {claim.job_id} is no longer held by {claim.owner} (attempt {claim.attempt})")
     return job  # type: ignore[no-any-return]
 
 
@@ -187,13 +225,21 @@ def fail(db: Database, session: Session, claim: Claim, error: str, *, retry: boo
     job.lease_expires_at = None
     job.updated_at = now
     if retry and job.attempts < job.max_attempts:
-        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (job.attempts - 1))
+        delay = backoff_seconds(job.attempts)
         job.state = JobState.QUEUED
         job.run_after = now + dt.timedelta(seconds=delay)
     else:
         job.state = JobState.DEAD
     session.add(job)
     return job.state
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff with jitter: between half and all of BASE * 2^(attempts-1),
+    capped. The jitter spreads the retries of jobs that failed together (a clamd
+    outage) so that they do not all come back in the same instant."""
+    ceiling = float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - spreading load, not a secret
 
 
 def release(db: Database, claim: Claim) -> None:

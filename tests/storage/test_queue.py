@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from storage import queue
 from storage.db import Database
@@ -180,3 +181,114 @@ def test_claim_only_takes_requested_kinds(db: Database) -> None:
     assert queue.claim(db, "w1", kinds=["test"]) is None
     with db.read() as s:
         assert s.exec(select(Job)).scalars().one().state == JobState.QUEUED  # type: ignore[call-overload]
+
+
+def test_an_earlier_attempt_is_fenced_off_even_under_the_same_owner_name(db: Database) -> None:
+    [job_id] = _enqueue(db, 1)
+    first = queue.claim(db, "worker-a", lease_seconds=1)
+    assert first is not None
+    # The same owner name claims the job again after its lease lapsed (a restarted
+    # worker that reuses its name). The old attempt must not act on the new one.
+    second = _wait_for_claim(db, "worker-a", lease_seconds=60)
+    assert second.job_id == job_id and second.attempt == first.attempt + 1
+    assert queue.heartbeat(db, first) is False
+    with pytest.raises(queue.LeaseLost), db.write() as s:
+        queue.complete(db, s, first)
+    with pytest.raises(queue.LeaseLost), db.write() as s:
+        queue.fail(db, s, first, "late failure")
+    queue.release(db, first)  # a no-op for a lost lease
+    job = _job(db, job_id)
+    assert job.state == JobState.RUNNING and job.attempts == second.attempt
+    with db.write() as s:
+        queue.complete(db, s, second)
+    assert _job(db, job_id).state == JobState.DONE
+
+
+def test_a_lapsed_lease_nobody_took_can_still_be_completed(db: Database) -> None:
+    [job_id] = _enqueue(db, 1)
+    c = queue.claim(db, "slow-worker", lease_seconds=1)
+    assert c is not None
+    end = time.monotonic() + 30
+    while True:  # wait for the lapse on the database's clock
+        with db.read() as s:
+            if db.now(s) > c.lease_expires_at:
+                break
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    # Nobody took it: the result is still the holder's to record, and the job is done,
+    # never handed out again.
+    with db.write() as s:
+        queue.complete(db, s, c)
+    assert _job(db, job_id).state == JobState.DONE
+    assert queue.claim(db, "other") is None
+
+
+def test_racing_enqueues_with_one_dedup_key_give_one_job_and_no_error(db: Database) -> None:
+    first_in = threading.Event()
+    release_first = threading.Event()
+    results: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with db.write() as s:
+                results["first"] = int(queue.enqueue(s, "test", dedup_key="item:race").id)  # type: ignore[arg-type]
+                first_in.set()
+                release_first.wait(30)
+        except BaseException as exc:
+            errors.append(exc)
+            first_in.set()
+
+    def second() -> None:
+        try:
+            with db.write() as s:
+                results["second"] = int(queue.enqueue(s, "test", dedup_key="item:race").id)  # type: ignore[arg-type]
+        except BaseException as exc:
+            errors.append(exc)
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert first_in.wait(30)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    if db.is_postgresql:
+        # Let the second insert run into the first one's uncommitted row: it waits on a
+        # lock, which pg_locks shows.
+        end = time.monotonic() + 30
+        while True:
+            with db.read() as s:
+                if s.exec(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one():  # type: ignore[call-overload]
+                    break
+            assert time.monotonic() < end, "the second enqueue never waited on the first"
+            time.sleep(0.02)
+    release_first.set()
+    t1.join()
+    t2.join()
+    assert errors == []
+    assert results["first"] == results["second"]
+    with db.read() as s:
+        assert len(s.exec(select(Job)).scalars().all()) == 1  # type: ignore[call-overload]
+
+
+def test_enqueue_schedules_on_the_database_clock(db: Database) -> None:
+    for _ in range(4):
+        with db.write() as s:
+            job = queue.enqueue(s, "test")
+            assert job.run_after <= db.now(s)
+            if db.is_sqlite:
+                # SQLite's clock has millisecond resolution, this machine's has
+                # microseconds: a run_after from the database clock ends in 000.
+                assert job.run_after.microsecond % 1000 == 0
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    for attempts, ceiling in ((1, 5), (2, 10), (3, 20), (20, queue.BACKOFF_MAX_SECONDS)):
+        delays = [queue.backoff_seconds(attempts) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_claim_with_no_kinds_claims_nothing(db: Database) -> None:
+    _enqueue(db, 1)
+    assert queue.claim(db, "w1", kinds=[]) is None
+    assert queue.claim(db, "w1", kinds=["test"]) is not None
