@@ -63,7 +63,7 @@ log = logging.getLogger("upload_api.ingest")
 
 # Hashing runs in a worker thread one batch behind the network, so the event loop keeps
 # parsing HTTP while SHA-256 runs on the other core (hashlib releases the GIL).
-HASH_BATCH_BYTES = 1 << 20
+HASH_BATCH_BYTES = 4 << 20
 MAX_CACHED_STATES = 10_000
 
 
@@ -329,6 +329,10 @@ def _blobs(ctx: UploadContext) -> dict[str, BlobUpload]:
     value = ctx.state.setdefault("blob_handles", {})
     assert isinstance(value, dict)
     return value
+
+
+def cached_blob(ctx: UploadContext, upload_id: str) -> BlobUpload | None:
+    return _blobs(ctx).get(upload_id)
 
 
 async def blob_for(ctx: UploadContext, row: Upload) -> BlobUpload:

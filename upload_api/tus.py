@@ -14,6 +14,7 @@ sent, so no other origin can drive these endpoints from a browser (UP-19).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.utils
@@ -33,7 +34,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from storage.blobs.protocol import BlobNotFound, BlobStoreError
+from storage.blobs.protocol import BlobNotFound, BlobStoreError, UploadInfo
+from storage.blobs.protocol import Upload as BlobUpload
 from storage.errors import DomainError, LinkProblem
 from storage.models import Upload, UploadLink, UploadState
 from upload_api import ingest
@@ -319,8 +321,19 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
             if not mine:
                 return tus_error("ERR_LOCKED", "another request is writing this upload")
-            # Authorised under the lock, in one read with the upload row (hot path).
-            link, _report, loaded = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
+            # Authorised under the lock, in one read with the upload row. On the hot path
+            # (this process has seen the upload) the store's offset is asked for at the
+            # same time; nothing of it is used or shown unless the request is authorised.
+            cached = ingest.cached_blob(ctx, upload_id)
+            authorising = authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
+            early: UploadInfo | BaseException | None = None
+            if cached is not None:
+                authorised, early = await asyncio.gather(authorising, _info(cached), return_exceptions=True)
+                if isinstance(authorised, BaseException):
+                    raise authorised
+                link, _report, loaded = authorised
+            else:
+                link, _report, loaded = await authorising
             assert loaded is not None
             row = loaded
             if row.state == UploadState.COMPLETE:
@@ -328,7 +341,10 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             if row.state != UploadState.OPEN:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             try:
-                info = await (await ingest.blob_for(ctx, row)).info()
+                if isinstance(early, UploadInfo):
+                    info = early
+                else:
+                    info = await (await ingest.blob_for(ctx, row)).info()
             except BlobNotFound:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             if offset != info.offset:
@@ -397,6 +413,10 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         Route("/u/files/{upload_id}", guarded(options), methods=["OPTIONS"]),
         Route("/u/files/{upload_id}/client-sha256", guarded(client_sha256), methods=["POST"]),
     ]
+
+
+async def _info(blob: BlobUpload) -> UploadInfo:
+    return await blob.info()
 
 
 async def _small_json(request: Request, limit: int = 4096) -> Any:
