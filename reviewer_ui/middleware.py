@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import MutableHeaders
 from starlette.responses import PlainTextResponse, Response
 
@@ -140,7 +141,14 @@ class Sessions:
         state["staff_session"] = None
         cookies = _cookies(scope)
         value = cookies.get(sessions.cookie_name(settings), "")
-        loaded = await anyio.to_thread.run_sync(sessions.load, self.ctx, value) if value else None
+        try:
+            loaded = await anyio.to_thread.run_sync(sessions.load, self.ctx, value) if value else None
+        except SQLAlchemyError as exc:
+            # The session store is unreachable: nobody is let in, and the answer is a plain
+            # 503 with no details (fail closed, SECURITY_CHECKLIST AC-16, VL-09).
+            log.error("session.store_unavailable", extra={"error": type(exc).__name__})
+            await PlainTextResponse("Exhibit is unavailable. Try again shortly.", status_code=503)(scope, receive, send)
+            return
         set_pre: str | None = None
         clear_stale = bool(value) and loaded is None
         if loaded is not None:

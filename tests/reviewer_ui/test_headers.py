@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -126,3 +128,20 @@ def test_session_cookie_attributes_over_plain_http(review: ReviewHarness) -> Non
     cookie = _set_cookie(r, "exhibit_session")
     assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower() and "path=/" in cookie.lower()
     assert "secure" not in cookie.lower()  # a Secure cookie would never come back over http
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_unreachable_session_store_fails_closed_with_the_headers(review: ReviewHarness) -> None:
+    officer = review.make_user("officer")
+    client = review.client()
+    review.sign_in(client, officer)
+    path = Path(review.db.url.removeprefix("sqlite:///"))
+    review.db.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        moved = Path(str(path) + suffix)
+        if moved.exists():
+            moved.rename(str(moved) + ".away")
+    r = client.get("/admin/users")
+    assert r.status_code == 503
+    assert_staff_headers(r, "503")
+    assert "sqlite" not in r.text.lower() and "table" not in r.text.lower()
