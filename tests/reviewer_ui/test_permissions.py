@@ -221,3 +221,21 @@ def test_anonymous_requests_never_reach_a_page(review: ReviewHarness) -> None:
     for path in ("/admin/users", "/admin/links", "/reports"):
         r = client.get(path)
         assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_refusal_that_cannot_be_recorded_is_still_a_refusal(review: ReviewHarness) -> None:
+    """If the custody ledger cannot be written, the answer is 503, never the page (AU-10)."""
+    from sqlalchemy import text
+
+    officer = review.make_user("officer")
+    client = review.client()
+    review.sign_in(client, officer)
+    with review.db.write() as s:
+        s.exec(text("ALTER TABLE custody_event RENAME TO custody_event_away"))  # type: ignore[call-overload]
+    r = client.get("/admin/users")
+    assert r.status_code == 503
+    assert "Users" not in r.text
+    # A failed sign-in that cannot be recorded does not sign anyone in either.
+    other = review.client(ip="192.0.2.200")
+    assert review.password_step(other, officer, password="wrong password entirely").status_code == 503
