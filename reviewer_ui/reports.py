@@ -23,6 +23,7 @@ from typing import Any
 import segno
 from markupsafe import Markup
 from sqlalchemy import and_, case, exists, func, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -150,26 +151,31 @@ def _day_start(day: dt.date) -> dt.datetime:
 def list_reports(session: Session, user: User, filters: ReportFilters, *, now: dt.datetime,
                  unit_access: bool, limit: int = PAGE_SIZE) -> ReportPage:
     is_partner = str(user.role) == Role.PARTNER
-    q = select(Report)
+    # The page walks ix_report_created_id newest first and checks each row: visibility is a
+    # correlated EXISTS (one primary-key probe per row), never `id IN (every visible
+    # report)`, which SQLite would materialise and sort on every request.
+    r = aliased(Report, name="r")
+    q = select(r)
     if str(user.role) not in (Role.ADMIN, Role.AUDITOR):
-        q = q.where(col(Report.id).in_(permissions.visible_reports_query(user, now=now, unit_access=unit_access)))
+        visible = permissions.visible_reports_query(user, now=now, unit_access=unit_access)
+        q = q.where(visible.where(col(Report.id) == col(r.id)).exists())
     if filters.q:
         # Prefix search on the reference (as typed, and upper-cased: references are
         # usually capitals): a range over the unique index, not a scan.
         variants = {filters.q, filters.q.upper()}
-        q = q.where(or_(*[and_(col(Report.reference) >= v, col(Report.reference) < v + "\U0010ffff") for v in variants]))
+        q = q.where(or_(*[and_(col(r.reference) >= v, col(r.reference) < v + "\U0010ffff") for v in variants]))
     if filters.kind:
-        q = q.where(col(Report.kind) == filters.kind)
+        q = q.where(col(r.kind) == filters.kind)
     if filters.date_from:
-        q = q.where(col(Report.created_at) >= _day_start(filters.date_from))
+        q = q.where(col(r.created_at) >= _day_start(filters.date_from))
     if filters.date_to:
-        q = q.where(col(Report.created_at) < _day_start(filters.date_to) + dt.timedelta(days=1))
+        q = q.where(col(r.created_at) < _day_start(filters.date_to) + dt.timedelta(days=1))
     if filters.waiting and not is_partner:
-        q = q.where(exists().where(col(EvidenceItem.report_id) == col(Report.id), col(EvidenceItem.triage) == Triage.PENDING))
+        q = q.where(exists().where(col(EvidenceItem.report_id) == col(r.id), col(EvidenceItem.triage) == Triage.PENDING))
     if filters.after:
         at, ident = filters.after
-        q = q.where(or_(col(Report.created_at) < at, and_(col(Report.created_at) == at, col(Report.id) < ident)))
-    q = q.order_by(col(Report.created_at).desc(), col(Report.id).desc()).limit(limit + 1)
+        q = q.where(or_(col(r.created_at) < at, and_(col(r.created_at) == at, col(r.id) < ident)))
+    q = q.order_by(col(r.created_at).desc(), col(r.id).desc()).limit(limit + 1)
     reports = list(session.exec(q))
     more = len(reports) > limit
     reports = reports[:limit]
