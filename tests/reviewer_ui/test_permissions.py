@@ -176,26 +176,35 @@ def test_original_downloads(world: World) -> None:
         assert not permissions.can_download_original(s, w.stranger, w.ready, now=now)
 
 
-def test_refusals_over_http_are_a_uniform_404_and_are_recorded(world: World) -> None:
+@pytest.mark.parametrize("who", ["officer without access", "partner of the same agency, item not shared",
+                                 "partner of another agency"])
+def test_refusals_over_http_are_a_uniform_404_and_are_recorded(world: World, who: str) -> None:
     w = world
     review = w.review
-    stranger = review.make_user("officer", email="nosy@force.example")
+    if who.startswith("officer"):
+        nosy = review.make_user("officer", email="nosy@force.example")
+        forbidden = [f"/reports/{w.report.id}", f"/items/{w.ready.id}", f"/items/{w.infected.id}"]
+    elif who.startswith("partner of the same"):
+        nosy = review.make_user("partner", email="nosy@force.example", org="CPS")
+        forbidden = [f"/items/{w.sibling.id}", f"/items/{w.infected.id}", f"/reports/{w.other_report.id}"]
+    else:
+        nosy = review.make_user("partner", email="nosy@force.example", org="Council")
+        forbidden = [f"/reports/{w.report.id}", f"/items/{w.ready.id}", f"/items/{w.sibling.id}"]
     client = review.client()
-    review.sign_in(client, stranger)
+    review.sign_in(client, nosy)
     before = len(review.events("access.denied"))
-    paths = [f"/reports/{w.report.id}", f"/items/{w.ready.id}", f"/items/{w.infected.id}"]
     missing = ["/reports/" + "f" * 32, "/items/" + "f" * 32]
     bodies: dict[str, set[str]] = {}
-    for path in paths + missing:
+    for path in forbidden + missing:
         r = client.get(path)
         assert r.status_code == 404, path
         bodies.setdefault(path.split("/")[1], set()).add(r.text)
     # Existing-but-forbidden looks exactly like missing.
     assert all(len(found) == 1 for found in bodies.values())
     denied = review.events("access.denied")[before:]
-    assert len(denied) == len(paths) + len(missing)
+    assert len(denied) == len(forbidden) + len(missing)
     assert all(e.actor == "nosy@force.example" for e in denied)
-    assert {e.item_id for e in denied} >= {w.ready.id, w.infected.id}
+    assert {e.item_id for e in denied} >= {p.split("/")[2] for p in forbidden if p.startswith("/items/")}
 
 
 @pytest.mark.parametrize("role", ["officer", "partner", "auditor"])
