@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from sqlalchemy import select
 from sqlmodel import Session
 
 from storage import ledger
@@ -99,8 +100,19 @@ def transition(
     request_id: str | None = None,
 ) -> CustodyEvent:
     """Move ``item`` to ``target`` and append ``item.<target>`` to the ledger, in the
-    caller's writing transaction. Raises ``IllegalTransition`` (nothing changed)."""
-    current = item.state
+    caller's writing transaction. Raises ``IllegalTransition`` (nothing changed).
+
+    Legality is judged on the state in the database, read (and on PostgreSQL locked)
+    here, not on ``item.state`` as the caller loaded it: under READ COMMITTED another
+    transaction may have moved the item since (a purge, an integrity alarm), and a
+    decision taken on the stale state would overwrite it and leave a custody trail that
+    contradicts itself (two transitions out of the same state)."""
+    query = select(EvidenceItem.state).where(EvidenceItem.id == item.id)  # type: ignore[call-overload]
+    if db.is_postgresql:
+        query = query.with_for_update()
+    current = session.exec(query).scalars().first()
+    if current is None:  # not written yet: nothing to race with
+        current = item.state
     if not can_transition(current, target):
         raise IllegalTransition(item.id, current, target)
     item.state = target

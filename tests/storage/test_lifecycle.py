@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
@@ -23,8 +25,8 @@ def _item(db: Database) -> str:
 
 def _events(db: Database, item_id: str) -> list[str]:
     with db.read() as s:
-        return list(s.exec(select(CustodyEvent.action).where(CustodyEvent.item_id == item_id)  # type: ignore[call-overload, arg-type]
-                           .order_by(CustodyEvent.seq)).scalars())  # type: ignore[arg-type]
+        query = select(CustodyEvent.action).where(CustodyEvent.item_id == item_id).order_by(CustodyEvent.seq)  # type: ignore[call-overload]
+        return [str(row[0]) for row in s.exec(query)]
 
 
 def test_new_item_comes_with_its_job_and_custody_event(db: Database) -> None:
@@ -95,3 +97,59 @@ def test_state_change_and_event_roll_back_together(db: Database) -> None:
         item = s.get(EvidenceItem, item_id)
         assert item is not None and item.state == ItemState.RECEIVED
     assert _events(db, item_id) == ["item.received"]
+
+
+def test_transition_is_judged_on_the_stored_state_not_a_stale_copy(db: Database) -> None:
+    item_id = _item(db)
+    with db.read() as s:
+        stale = s.get(EvidenceItem, item_id)  # loaded while still `received`
+    assert stale is not None
+    with db.write() as s:
+        item = s.get(EvidenceItem, item_id)
+        assert item is not None
+        transition(db, s, item, ItemState.INTEGRITY_ALARM, actor="worker", reason="hash mismatch")
+    # A caller still holding the old copy must not move the item out of the alarm.
+    with pytest.raises(IllegalTransition), db.write() as s:
+        s.add(stale)
+        transition(db, s, stale, ItemState.SCANNING, actor="worker")
+    with db.read() as s:
+        item = s.get(EvidenceItem, item_id)
+        assert item is not None and item.state == ItemState.INTEGRITY_ALARM
+    assert _events(db, item_id) == ["item.received", "item.integrity_alarm"]
+    assert ledger.verify(db).ok
+
+
+def test_concurrent_transitions_out_of_one_state_do_not_both_happen(db: Database) -> None:
+    if not db.is_postgresql:
+        # On SQLite writers are serialised by BEGIN IMMEDIATE (the stale-copy test above
+        # covers the rest); the race needs PostgreSQL's concurrent writers.
+        assert db.is_sqlite
+        return
+    item_id = _item(db)
+    loaded = threading.Event()
+    other_done = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def slow_worker() -> None:
+        try:
+            with db.write() as s:
+                item = s.get(EvidenceItem, item_id)
+                assert item is not None and item.state == ItemState.RECEIVED
+                loaded.set()
+                assert other_done.wait(30)
+                transition(db, s, item, ItemState.SCANNING, actor="worker")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=slow_worker)
+    t.start()
+    assert loaded.wait(30)
+    with db.write() as s:
+        item = s.get(EvidenceItem, item_id)
+        assert item is not None
+        transition(db, s, item, ItemState.PURGED, actor="records-officer", reason="legal order")
+    other_done.set()
+    t.join()
+    assert isinstance(outcome[0], IllegalTransition)
+    assert _events(db, item_id) == ["item.received", "item.purged"]
