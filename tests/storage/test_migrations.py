@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import shutil
+from pathlib import Path
+
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,7 +15,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401 - registers every table
-from storage.migrate import alembic_config, current_heads, upgrade
+from storage.migrate import MIGRATIONS, alembic_config, current_heads, upgrade
 
 
 def _diff(url: str) -> list[object]:
@@ -38,6 +43,48 @@ def test_downgrade_to_nothing_and_back(db_url: str) -> None:
     engine = create_engine(db_url, poolclass=NullPool)
     try:
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+    upgrade(db_url)
+    assert _diff(db_url) == []
+
+
+def _upgrade_in_a_process(url: str) -> None:
+    upgrade(url)
+
+
+def test_concurrent_upgrades_take_turns(db_url: str) -> None:
+    # Several containers starting at once all run `exhibit db upgrade`.
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_upgrade_in_a_process, args=(db_url,)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert _diff(db_url) == []
+
+
+def test_a_failing_migration_leaves_nothing_half_done(db_url: str, tmp_path: Path) -> None:
+    # A copy of the real migrations with one more that fails after creating a table.
+    scripts = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "9999_fails.py").write_text(
+        "from alembic import op\nimport sqlalchemy as sa\n\n"
+        f"revision = '9999'\ndown_revision = {current_heads()[0]!r}\nbranch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade() -> None:\n"
+        "    op.create_table('half_done', sa.Column('id', sa.Integer(), primary_key=True))\n"
+        "    raise RuntimeError('migration failed half-way')\n\n\n"
+        "def downgrade() -> None:\n    pass\n"
+    )
+    cfg = alembic_config(db_url)
+    cfg.set_main_option("script_location", str(scripts))
+    with pytest.raises(RuntimeError, match="half-way"):
+        command.upgrade(cfg, "head")
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        # Nothing of the failed upgrade stays: no table of any migration, no stamp.
+        assert set(inspect(engine).get_table_names()) == set()
     finally:
         engine.dispose()
     upgrade(db_url)
