@@ -173,10 +173,81 @@ def process_item(ctx: JobContext) -> str:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _scan_detail(verdict: Verdict, item: EvidenceItem) -> tuple[dict[str, Any], dict[str, Any]]:
+    detail = {"tool": "clamd", "tool_version": verdict.database_version,
+              "argv": [verdict.method, item.blob_key], "verdict": str(verdict.kind),
+              "signature": verdict.signature, "reply": verdict.raw_reply}
+    fields = {"verdict": str(verdict.kind), "verdict_signature": verdict.signature,
+              "signature_db_version": verdict.database_version[:200]}
+    return detail, fields
+
+
+class _NotClean(Exception):
+    def __init__(self, state: ItemState) -> None:
+        super().__init__(str(state))
+        self.state = state
+
+
+class _ScanInBackground:
+    """Scan the verified copy in a thread and commit its verdict the moment it is known
+    (clean -> processing, or the final infected/unscannable state with the job done),
+    while the calling thread prepares derivatives privately. ``gate()`` is the publish
+    gate: it waits for the verdict and raises unless the item is clean, so nothing is
+    stored or shown before a clean verdict (DESIGN.md section 7)."""
+
+    def __init__(self, ctx: JobContext, item: EvidenceItem, workdir: Path) -> None:
+        self.ctx, self.item, self.workdir = ctx, item, workdir
+        self.done = threading.Event()
+        self.final: ItemState | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"scan-{item.id[:8]}", daemon=True)
+
+    def _run(self) -> None:
+        ctx, item = self.ctx, self.item
+        try:
+            # A local clamd reads the verified copy's descriptor (FILDES); a remote one
+            # gets it streamed (INSTREAM). Either way clamd judges exactly the bytes
+            # whose SHA-256 was just checked.
+            verdict = ctx.scanner.scan_file(self.workdir / "input", item.size)
+            detail, fields = _scan_detail(verdict, item)
+            if verdict.kind is VerdictKind.INFECTED:
+                _finish(ctx, item.id, ItemState.INFECTED, reason=f"signature {verdict.signature}",
+                        detail=detail, set_fields=fields)
+                self.final = ItemState.INFECTED
+            elif verdict.kind is VerdictKind.UNSCANNABLE:
+                _finish(ctx, item.id, ItemState.UNSCANNABLE, reason=verdict.reason, detail=detail,
+                        set_fields=fields)
+                self.final = ItemState.UNSCANNABLE
+            else:
+                _move(ctx, item.id, ItemState.CLEAN, reason="no signature matched", detail=detail,
+                      set_fields=fields, then=(ItemState.PROCESSING, "derivatives started"))
+                ctx.set_progress(20)
+        except BaseException as exc:  # handed to the job's thread by gate()
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def start(self) -> _ScanInBackground:
+        self.thread.start()
+        return self
+
+    def stop_preparing(self) -> bool:
+        """True once the verdict is known and is not clean: stop the transcode."""
+        return self.done.is_set() and (self.final is not None or self.error is not None)
+
+    def gate(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.final is not None:
+            raise _NotClean(self.final)
+
+
 def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
     item_id = item.id
     fetched = False
     ident: Identified | None = None
+    scan: _ScanInBackground | None = None
     # Verify and sniff run from `received` (or again from `scanning` after a crash); the
     # move to `scanning` commits with their events, one transaction.
     if item.state in (ItemState.RECEIVED, ItemState.SCANNING):
@@ -215,35 +286,35 @@ def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
                      set_fields={"verified_sha256": digest, "detected_type": ident.mime},
                      events=[("item.verified", verify_detail), ("item.sniffed", sniff_detail)])
         ctx.set_progress(8)
-        # 3. scan the verified copy: a local clamd reads its descriptor (FILDES), a
-        # remote one gets it streamed (INSTREAM). Either way clamd judges exactly the
-        # bytes whose SHA-256 was just checked.
+        # 3. scan, overlapped with preparing the derivatives (published only if clean).
         ctx.at("scan", item.id)
-        verdict: Verdict = ctx.scanner.scan_file(workdir / "input", item.size)
-        ctx.set_progress(20)
-        scan_detail = {"tool": "clamd", "tool_version": verdict.database_version,
-                       "argv": [verdict.method, item.blob_key], "verdict": str(verdict.kind),
-                       "signature": verdict.signature, "reply": verdict.raw_reply}
-        fields = {"verdict": str(verdict.kind), "verdict_signature": verdict.signature,
-                  "signature_db_version": verdict.database_version[:200]}
-        if verdict.kind is VerdictKind.INFECTED:
-            _finish(ctx, item_id, ItemState.INFECTED, reason=f"signature {verdict.signature}",
-                    detail=scan_detail, set_fields=fields)
-            return ItemState.INFECTED
-        if verdict.kind is VerdictKind.UNSCANNABLE:
-            _finish(ctx, item_id, ItemState.UNSCANNABLE, reason=verdict.reason, detail=scan_detail,
-                    set_fields=fields)
-            return ItemState.UNSCANNABLE
-        item = _move(ctx, item_id, ItemState.CLEAN, reason="no signature matched", detail=scan_detail,
-                     set_fields=fields, then=(ItemState.PROCESSING, "derivatives started"))
-    if item.state == ItemState.CLEAN:
-        item = _move(ctx, item_id, ItemState.PROCESSING, reason="derivatives started")
-    if item.state == ItemState.FAILED:
-        item = _move(ctx, item_id, ItemState.PROCESSING, reason="retry")
-    if item.state != ItemState.PROCESSING:
-        raise RuntimeError(f"item {item_id} in unexpected state {item.state}")
+        scan = _ScanInBackground(ctx, item, workdir).start()
+    else:
+        if item.state == ItemState.CLEAN:
+            item = _move(ctx, item_id, ItemState.PROCESSING, reason="derivatives started")
+        if item.state == ItemState.FAILED:
+            item = _move(ctx, item_id, ItemState.PROCESSING, reason="retry")
+        if item.state != ItemState.PROCESSING:
+            raise RuntimeError(f"item {item_id} in unexpected state {item.state}")
+    try:
+        return _derive(ctx, item, workdir, ident, fetched, scan)
+    except _NotClean as exc:
+        return exc.state
+    finally:
+        if scan is not None:
+            scan.thread.join()
+
+
+def _derive(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identified | None, fetched: bool,
+            scan: _ScanInBackground | None) -> str:
+    item_id = item.id
+
+    def gate() -> None:
+        if scan is not None:
+            scan.gate()
+
     if not fetched:
-        digest, size = fetch_and_hash(ctx, item, workdir)
+        digest, _ = fetch_and_hash(ctx, item, workdir)
         if digest != item.sha256:
             _finish(ctx, item_id, ItemState.FAILED,
                     reason=f"the stored original no longer matches its SHA-256 ({digest})",
@@ -255,10 +326,24 @@ def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
         if ident.mime != item.detected_type:
             raise ProcessingFailed(f"type changed between attempts: {item.detected_type} -> {ident.mime}")
         metadata, metadata_event = _metadata(workdir, ident)
-        made = _derivatives(ctx, item, workdir, ident)
+        have = _existing(ctx, item)
+        stop = scan.stop_preparing if scan is not None else (lambda: False)
+        try:
+            prepared = _prepare(ctx, item, workdir, ident, have, stop)
+        except (Cancelled, video.Cancelled):
+            if ctx.cancel.is_set():
+                raise
+            gate()  # the verdict stopped the transcode: raises _NotClean
+            raise
+        gate()
+        _publish(ctx, item, prepared)
     except (Rejected, images.ImageRejected, video.VideoRejected, video.ToolFailed, ProcessingFailed) as exc:
+        gate()  # an infected file's failure is reported as infected
         _finish(ctx, item_id, ItemState.FAILED, reason=str(exc)[:1000], detail={"step": "derivatives"})
         return ItemState.FAILED
+    ctx.set_progress(97)
+    made = [{"kind": d.kind, "sha256": d.sha256, "size": d.size}
+            for d in sorted(_existing(ctx, item).values(), key=lambda d: d.kind)]
     ctx.at("before_ready", item_id)
     with ctx.db.write() as s:
         it = _load(s, ctx.db, item_id, lock=True)
@@ -292,12 +377,6 @@ def _existing(ctx: JobContext, item: EvidenceItem) -> dict[str, Derivative]:
     return {d.kind: d for d in rows if d.input_sha256 == item.sha256}
 
 
-def _record(ctx: JobContext, item: EvidenceItem, *, kind: str, key: str, sha256: str, size: int,
-            mime: str, width: int, height: int, tool: str, tool_version: str, argv: list[str]) -> None:
-    _record_many(ctx, item, [dict(kind=kind, key=key, sha256=sha256, size=size, mime=mime, width=width,
-                                  height=height, tool=tool, tool_version=tool_version, argv=argv)])
-
-
 def _record_many(ctx: JobContext, item: EvidenceItem, rows: list[dict[str, Any]]) -> None:
     """Commit derivative rows and their custody events, one transaction. Losing the race
     to another worker (unique (item_id, kind)) is fine: theirs stands, ours are orphan
@@ -321,57 +400,78 @@ def _record_many(ctx: JobContext, item: EvidenceItem, rows: list[dict[str, Any]]
         log.warning("processing.derivative_exists", extra={"item_id": item.id})
 
 
-def _derivatives(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identified) -> list[dict[str, Any]]:
-    have = _existing(ctx, item)
+@dataclass
+class Prepared:
+    """A derivative made in the private work directory, not yet published."""
+
+    kind: str
+    mime: str
+    width: int
+    height: int
+    tool: str
+    tool_version: str
+    argv: list[str]
+    data: bytes | None = None
+    path: Path | None = None
+
+
+def _prepare(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identified,
+             have: dict[str, Derivative], stop: Callable[[], bool]) -> list[Prepared]:
+    """Make the derivatives this item still lacks, privately (nothing stored)."""
+    out: list[Prepared] = []
     if is_image(ident.mime):
         if not {"thumbnail", "preview"} <= have.keys():
-            rows: list[dict[str, Any]] = []
             for d in images.make_derivatives(workdir / "input", ident.mime):
-                if d.kind in have:
-                    continue
-                key, sha, size = ctx.blobs.put_bytes(d.data)
-                rows.append(dict(kind=d.kind, key=key, sha256=sha, size=size, mime=d.mime_type, width=d.width,
-                                 height=d.height, tool="pillow", tool_version=images.tool_version(), argv=d.argv))
-            _record_many(ctx, item, rows)
-        ctx.set_progress(95)
-    else:
-        assert ident.probe is not None
-        ffmpeg_version = video.tool_version("ffmpeg")
-        if not {"poster", "thumbnail"} <= have.keys():
-            poster = video.make_poster(workdir, ident.mime, ident.probe, cancel=ctx.cancel)
-            data = poster.path.read_bytes()
-            if "poster" not in have:
-                key, sha, size = ctx.blobs.put_bytes(data)
-                _record(ctx, item, kind="poster", key=key, sha256=sha, size=size, mime=poster.mime_type,
-                        width=poster.width, height=poster.height, tool="ffmpeg",
-                        tool_version=ffmpeg_version, argv=poster.argv)
-            if "thumbnail" not in have:
-                thumb, w, h = images.frame_to_jpeg(data, images.THUMBNAIL_PX)
-                key, sha, size = ctx.blobs.put_bytes(thumb)
-                _record(ctx, item, kind="thumbnail", key=key, sha256=sha, size=size, mime="image/jpeg",
-                        width=w, height=h, tool="ffmpeg+pillow",
-                        tool_version=f"{ffmpeg_version}; {images.tool_version()}",
-                        argv=[*poster.argv, "|", f"thumbnail(({images.THUMBNAIL_PX},{images.THUMBNAIL_PX}))",
-                              "save(JPEG quality=85)"])
-        ctx.set_progress(25)
-        if "proxy" not in have:
-            first = [True]
+                if d.kind not in have:
+                    out.append(Prepared(d.kind, d.mime_type, d.width, d.height, "pillow", images.tool_version(),
+                                        d.argv, data=d.data))
+        ctx.set_progress(90)
+        return out
+    assert ident.probe is not None
+    ffmpeg_version = video.tool_version("ffmpeg")
 
-            def on_progress(pct: int) -> None:
-                ctx.set_progress(25 + pct * 70 // 100)
-                if first[0]:
-                    first[0] = False
-                    ctx.at("transcode", item.id)
+    def cancelled() -> bool:
+        return ctx.cancel.is_set() or stop()
 
-            try:
-                proxy = video.make_proxy(workdir, ident.mime, ident.probe, on_progress=on_progress,
-                                         cancel=ctx.cancel)
-            except video.Cancelled:
-                raise Cancelled("transcode") from None
-            key, sha, size = ctx.blobs.put_file(proxy.path)
-            _record(ctx, item, kind="proxy", key=key, sha256=sha, size=size, mime=proxy.mime_type,
-                    width=proxy.width, height=proxy.height, tool="ffmpeg", tool_version=ffmpeg_version,
-                    argv=proxy.argv)
-        ctx.set_progress(97)
-    made = _existing(ctx, item)
-    return [{"kind": d.kind, "sha256": d.sha256, "size": d.size} for d in sorted(made.values(), key=lambda d: d.kind)]
+    if not {"poster", "thumbnail"} <= have.keys():
+        poster = video.make_poster(workdir, ident.mime, ident.probe, cancelled=cancelled)
+        data = poster.path.read_bytes()
+        if "poster" not in have:
+            out.append(Prepared("poster", poster.mime_type, poster.width, poster.height, "ffmpeg", ffmpeg_version,
+                                poster.argv, data=data))
+        if "thumbnail" not in have:
+            thumb, w, h = images.frame_to_jpeg(data, images.THUMBNAIL_PX)
+            out.append(Prepared(
+                "thumbnail", "image/jpeg", w, h, "ffmpeg+pillow", f"{ffmpeg_version}; {images.tool_version()}",
+                [*poster.argv, "|", f"thumbnail(({images.THUMBNAIL_PX},{images.THUMBNAIL_PX}))",
+                 "save(JPEG quality=85)"], data=thumb))
+    ctx.set_progress(25)
+    if "proxy" not in have:
+        first = [True]
+
+        def on_progress(pct: int) -> None:
+            ctx.set_progress(25 + pct * 70 // 100)
+            if first[0]:
+                first[0] = False
+                ctx.at("transcode", item.id)
+
+        proxy = video.make_proxy(workdir, ident.mime, ident.probe, on_progress=on_progress, cancelled=cancelled)
+        out.append(Prepared("proxy", proxy.mime_type, proxy.width, proxy.height, "ffmpeg", ffmpeg_version,
+                            proxy.argv, path=proxy.path))
+    return out
+
+
+def _publish(ctx: JobContext, item: EvidenceItem, prepared: list[Prepared]) -> None:
+    """Store the prepared derivatives and commit their rows and custody events. Only
+    called after a clean verdict."""
+    rows: list[dict[str, Any]] = []
+    for p in prepared:
+        if p.data is not None:
+            key, sha, size = ctx.blobs.put_bytes(p.data)
+        else:
+            assert p.path is not None
+            key, sha, size = ctx.blobs.put_file(p.path)
+        rows.append(dict(kind=p.kind, key=key, sha256=sha, size=size, mime=p.mime, width=p.width,
+                         height=p.height, tool=p.tool, tool_version=p.tool_version, argv=p.argv))
+    if rows:
+        _record_many(ctx, item, rows)

@@ -123,7 +123,7 @@ def run(
     cpu_seconds: int,
     memory_bytes: int,
     on_stdout_line: Callable[[str], None] | None = None,
-    cancel: threading.Event | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Run ``argv`` (ffmpeg/ffprobe) in ``cwd`` under resource limits. Raises
     ``ToolTimeout``, ``Cancelled``, or ``ToolFailed`` on a non-zero exit."""
@@ -145,7 +145,7 @@ def run(
             end = threading.Event()
             waited = 0.0
             while not stop.is_set():
-                if cancel is not None and cancel.is_set():
+                if cancelled is not None and cancelled():
                     why.append("cancelled")
                     break
                 if waited >= timeout_seconds:
@@ -406,9 +406,12 @@ def _limits(info: dict[str, Any]) -> tuple[float, int]:
     return max(120.0, duration * 10), int(max(240.0, duration * 30))
 
 
-def make_poster(workdir: Path, mime: str, info: dict[str, Any], cancel: threading.Event | None = None) -> VideoOutput:
+def make_poster(
+    workdir: Path, mime: str, info: dict[str, Any], cancelled: Callable[[], bool] | None = None
+) -> VideoOutput:
     argv = poster_argv(info, mime)
-    run(argv, cwd=workdir, timeout_seconds=120, cpu_seconds=120, memory_bytes=FFMPEG_MEMORY_BYTES, cancel=cancel)
+    run(argv, cwd=workdir, timeout_seconds=120, cpu_seconds=120, memory_bytes=FFMPEG_MEMORY_BYTES,
+        cancelled=cancelled)
     w, h = proxy_size(*displayed_size(info))
     path = workdir / "poster.jpg"
     if not path.is_file() or path.stat().st_size == 0:
@@ -422,7 +425,7 @@ def make_proxy(
     info: dict[str, Any],
     *,
     on_progress: Callable[[int], None] | None = None,
-    cancel: threading.Event | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> VideoOutput:
     argv = proxy_argv(info, mime)
     duration_us = (_float((info.get("format") or {}).get("duration")) or 0.0) * 1e6
@@ -438,7 +441,7 @@ def make_proxy(
 
     timeout, cpu = _limits(info)
     run(argv, cwd=workdir, timeout_seconds=timeout, cpu_seconds=cpu, memory_bytes=FFMPEG_MEMORY_BYTES,
-        on_stdout_line=line, cancel=cancel)
+        on_stdout_line=line, cancelled=cancelled)
     w, h = proxy_size(*displayed_size(info))
     path = workdir / "proxy.mp4"
     if not path.is_file() or path.stat().st_size == 0:

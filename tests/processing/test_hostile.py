@@ -205,3 +205,15 @@ def test_eicar_file_itself_is_infected(env: Env) -> None:
     env.drain()
     # Not an allowed type: rejected at sniff before any scan.
     assert env.item(item_id)["state"] == "rejected"
+
+
+def test_infected_video_gets_no_derivative_even_though_transcode_overlaps_the_scan(env: Env, media: Media) -> None:
+    # The transcode may start while clamd is still scanning; nothing is published
+    # before a clean verdict, and the transcode is stopped once the verdict is known.
+    item_id = env.ingest(media.read("hevc_mp4") + EICAR, "clip.mp4")
+    env.drain()
+    item = env.item(item_id)
+    assert item["state"] == "infected", item
+    assert item["derivatives"] == [] and "item.derivative" not in env.actions(item_id)
+    assert item["metadata"] is None
+    assert env.job(item_id).state == "done"

@@ -4,6 +4,7 @@ process a backlog."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -21,7 +22,7 @@ from tests.processing.conftest import Env
 
 class BrokenClamd:
     """A peer on a unix socket that speaks clamd's framing but answers every INSTREAM
-    with an ERROR (fault injection: what clamd says when it runs out of memory)."""
+    and FILDES scan with an ERROR (fault injection: what clamd says when it runs out of memory)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -53,6 +54,11 @@ class BrokenClamd:
                             break
                         self._exact(conn, size)
                     conn.sendall(b"stream: Can't allocate memory ERROR\0")
+                elif command == b"zFILDES\0":
+                    _, fds, _, _ = socket.recv_fds(conn, 1, 1)
+                    for fd in fds:
+                        os.close(fd)
+                    conn.sendall(b"fd[5]: Can't allocate memory ERROR\0")
 
     @staticmethod
     def _exact(conn: socket.socket, n: int) -> bytes:
