@@ -30,6 +30,8 @@ from storage.models import Organisation, Report, Role, StaffSession, UploadLink,
 from storage.users import add_user
 
 MAX_FIELD = 320
+# Least privilege first: the form's default is an officer, never an admin.
+ROLE_CHOICES = [Role.OFFICER.value, Role.PARTNER.value, Role.AUDITOR.value, Role.ADMIN.value]
 
 
 def _require(request: Request, action: str) -> User:
@@ -71,7 +73,7 @@ def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 20
     values.setdefault("form", {})
     values.setdefault("reset", False)
     return ctx.render(request, "admin_users.html", status_code=status_code, users=_users(ctx),
-                      roles=[r.value for r in Role], **values)
+                      roles=ROLE_CHOICES, **values)
 
 
 async def users_page(request: Request) -> Response:
