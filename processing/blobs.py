@@ -92,6 +92,20 @@ class BlobBridge:
         key = self.call(put_bytes(self.store, data, namespace))
         return key, hashlib.sha256(data).hexdigest(), len(data)
 
+    def put_many_bytes(self, items: list[bytes], namespace: str = "derivatives") -> list[tuple[str, str, int]]:
+        """Store several small objects concurrently, so their fsyncs overlap:
+        [(key, sha256, size)] in the order given."""
+        from storage.blobs import put_bytes
+
+        async def one(data: bytes) -> tuple[str, str, int]:
+            key = await put_bytes(self.store, data, namespace)
+            return key, hashlib.sha256(data).hexdigest(), len(data)
+
+        async def all_() -> list[tuple[str, str, int]]:
+            return list(await asyncio.gather(*(one(d) for d in items)))
+
+        return self.call(all_())
+
     def close(self) -> None:
         try:
             self.call(self.store.close())

@@ -191,9 +191,12 @@ def make_derivatives(path: Path, mime: str) -> list[ImageDerivative]:
             )
             base = oriented.convert("RGBA" if has_alpha else "RGB")
             out: list[ImageDerivative] = []
+            source = base
             for kind, box in (("preview", PREVIEW_PX), ("thumbnail", THUMBNAIL_PX)):
-                copy = base.copy()
+                # The thumbnail is made from the preview: same result, a fraction of the work.
+                copy = source.copy()
                 copy.thumbnail((box, box), Image.Resampling.LANCZOS)
+                source = copy
                 buf = io.BytesIO()
                 if has_alpha:
                     copy.save(buf, format="WEBP", quality=85, method=4)

@@ -465,9 +465,11 @@ def _publish(ctx: JobContext, item: EvidenceItem, prepared: list[Prepared]) -> N
     """Store the prepared derivatives and commit their rows and custody events. Only
     called after a clean verdict."""
     rows: list[dict[str, Any]] = []
+    small = [p for p in prepared if p.data is not None]
+    stored = dict(zip((p.kind for p in small), ctx.blobs.put_many_bytes([p.data or b"" for p in small]), strict=True))
     for p in prepared:
-        if p.data is not None:
-            key, sha, size = ctx.blobs.put_bytes(p.data)
+        if p.kind in stored:
+            key, sha, size = stored[p.kind]
         else:
             assert p.path is not None
             key, sha, size = ctx.blobs.put_file(p.path)
