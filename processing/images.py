@@ -204,11 +204,12 @@ def make_derivatives(path: Path, mime: str) -> list[ImageDerivative]:
                 else:
                     copy.save(buf, format="JPEG", quality=85)
                     mime_out, save = "image/jpeg", "JPEG quality=85"
+                resizes = [f"thumbnail(({b},{b}), LANCZOS)" for b in (PREVIEW_PX, THUMBNAIL_PX) if b >= box]
                 argv = [
                     f"Image.open(formats=[{FORMAT_FOR_MIME[mime]}])",
                     "ImageOps.exif_transpose",
                     f"convert({base.mode})",
-                    f"thumbnail(({box},{box}), LANCZOS)",
+                    *resizes,
                     f"save({save}, no metadata)",
                 ]
                 out.append(ImageDerivative(kind, buf.getvalue(), mime_out, copy.width, copy.height, argv))
