@@ -43,6 +43,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_LINK_MAX_BYTES", "20G", "Default per-link byte quota."),
     Setting("EXHIBIT_MAX_FILE_BYTES", "10G", "Largest single file accepted."),
     Setting("EXHIBIT_UPLOAD_EXPIRY", "24h", "How long an unfinished resumable upload is kept before it is removed."),
+    Setting("EXHIBIT_UPLOAD_IDLE_TIMEOUT", "60s", "An upload request that sends no bytes for this long is cut off (slow-body attacks); what it sent is kept for resuming."),
     Setting("EXHIBIT_JOB_LEASE_SECONDS", "60", "Worker job lease; a worker heartbeats well inside it."),
     Setting("EXHIBIT_JOB_MAX_ATTEMPTS", "5", "Attempts before a job is dead, its last error kept."),
     Setting("EXHIBIT_WORKER_CONCURRENCY", "1", "Jobs one worker process runs at once."),
@@ -92,6 +93,7 @@ class Settings:
     link_max_bytes: int = 20 << 30
     max_file_bytes: int = 10 << 30
     upload_expiry_seconds: int = 24 * 3600
+    upload_idle_timeout_seconds: float = 60.0
     job_lease_seconds: int = 60
     job_max_attempts: int = 5
     worker_concurrency: int = 1
@@ -156,6 +158,7 @@ class Settings:
             link_max_bytes=parse_bytes(get("EXHIBIT_LINK_MAX_BYTES")),
             max_file_bytes=parse_bytes(get("EXHIBIT_MAX_FILE_BYTES")),
             upload_expiry_seconds=parse_duration(get("EXHIBIT_UPLOAD_EXPIRY")),
+            upload_idle_timeout_seconds=parse_duration(get("EXHIBIT_UPLOAD_IDLE_TIMEOUT")),
             job_lease_seconds=int(get("EXHIBIT_JOB_LEASE_SECONDS")),
             job_max_attempts=int(get("EXHIBIT_JOB_MAX_ATTEMPTS")),
             worker_concurrency=int(get("EXHIBIT_WORKER_CONCURRENCY")),

@@ -67,6 +67,29 @@ HASH_BATCH_BYTES = 4 << 20
 MAX_CACHED_STATES = 10_000
 
 
+class IdleTimeout(DomainError):
+    """The client stopped sending in the middle of a body (UP-05: slow-body attacks hold
+    a connection and a lock for as long as they like otherwise)."""
+
+    def __init__(self) -> None:
+        super().__init__("no bytes received for too long", code="ERR_IDLE_TIMEOUT")
+
+
+async def idle_guarded(chunks: AsyncIterator[bytes], idle_seconds: float) -> AsyncIterator[bytes]:
+    """``chunks``, cut off with ``IdleTimeout`` when one takes longer than
+    ``idle_seconds`` to arrive. Bytes already passed on are kept by the store."""
+    iterator = chunks.__aiter__()
+    while True:
+        with anyio.move_on_after(idle_seconds) as scope:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+        if scope.cancelled_caught:
+            raise IdleTimeout()
+        yield chunk
+
+
 class Refused(DomainError):
     """An upload the pipeline will not take (type, size, quota, state). ``code`` says
     why; ``upload_api.errors`` maps it to a status and a citizen's sentence."""

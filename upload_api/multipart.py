@@ -94,8 +94,8 @@ class _Events:
 
 
 class _Reader:
-    def __init__(self, request: Request, parser: MultipartParser, events: _Events) -> None:
-        self._stream = request.stream().__aiter__()
+    def __init__(self, request: Request, parser: MultipartParser, events: _Events, idle_seconds: float) -> None:
+        self._stream = ingest.idle_guarded(request.stream(), idle_seconds).__aiter__()
         self.parser = parser
         self.events = events
         self.finished = False
@@ -163,7 +163,7 @@ async def _receive_form(request: Request, ctx: UploadContext, link: UploadLink) 
         raise DomainError("boundary too long", code="ERR_BAD_REQUEST")
     events = _Events()
     parser = MultipartParser(boundary, events.callbacks(), max_header_count=8, max_header_size=4096)  # type: ignore[arg-type]
-    reader = _Reader(request, parser, events)
+    reader = _Reader(request, parser, events, ctx.settings.upload_idle_timeout_seconds)
     rid = request_id(request)
     actor = f"citizen:link:{link.id}"
     fields: dict[str, str] = {}

@@ -213,7 +213,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         if length_header is not None and offset + length_header > row.length:
             # UP-07: refused before a byte is read.
             return tus_error("ERR_LENGTH_EXCEEDED", "body goes past Upload-Length", status=413), row
-        body: AsyncIterator[bytes] = _body(request)
+        body: AsyncIterator[bytes] = ingest.idle_guarded(_body(request), settings.upload_idle_timeout_seconds)
         spool: _Spool | None = None
         checksum = request.headers.get("upload-checksum")
         try:

@@ -87,3 +87,33 @@ def _offset(url: str, token: str) -> int:
 
     r = httpx2.head(url, headers={"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"})
     return int(r.headers.get("upload-offset", "-1"))
+
+
+def test_a_stalled_patch_is_cut_off_and_its_bytes_kept(db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """UP-05: a body that stops arriving is cut off after the idle timeout (408); the
+    bytes it did send count, so an honest client on a bad network resumes from there."""
+    import base64
+
+    import httpx2
+
+    from tests.fixtures.upload import make_env
+
+    env = make_env(db, tmp_path, upload_idle_timeout_seconds=0.5)
+    data = jpeg_bytes(1_000_000)
+    meta = "submission " + base64.b64encode(env.link.submission.id.encode()).decode()
+    auth = {"Authorization": f"Bearer {env.link.token}", "Tus-Resumable": "1.0.0"}
+    with LiveServer(env.app) as server:
+        r = httpx2.post(f"{server.url}/u/files/", headers={**auth, "Upload-Length": str(len(data)),
+                                                           "Upload-Metadata": meta})
+        path = r.headers["location"]
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+            s.sendall(
+                f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {env.link.token}\r\n"
+                f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+                f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data[:100_000]
+            )
+            answer = s.recv(4096)  # blocks until the server gives up on the body
+        assert answer.startswith(b"HTTP/1.1 408")
+        wait_until(lambda: (env.db.url, path.rsplit("/", 1)[1]) not in UploadLocks._held)
+        r = httpx2.head(f"{server.url}{path}", headers=auth)
+        assert r.headers["upload-offset"] == "100000"
