@@ -2,7 +2,10 @@
 flags, exit codes and ``--json`` output.
 
 Exit codes: 0 success; 1 the command ran and the answer is "no" (e.g. the ledger does
-not verify); 2 bad usage or a domain error (unknown report, invalid value).
+not verify); 2 bad usage or a domain error (unknown report, invalid value, unreadable
+file); 3 the command could not run (database unreachable, an unexpected error). A
+monitoring job that runs ``exhibit audit verify`` must be able to tell "the ledger was
+tampered with" (1) from "the database was down" (3).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,22 +190,40 @@ def cmd_items_show(settings: Settings, args: argparse.Namespace, out: Output) ->
     return 0
 
 
+def _read_json_file(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise DomainError(f"cannot read {path}: {exc.strerror}", code="ERR_FILE_UNREADABLE") from None
+    except ValueError:
+        raise DomainError(f"{path} is not a JSON document", code="ERR_FILE_UNREADABLE") from None
+
+
 def cmd_audit_verify(settings: Settings, args: argparse.Namespace, out: Output) -> int:
     db = _open_db(settings)
     checkpoint = None
+    signer: dict[str, Any] | None = None
     if args.checkpoint:
-        document = json.loads(Path(args.checkpoint).read_text())
-        trusted = None
+        document = _read_json_file(args.checkpoint)
+        # Whose signature counts: the key given on the command line (an auditor on
+        # another machine pins it), else this installation's own key. With neither, any
+        # well-formed signature passes, and the output says the signer was not pinned:
+        # whoever could write the checkpoint file could have signed it with a key of
+        # their own (SECURITY_CHECKLIST AU-06).
+        trusted = args.public_key
         assert settings.signing_key_file is not None
-        if settings.signing_key_file.exists():
+        if trusted is None and settings.signing_key_file.exists():
             trusted = ledger.public_key_b64(ledger.load_or_create_signing_key(settings.signing_key_file))
         try:
             checkpoint = ledger.read_checkpoint(document, trusted_public_key=trusted)
         except ledger.CheckpointInvalid as exc:
             out.emit({"ok": False, "reason": str(exc), "first_bad_seq": None}, f"checkpoint refused: {exc}")
             return 1
+        signer = {"public_key": document.get("public_key"), "pinned": trusted is not None}
     result = ledger.verify(db, checkpoint)
     data = result.as_dict()
+    if signer is not None:
+        data["signer"] = signer
     if result.ok:
         out.emit(data, f"ledger intact: {result.count} events, head {result.head_seq} {result.head_hash}"
                  + (f", consistent with checkpoint at {result.checkpoint_seq}" if checkpoint else ""))
@@ -214,11 +236,34 @@ def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace, out: Outp
     db = _open_db(settings)
     assert settings.signing_key_file is not None
     key = ledger.load_or_create_signing_key(settings.signing_key_file)
-    document = ledger.make_checkpoint(db, key)
-    Path(args.out).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    try:
+        document = ledger.make_checkpoint(db, key)
+    except ledger.LedgerBroken as exc:
+        # Never sign over a chain that does not verify: that would vouch for the damage.
+        out.emit(exc.result.as_dict(), f"LEDGER BROKEN at seq {exc.result.first_bad_seq}: {exc.result.reason}; "
+                 "no checkpoint written")
+        return 1
+    _write_atomically(Path(args.out), json.dumps(document, indent=2, sort_keys=True) + "\n")
     body = document["checkpoint"]
     out.emit({**document, "path": args.out}, f"checkpoint of seq {body['seq']} ({body['count']} events) written to {args.out}")
     return 0
+
+
+def _write_atomically(path: Path, content: str) -> None:
+    """Write ``path`` whole or not at all (temp file, fsync, rename, fsync the directory):
+    a crash while a checkpoint is written must not leave a truncated one in place of
+    the previous good one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def cmd_apikeys_add(settings: Settings, args: argparse.Namespace, out: Output) -> int:
@@ -323,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="custody ledger").add_subparsers(dest="sub", required=True)
     p = add(audit, "verify", cmd_audit_verify, "verify the hash chain (and a signed checkpoint)")
     p.add_argument("--checkpoint")
+    p.add_argument("--public-key", help="base64 Ed25519 public key the checkpoint must be signed with "
+                   "(default: this installation's signing key)")
     p = add(audit, "checkpoint", cmd_audit_checkpoint, "write a signed checkpoint of the head")
     p.add_argument("--out", required=True)
 
@@ -359,6 +406,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         out.emit({"ok": False, "error": {"code": "ERR_INVALID", "message": str(exc)}}, f"error: {exc}")
         return 2
+    except Exception as exc:
+        # Not an answer: the command could not run. Exit 3, never 1, so that "the
+        # ledger does not verify" is never confused with "the database was down".
+        # The driver's own message, not SQLAlchemy's, which quotes the statement's
+        # parameters (hashes, emails); the traceback only at DEBUG.
+        message = f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"[:500]
+        log.error("cli.failed", extra={"error": message})
+        log.debug("cli.failed", exc_info=True)
+        out.emit({"ok": False, "error": {"code": "ERR_INTERNAL", "message": message}},
+                 f"error: the command could not run: {message}")
+        return 3
     finally:
         while _opened:
             _opened.pop().dispose()

@@ -3,6 +3,7 @@ on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -152,3 +153,83 @@ def test_api_key_is_shown_once_and_stored_hashed(cli: Cli) -> None:
         db.dispose()
     assert created["key"] not in dumped
     assert cli.json("apikeys", "revoke", created["id"])["revoked"] is True
+
+
+def _tamper(url: str, sql: str) -> None:
+    db = Database(url)
+    try:
+        with db.engine.begin() as conn:
+            if db.is_postgresql:
+                conn.execute(text("ALTER TABLE custody_event DISABLE TRIGGER USER"))
+            conn.execute(text(sql))
+            if db.is_postgresql:
+                conn.execute(text("ALTER TABLE custody_event ENABLE TRIGGER USER"))
+    finally:
+        db.dispose()
+
+
+def test_audit_verify_names_the_first_bad_seq_of_an_edited_chain(cli: Cli) -> None:
+    for i in range(4):
+        cli.json("reports", "create", f"E-{i}", "--kind", "other")
+    _tamper(cli.env["EXHIBIT_DATABASE_URL"], "UPDATE custody_event SET actor = 'forger' WHERE seq = 2")
+    broken = cli.json("audit", "verify", code=1)
+    assert broken["ok"] is False and broken["first_bad_seq"] == 2
+    human = cli.run("audit", "verify", real=True)
+    assert human.returncode == 1 and "seq 2" in human.stdout
+
+
+def test_audit_checkpoint_refuses_to_sign_a_broken_ledger(cli: Cli, tmp_path: Path) -> None:
+    for i in range(3):
+        cli.json("reports", "create", f"B-{i}", "--kind", "other")
+    _tamper(cli.env["EXHIBIT_DATABASE_URL"], "UPDATE custody_event SET actor = 'forger' WHERE seq = 1")
+    cp = tmp_path / "cp.json"
+    refused = cli.json("audit", "checkpoint", "--out", str(cp), code=1)
+    assert refused["ok"] is False and refused["first_bad_seq"] == 1
+    assert not cp.exists()
+
+
+def test_audit_verify_pins_the_checkpoint_signer(cli: Cli, tmp_path: Path) -> None:
+    from storage import ledger
+
+    cli.json("reports", "create", "P-1", "--kind", "other")
+    (tmp_path / "checkpoints").mkdir()
+    cp = tmp_path / "checkpoints" / "cp.json"
+    document = cli.json("audit", "checkpoint", "--out", str(cp))
+    assert [p.name for p in cp.parent.iterdir()] == ["cp.json"]  # no temp file left behind
+    ok = cli.json("audit", "verify", "--checkpoint", str(cp))
+    assert ok["ok"] is True and ok["signer"] == {"public_key": document["public_key"], "pinned": True}
+    # An auditor's machine without the signing key pins the key it was given...
+    elsewhere = Cli(tmp_path / "auditor", cli.env["EXHIBIT_DATABASE_URL"], cli.monkeypatch)
+    pinned = elsewhere.json("audit", "verify", "--checkpoint", str(cp), "--public-key", document["public_key"])
+    assert pinned["ok"] is True and pinned["signer"]["pinned"] is True
+    # ...and a checkpoint re-signed by someone else's key is refused.
+    other = ledger.load_or_create_signing_key(tmp_path / "other.pem")
+    body = document["checkpoint"]
+    forged = {**document, "public_key": ledger.public_key_b64(other),
+              "signature": base64.b64encode(other.sign(ledger.canonical_json(body))).decode()}
+    fake = tmp_path / "forged.json"
+    fake.write_text(json.dumps(forged))
+    refused = elsewhere.json("audit", "verify", "--checkpoint", str(fake), "--public-key", document["public_key"],
+                             code=1)
+    assert refused["ok"] is False and "unexpected key" in refused["reason"]
+    # Without any key to pin, the signature is checked but the output says so.
+    unpinned = elsewhere.json("audit", "verify", "--checkpoint", str(fake))
+    assert unpinned["signer"]["pinned"] is False
+
+
+def test_audit_verify_with_an_unreadable_checkpoint_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    missing = cli.json("audit", "verify", "--checkpoint", str(tmp_path / "nope.json"), code=2)
+    assert missing["error"]["code"] == "ERR_FILE_UNREADABLE"
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    assert cli.json("audit", "verify", "--checkpoint", str(garbage), code=2)["error"]["code"] == "ERR_FILE_UNREADABLE"
+
+
+def test_a_database_that_cannot_be_reached_is_exit_3_not_a_broken_ledger(tmp_path: Path) -> None:
+    # Exit 1 means "the ledger does not verify"; a monitoring job must not raise a
+    # tampering alarm because the database was down.
+    c = Cli(tmp_path / "data", f"sqlite:///{tmp_path / 'missing-dir' / 'exhibit.db'}")
+    proc = c.run("audit", "verify", "--json", real=True)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ok"] is False and out["error"]["code"] == "ERR_INTERNAL"
