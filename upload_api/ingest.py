@@ -715,7 +715,9 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
         detected = sniff_type(head)
     forget_state(ctx, upload_id)
 
-    def commit() -> EvidenceItem:
+    def commit() -> EvidenceItem | Refused:
+        # A refusal decided here is *returned*, not raised: raising inside db.write()
+        # would roll back the very row update and custody event that record it.
         with ctx.db.write() as session:
             up = session.get(Upload, upload_id, with_for_update=True)
             assert up is not None
@@ -732,17 +734,17 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
                 # lost before the first bytes were seen): refused, never evidence.
                 _close_row(ctx.db, session, up, link, UploadState.REFUSED, actor, request_id,
                            {"reason": "ERR_UNSUPPORTED_TYPE"})
-                raise Refused("file type not accepted", code="ERR_UNSUPPORTED_TYPE")
+                return Refused("file type not accepted", code="ERR_UNSUPPORTED_TYPE")
             if up.length is None:
                 # Multipart: nothing was reserved; the quota is checked on the real size.
                 if link.used_files >= link.max_files:
                     _close_row(ctx.db, session, up, link, UploadState.REFUSED, actor, request_id,
                                {"reason": "ERR_QUOTA_FILES"})
-                    raise Refused("file quota reached", code="ERR_QUOTA_FILES")
+                    return Refused("file quota reached", code="ERR_QUOTA_FILES")
                 if link.used_bytes + link.reserved_bytes + info.offset > link.max_bytes:
                     _close_row(ctx.db, session, up, link, UploadState.REFUSED, actor, request_id,
                                {"reason": "ERR_QUOTA_BYTES"})
-                    raise Refused("byte quota reached", code="ERR_QUOTA_BYTES")
+                    return Refused("byte quota reached", code="ERR_QUOTA_BYTES")
             elif info.offset != up.length:
                 raise Refused("upload is not complete", code="ERR_OFFSET_MISMATCH")
             item = items.create_item(
@@ -777,7 +779,10 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
                 _record_client_hash(ctx.db, session, item, up.client_sha256, actor, request_id)
             return item
 
-    return await anyio.to_thread.run_sync(commit)
+    outcome = await anyio.to_thread.run_sync(commit)
+    if isinstance(outcome, Refused):
+        raise outcome
+    return outcome
 
 
 def _get_upload(db: Database, upload_id: str) -> Upload:

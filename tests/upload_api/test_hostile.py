@@ -344,3 +344,29 @@ async def test_client_hash_is_recorded_as_match_or_mismatch_and_shown_on_the_rec
         results = sorted(e.detail["result"] for e in s.exec(
             select(CustodyEvent).where(CustodyEvent.action == "item.client_hash")).all() if e.detail)
     assert results == ["match", "mismatch"]
+
+
+async def test_a_quota_refusal_at_completion_is_recorded_not_rolled_back(upload_env: UploadEnv) -> None:
+    ctx = upload_env.app.state.ctx
+    data = jpeg_bytes(5000)
+    row = await ingest.open_upload(ctx, upload_env.link.link.id, submission_id=upload_env.link.submission.id,
+                                   length=None, filename="a.jpg", filetype="image/jpeg", actor="test",
+                                   request_id=None)
+    blob = await upload_env.store.get(row.blob_key)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    await blob.write(0, body())
+    with upload_env.db.write() as s:  # another upload used the quota meanwhile
+        link = s.get(UploadLink, upload_env.link.link.id)
+        assert link is not None
+        link.used_bytes = link.max_bytes - 100
+        s.add(link)
+    with pytest.raises(ingest.Refused) as refused:
+        await ingest.complete(ctx, row.id, actor="test", request_id=None)
+    assert refused.value.code == "ERR_QUOTA_BYTES"
+    with upload_env.db.read() as s:
+        assert s.get(Upload, row.id).state == UploadState.REFUSED  # type: ignore[union-attr]
+        assert s.exec(select(CustodyEvent).where(CustodyEvent.action == "upload.refused")).one()
+        assert s.exec(select(EvidenceItem)).all() == []
