@@ -107,6 +107,7 @@ class ClamdManager:
         self._supervisor: threading.Thread | None = None
         self._lock = threading.Lock()
         self.restarts = 0
+        self.adopted = False  # another process's managed clamd was already serving this socket
         self.database_dir, self.test_database = self._choose_database()
 
     def _choose_database(self) -> tuple[Path, bool]:
@@ -126,7 +127,7 @@ class ClamdManager:
     def status(self) -> dict[str, Any]:
         """For /healthz: is clamd up, and with which signatures."""
         process = self._process
-        running = process is not None and process.poll() is None
+        running = self.adopted or (process is not None and process.poll() is None)
         return {
             "scanner": "clamd",
             "address": self.address,
@@ -185,6 +186,15 @@ class ClamdManager:
         raise ClamdStartError(f"clamd did not answer within {START_TIMEOUT_SECONDS:.0f} s")
 
     def start(self, *, supervise: bool = True) -> None:
+        """Start clamd, or adopt the one already answering on our socket (``exhibit
+        worker`` next to ``exhibit serve`` on the same data directory): two clamds
+        cannot share a socket, and one is enough."""
+        if self.socket_path.exists() and self.scanner().ping():
+            self.adopted = True
+            log.info("clamd.adopted", extra={"address": self.address, "test_signatures_only": self.test_database})
+            if self.test_database:
+                log.warning("clamd.test_signatures", extra={"warning": self.status()["warning"]})
+            return
         conf = self._write_config()
         if self.test_database:
             log.warning(

@@ -118,3 +118,14 @@ def test_file_that_changed_size_gets_no_verdict(scanner: ClamdScanner, tmp_path:
     path.write_bytes(b"abc")
     with pytest.raises(ScanError):
         scanner.scan_file(path, 4)
+
+
+def test_second_manager_on_the_same_data_dir_adopts_the_running_clamd(clamd: ClamdManager) -> None:
+    other = ClamdManager(clamd.settings, state_dir=clamd.state_dir)
+    other.test_database = True
+    other.start(supervise=False)
+    try:
+        assert other.adopted and other.status()["responding"]
+    finally:
+        other.stop()  # must not stop the clamd it did not start
+    assert clamd.scanner().ping()
