@@ -94,11 +94,18 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
         # Let SQLAlchemy (below) emit BEGIN itself, so we can choose IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
+        try:
+            # journal_mode answers with the mode it is in, and stays silently in the old
+            # one when it cannot switch (a filesystem without shared memory): then the
+            # durability and concurrency this module promises do not hold, so refuse.
+            mode = str(cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            if mode not in ("wal", "memory"):
+                raise RuntimeError(f"SQLite refused WAL mode (journal_mode is {mode!r}): {url}")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+        finally:
+            cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
