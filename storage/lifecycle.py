@@ -68,6 +68,9 @@ for _state in ItemState:
 TERMINAL: frozenset[ItemState] = frozenset(
     {S.READY, S.INFECTED, S.UNSCANNABLE, S.REJECTED, S.INTEGRITY_ALARM, S.FAILED, S.PURGED}
 )
+# Transitions only a person may make, with a stated reason: an unscannable file is
+# never treated as clean because a later scan (other limits, another clamd) said so.
+HUMAN_ONLY: frozenset[tuple[ItemState, ItemState]] = frozenset({(S.UNSCANNABLE, S.CLEAN)})
 # States in which bytes may be shown to a reviewer (through derivatives only).
 VIEWABLE: frozenset[ItemState] = frozenset({S.READY})
 
@@ -98,9 +101,11 @@ def transition(
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
     request_id: str | None = None,
+    human_decision: bool = False,
 ) -> CustodyEvent:
     """Move ``item`` to ``target`` and append ``item.<target>`` to the ledger, in the
     caller's writing transaction. Raises ``IllegalTransition`` (nothing changed).
+    Transitions in ``HUMAN_ONLY`` also need ``human_decision=True`` and a ``reason``.
 
     Legality is judged on the state in the database, read (and on PostgreSQL locked)
     here, not on ``item.state`` as the caller loaded it: under READ COMMITTED another
@@ -115,6 +120,9 @@ def transition(
         current = item.state
     if not can_transition(current, target):
         raise IllegalTransition(item.id, current, target)
+    if (ItemState(current), ItemState(target)) in HUMAN_ONLY and not (human_decision and reason):
+        # DESIGN.md section 3: unscannable "needs a recorded human decision".
+        raise IllegalTransition(item.id, current, target)
     item.state = target
     item.state_reason = reason[:1000] if reason else None
     item.updated_at = utcnow()
@@ -122,6 +130,8 @@ def transition(
     event_detail: dict[str, Any] = {"from": current, "to": str(target)}
     if reason:
         event_detail["reason"] = reason
+    if human_decision:
+        event_detail["human_decision"] = True
     if detail:
         event_detail.update(detail)
     return ledger.append(

@@ -153,3 +153,25 @@ def test_concurrent_transitions_out_of_one_state_do_not_both_happen(db: Database
     t.join()
     assert isinstance(outcome[0], IllegalTransition)
     assert _events(db, item_id) == ["item.received", "item.purged"]
+
+
+def test_only_a_recorded_human_decision_clears_an_unscannable_item(db: Database) -> None:
+    item_id = _item(db)
+    for target in (ItemState.SCANNING, ItemState.UNSCANNABLE):
+        with db.write() as s:
+            item = s.get(EvidenceItem, item_id)
+            assert item is not None
+            transition(db, s, item, target, actor="worker:w1", reason="over 2 GiB" if target == "unscannable" else None)
+    # A worker whose later scan came back clean may not clear it, nor anyone without a reason.
+    for kwargs in ({"reason": "rescanned: no signature"}, {"human_decision": True}):
+        with pytest.raises(IllegalTransition), db.write() as s:
+            item = s.get(EvidenceItem, item_id)
+            assert item is not None
+            transition(db, s, item, ItemState.CLEAN, actor="worker:w1", **kwargs)
+    with db.write() as s:
+        item = s.get(EvidenceItem, item_id)
+        assert item is not None
+        event = transition(db, s, item, ItemState.CLEAN, actor="user:supervisor", human_decision=True,
+                           reason="viewed in the forensic sandbox; no concern")
+    assert event.detail is not None and event.detail["human_decision"] is True
+    assert _events(db, item_id)[-1] == "item.clean"
