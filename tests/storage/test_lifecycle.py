@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from storage import ledger
 from storage.db import Database
@@ -175,3 +175,26 @@ def test_only_a_recorded_human_decision_clears_an_unscannable_item(db: Database)
                            reason="viewed in the forensic sandbox; no concern")
     assert event.detail is not None and event.detail["human_decision"] is True
     assert _events(db, item_id)[-1] == "item.clean"
+
+
+def test_item_job_and_custody_event_commit_together_or_not_at_all(db: Database) -> None:
+    # SECURITY_CHECKLIST CF-07: the connection dies between the statements of the
+    # transaction that makes an upload evidence; nothing of it may remain.
+    with db.write() as s:
+        report_id = create_report(db, s, "CR-9", "crime", actor="test").id
+    with pytest.raises(Exception), db.write() as s:  # noqa: B017 - whatever the driver raises
+        create_item(db, s, report_id=report_id, blob_key="originals/" + "b" * 32, size=3,
+                    sha256="1" * 64, original_filename="photo.jpg", actor="citizen")
+        if db.is_postgresql:
+            pid = s.connection().execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with db.engine.connect() as killer:
+                assert killer.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+        else:
+            # The process holding the SQLite connection goes away: SQLite rolls back.
+            s.connection().connection.dbapi_connection.close()  # type: ignore[union-attr]
+    with db.read() as s:
+        assert s.exec(select(EvidenceItem)).scalars().all() == []  # type: ignore[call-overload]
+        assert s.exec(select(Job)).scalars().all() == []  # type: ignore[call-overload]
+        actions = [str(r[0]) for r in s.exec(select(CustodyEvent.action))]  # type: ignore[call-overload]
+    assert actions == ["report.created"]
+    assert ledger.verify(db).ok
