@@ -394,9 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     out = Output(getattr(args, "json", False))
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a bad EXHIBIT_* value is a usage error, stated plainly
+        out.emit({"ok": False, "error": {"code": "ERR_SETTING_INVALID", "message": str(exc)}}, f"error: {exc}")
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         result: int = args.func(settings, args, out)
         return result

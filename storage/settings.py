@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,31 +139,43 @@ class Settings:
             value = get(name)
             return Path(value) if value else None
 
+        def number(name: str, parse: Callable[[str], int] = int) -> int:
+            # A zero or negative lease, attempt count or quota is never meant: a lease
+            # of 0 lapses as it is granted and hands every job to two workers at once.
+            raw = get(name)
+            try:
+                value = parse(raw)
+            except ValueError:
+                raise ValueError(f"{name}: {raw!r} is not a valid value") from None
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, not {raw!r}")
+            return value
+
         return cls(
             data_dir=Path(get("EXHIBIT_DATA_DIR")),
             database_url=get("EXHIBIT_DATABASE_URL"),
             storage_url=get("EXHIBIT_STORAGE_URL"),
             s3_endpoint_url=opt("EXHIBIT_S3_ENDPOINT_URL"),
             s3_region=get("EXHIBIT_S3_REGION"),
-            s3_retention_days=int(get("EXHIBIT_S3_RETENTION_DAYS")),
+            s3_retention_days=number("EXHIBIT_S3_RETENTION_DAYS"),
             public_url=get("EXHIBIT_PUBLIC_URL").rstrip("/"),
             host=get("EXHIBIT_HOST"),
-            port=int(get("EXHIBIT_PORT")),
+            port=number("EXHIBIT_PORT"),
             secret_key_file=opt_path("EXHIBIT_SECRET_KEY_FILE"),
             signing_key_file=opt_path("EXHIBIT_SIGNING_KEY_FILE"),
             clamd_address=opt("EXHIBIT_CLAMD_ADDRESS"),
             clamd_database_dir=opt_path("EXHIBIT_CLAMD_DATABASE_DIR"),
-            link_default_expiry_seconds=parse_duration(get("EXHIBIT_LINK_DEFAULT_EXPIRY")),
-            link_max_files=int(get("EXHIBIT_LINK_MAX_FILES")),
-            link_max_bytes=parse_bytes(get("EXHIBIT_LINK_MAX_BYTES")),
-            max_file_bytes=parse_bytes(get("EXHIBIT_MAX_FILE_BYTES")),
-            upload_expiry_seconds=parse_duration(get("EXHIBIT_UPLOAD_EXPIRY")),
+            link_default_expiry_seconds=number("EXHIBIT_LINK_DEFAULT_EXPIRY", parse_duration),
+            link_max_files=number("EXHIBIT_LINK_MAX_FILES"),
+            link_max_bytes=number("EXHIBIT_LINK_MAX_BYTES", parse_bytes),
+            max_file_bytes=number("EXHIBIT_MAX_FILE_BYTES", parse_bytes),
+            upload_expiry_seconds=number("EXHIBIT_UPLOAD_EXPIRY", parse_duration),
             upload_idle_timeout_seconds=parse_duration(get("EXHIBIT_UPLOAD_IDLE_TIMEOUT")),
-            job_lease_seconds=int(get("EXHIBIT_JOB_LEASE_SECONDS")),
-            job_max_attempts=int(get("EXHIBIT_JOB_MAX_ATTEMPTS")),
-            worker_concurrency=int(get("EXHIBIT_WORKER_CONCURRENCY")),
-            session_idle_minutes=int(get("EXHIBIT_SESSION_IDLE_MINUTES")),
-            session_absolute_hours=int(get("EXHIBIT_SESSION_ABSOLUTE_HOURS")),
+            job_lease_seconds=number("EXHIBIT_JOB_LEASE_SECONDS"),
+            job_max_attempts=number("EXHIBIT_JOB_MAX_ATTEMPTS"),
+            worker_concurrency=number("EXHIBIT_WORKER_CONCURRENCY"),
+            session_idle_minutes=number("EXHIBIT_SESSION_IDLE_MINUTES"),
+            session_absolute_hours=number("EXHIBIT_SESSION_ABSOLUTE_HOURS"),
             officer_unit_access=get("EXHIBIT_OFFICER_UNIT_ACCESS").strip().lower() in {"1", "true", "yes", "on"},
             log_level=get("EXHIBIT_LOG_LEVEL"),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),

@@ -233,3 +233,12 @@ def test_a_database_that_cannot_be_reached_is_exit_3_not_a_broken_ledger(tmp_pat
     assert proc.returncode == 3, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert out["ok"] is False and out["error"]["code"] == "ERR_INTERNAL"
+
+
+def test_an_invalid_setting_is_a_usage_error(tmp_path: Path) -> None:
+    c = Cli(tmp_path / "data", f"sqlite:///{tmp_path / 'exhibit.db'}")
+    c.env["EXHIBIT_JOB_LEASE_SECONDS"] = "0"
+    proc = c.run("audit", "verify", "--json", real=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["error"]["code"] == "ERR_SETTING_INVALID" and "EXHIBIT_JOB_LEASE_SECONDS" in out["error"]["message"]
