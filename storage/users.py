@@ -55,6 +55,12 @@ def add_user(
     if session.exec(select(User.id).where(User.email == email)).first():  # type: ignore[call-overload]
         raise Conflict(f"user {email} already exists", code="ERR_USER_EXISTS")
     org = get_or_create_org(db, session, org_name, is_partner=role is Role.PARTNER, actor=actor) if org_name else None
+    if org is not None and org.is_partner != (role is Role.PARTNER):
+        # A share granted to a partner organisation reaches every member of it: a member
+        # of staff must not sit in one, and a partner must not sit in the force's own
+        # organisation (where no share could ever name them by organisation).
+        kind = "a partner organisation" if org.is_partner else "not a partner organisation"
+        raise Invalid(f"{org.name} is {kind}: a {role} cannot belong to it", code="ERR_ORG_KIND_MISMATCH")
     user = User(
         email=email,
         role=role,

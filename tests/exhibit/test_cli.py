@@ -242,3 +242,12 @@ def test_an_invalid_setting_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert out["error"]["code"] == "ERR_SETTING_INVALID" and "EXHIBIT_JOB_LEASE_SECONDS" in out["error"]["message"]
+
+
+def test_staff_and_partners_never_share_an_organisation(cli: Cli) -> None:
+    cli.json("users", "add", "lawyer@cps.example", "--role", "partner", "--org", "CPS")
+    mixed = cli.json("users", "add", "pc.jones@force.example", "--role", "officer", "--org", "CPS", code=2)
+    assert mixed["error"]["code"] == "ERR_ORG_KIND_MISMATCH"
+    cli.json("users", "add", "pc.brown@force.example", "--role", "officer", "--org", "Force")
+    partner = cli.json("users", "add", "clerk@council.example", "--role", "partner", "--org", "Force", code=2)
+    assert partner["error"]["code"] == "ERR_ORG_KIND_MISMATCH"
