@@ -304,3 +304,34 @@ def test_share_refuses_non_partner_grantee_and_bad_expiry(casework: Casework) ->
     assert client.post(f"/items/{item.id}/shares", {"partner": f"user:{partner.id}", "days": "400"}).status_code == 400
     with casework.db.read() as session:
         assert list(session.exec(select(Share))) == []
+
+
+def test_evidence_grid_pages_by_keyset_within_a_report(casework: Casework) -> None:
+    officer = casework.user("officer")
+    [report_id] = bulk_seed(casework.db, reports=1, items_per_report=130, owner_id=officer.id)
+    client = casework.client(officer)
+    seen: list[str] = []
+    url = f"/reports/{report_id}"
+    while url:
+        page = client.get(url)
+        assert page.status_code == 200
+        seen += re.findall(r'<a class="card__link" href="/items/([0-9a-f]{32})"', page.text)
+        nxt = re.search(r'href="(/reports/[0-9a-f]{32}\?after=[^"#]+)#evidence-heading" rel="next"', page.text)
+        url = nxt.group(1) if nxt else ""
+    with casework.db.read() as session:
+        expected = list(session.exec(select(EvidenceItem.id).where(col(EvidenceItem.report_id) == report_id)
+                                     .order_by(col(EvidenceItem.received_at), col(EvidenceItem.id))))
+    assert seen == expected and len(seen) == 130
+
+
+def test_partner_lists_only_reports_with_items_shared_to_them_and_no_counts(casework: Casework) -> None:
+    officer = casework.user("officer")
+    partner = casework.user("partner")
+    shared_report = casework.report(officer, "SHARED-1")
+    casework.report(officer, "HIDDEN-1")
+    item = casework.item(shared_report).item
+    casework.item(shared_report)  # a sibling the partner must not learn about
+    casework.client(officer).post(f"/items/{item.id}/shares", {"partner": f"user:{partner.id}", "days": "2"})
+    page = casework.client(partner).get("/reports")
+    assert "SHARED-1" in page.text and "HIDDEN-1" not in page.text
+    assert "Waiting for triage" not in page.text and "Items</th>" not in page.text
