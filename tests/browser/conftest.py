@@ -29,14 +29,17 @@ AXE = Path(__file__).resolve().parent.parent / "assets" / "axe.min.js"
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while the sync API is active it keeps an asyncio loop
+# running in the main thread, and every later test that calls asyncio.run() (blob
+# stores, the upload app) would fail with "another loop is running".
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     try:
