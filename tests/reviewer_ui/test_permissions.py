@@ -248,3 +248,32 @@ def test_a_refusal_that_cannot_be_recorded_is_still_a_refusal(review: ReviewHarn
     # A failed sign-in that cannot be recorded does not sign anyone in either.
     other = review.client(ip="192.0.2.200")
     assert review.password_step(other, officer, password="wrong password entirely").status_code == 503
+
+
+def test_single_row_checks_agree_with_the_list_queries(world: World) -> None:
+    """``can_view_item``/``can_view_report`` (fast probes) and ``visible_*_query`` (lists)
+    must say the same thing for every user, item and report, across share states."""
+    w = world
+    now = w.review.clock()
+    with w.review.db.write() as s:
+        s.add(Share(report_id=w.other_report.id, item_id=None, partner_org_id=w.other_partner.org_id,
+                    allow_download=False, created_by=w.owner.id, expires_at=now + dt.timedelta(days=1)))
+        s.add(Share(report_id=w.report.id, item_id=w.sibling.id, partner_user_id=w.partner_colleague.id,
+                    allow_download=False, created_by=w.owner.id, expires_at=now - dt.timedelta(seconds=1)))
+        s.add(Share(report_id=w.report.id, item_id=w.infected.id, partner_org_id=w.other_partner.org_id,
+                    allow_download=True, created_by=w.owner.id, expires_at=now + dt.timedelta(days=1)))
+    users = [w.owner, w.assigned, w.unit_mate, w.stranger, w.partner, w.partner_colleague, w.other_partner,
+             w.admin, w.auditor]
+    items = [w.ready, w.sibling, w.infected, w.elsewhere]
+    reports = [w.report, w.other_report]
+    for unit_access in (False, True):
+        for user in users:
+            seen_items = visible_items(w, user, unit_access=unit_access)
+            seen_reports = visible_reports(w, user, unit_access=unit_access)
+            with w.review.db.read() as s:
+                for item in items:
+                    assert permissions.can_view_item(s, user, item, now=now, unit_access=unit_access) is (
+                        item.id in seen_items), (user.email, item.state, unit_access)
+                for report in reports:
+                    assert permissions.can_view_report(s, user, report, now=now, unit_access=unit_access) is (
+                        report.id in seen_reports), (user.email, report.reference, unit_access)
