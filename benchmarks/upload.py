@@ -173,6 +173,11 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process (all its threads) has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -305,9 +310,11 @@ def make_file(path: Path, size: int) -> None:
 
 
 def run(kind: str, python: str, workdir: Path, scenario: str, path: Path, size: int, chunk: int,
-        concurrent: int = 1) -> tuple[float, float]:
+        concurrent: int = 1) -> tuple[float, float, float]:
+    """(MB/s, peak RSS MiB, server CPU seconds per GiB received)."""
     server = Server(kind, python, workdir)
     try:
+        cpu_before = server.cpu_seconds()
         start = time.perf_counter()
         if scenario == "tus":
             if concurrent == 1:
@@ -331,7 +338,8 @@ def run(kind: str, python: str, workdir: Path, scenario: str, path: Path, size: 
         else:
             multipart_upload(server, path, size)
         elapsed = time.perf_counter() - start
-        return size * concurrent / elapsed / 1e6, server.peak_rss_mib()
+        cpu = (server.cpu_seconds() - cpu_before) / (size * concurrent / (1 << 30))
+        return size * concurrent / elapsed / 1e6, server.peak_rss_mib(), cpu
     finally:
         server.stop()
 
@@ -368,7 +376,7 @@ def main() -> None:
         print("peers skipped: pass --peers PYTHON (a venv with tussi, tuspyserver, uvicorn)")
     print(f"file {args.size / (1 << 20):.0f} MiB, tus chunks {args.chunk / (1 << 20):.0f} MiB; "
           f"concurrent {args.concurrent} x {args.concurrent_size / (1 << 20):.0f} MiB")
-    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     # Interleaved rounds: a machine whose load drifts (shared CI, other jobs) hits every
     # server alike, and the median of each is compared.
     for _round in range(args.rounds):
@@ -384,12 +392,16 @@ def main() -> None:
                 samples.setdefault((scenario, kind), []).append(sample)
     # Flat memory: the same upload at 1/16 of the size, for the peak RSS only.
     small_rss = run("exhibit", ours, args.workdir, "tus", small, args.concurrent_size, args.chunk)[1]
-    results = {key: (statistics.median(r for r, _ in values), max(m for _, m in values))
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    results = {key: (statistics.median(v[0] for v in values), max(v[1] for v in values),
+                     statistics.median(v[2] for v in values))
                for key, values in samples.items()}
-    print(f"{'scenario':<16}{'server':<13}{'MB/s':>9}{'x discard':>11}{'peak RSS MiB':>14}")
-    for (scenario, kind), (rate, rss) in results.items():
+    # CPU s/GiB is what the server spent per GiB received, whatever the machine's load:
+    # the figure to compare when other work shares the cores.
+    print(f"{'scenario':<16}{'server':<13}{'MB/s':>9}{'x discard':>11}{'peak RSS MiB':>14}{'CPU s/GiB':>11}")
+    for (scenario, kind), (rate, rss, cpu) in results.items():
         base = results[(scenario, "discard")][0]
-        print(f"{scenario:<16}{kind:<13}{rate:>9.1f}{rate / base:>11.2f}{rss:>14.1f}")
+        print(f"{scenario:<16}{kind:<13}{rate:>9.1f}{rate / base:>11.2f}{rss:>14.1f}{cpu:>11.2f}")
     for scenario in ("tus", "tus-concurrent"):
         ours_rate = results[(scenario, "exhibit")][0]
         for peer in ("tussi", "tuspyserver"):
