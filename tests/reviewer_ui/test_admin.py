@@ -18,7 +18,7 @@ from tests.fixtures.reviewer import ReviewHarness, Staff, csrf_of
 def signed_in_admin(review: ReviewHarness) -> tuple[Staff, TestClient]:
     admin = review.make_user("admin")
     client = review.client()
-    review.sign_in(client, admin)
+    review.signed_in_session(client, admin)
     return admin, client
 
 
@@ -124,7 +124,7 @@ def test_reset_two_step_makes_the_user_enrol_again_and_ends_sessions(review: Rev
     _admin, client = signed_in_admin(review)
     officer = review.make_user("officer")
     phone = review.client(ip="192.0.2.90")
-    review.sign_in(phone, officer)
+    review.signed_in_session(phone, officer)
     old_secret = officer.totp_secret
     assert review.post(client, f"/admin/users/{officer.user_id}/reset-mfa").status_code == 303
     assert phone.get("/login").status_code == 200  # signed out

@@ -34,7 +34,7 @@ def test_the_app_has_state_changing_routes_to_check(review: ReviewHarness) -> No
 def _signed_in_admin(review: ReviewHarness) -> tuple[TestClient, str]:
     admin = review.make_user("admin")
     client = review.client()
-    review.sign_in(client, admin)
+    review.signed_in_session(client, admin)
     return client, csrf_of(client.get("/admin/users").text)
 
 
@@ -53,7 +53,7 @@ def test_every_state_changing_route_refuses_a_request_without_the_token(review: 
 def test_every_state_changing_route_refuses_a_wrong_token(review: ReviewHarness) -> None:
     client, token = _signed_in_admin(review)
     other = review.client(ip="192.0.2.99")
-    review.sign_in(other, review.make_user("admin"))
+    review.signed_in_session(other, review.make_user("admin"))
     someone_elses = csrf_of(other.get("/admin/users").text)
     assert someone_elses != token
     for method, path in unsafe_routes(review):

@@ -49,7 +49,7 @@ def get_paths(review: ReviewHarness) -> list[str]:
 def test_every_page_anonymous_and_signed_in_carries_the_headers(review: ReviewHarness) -> None:
     anonymous = review.client()
     admin_client = review.client(ip="192.0.2.2")
-    review.sign_in(admin_client, review.make_user("admin"))
+    review.signed_in_session(admin_client, review.make_user("admin"))
     paths = [*get_paths(review), "/static/app.css", "/static/../app.py", "/nope", "/items/x.css"]
     for client in (anonymous, admin_client):
         for path in paths:
@@ -134,7 +134,7 @@ def test_session_cookie_attributes_over_plain_http(review: ReviewHarness) -> Non
 def test_an_unreachable_session_store_fails_closed_with_the_headers(review: ReviewHarness) -> None:
     officer = review.make_user("officer")
     client = review.client()
-    review.sign_in(client, officer)
+    review.signed_in_session(client, officer)
     path = Path(review.db.url.removeprefix("sqlite:///"))
     review.db.dispose()
     for suffix in ("", "-wal", "-shm"):

@@ -191,7 +191,7 @@ def test_refusals_over_http_are_a_uniform_404_and_are_recorded(world: World, who
         nosy = review.make_user("partner", email="nosy@force.example", org="Council")
         forbidden = [f"/reports/{w.report.id}", f"/items/{w.ready.id}", f"/items/{w.sibling.id}"]
     client = review.client()
-    review.sign_in(client, nosy)
+    review.signed_in_session(client, nosy)
     before = len(review.events("access.denied"))
     missing = ["/reports/" + "f" * 32, "/items/" + "f" * 32]
     bodies: dict[str, set[str]] = {}
@@ -211,7 +211,7 @@ def test_refusals_over_http_are_a_uniform_404_and_are_recorded(world: World, who
 def test_admin_pages_are_a_recorded_404_for_everyone_but_admins(review: ReviewHarness, role: str) -> None:
     staff = review.make_user(role)
     client = review.client()
-    review.sign_in(client, staff)
+    review.signed_in_session(client, staff)
     for path in ("/admin", "/admin/users", "/admin/links"):
         assert client.get(path).status_code == 404
     token = client.get("/no-such-page").text
@@ -239,7 +239,7 @@ def test_a_refusal_that_cannot_be_recorded_is_still_a_refusal(review: ReviewHarn
 
     officer = review.make_user("officer")
     client = review.client()
-    review.sign_in(client, officer)
+    review.signed_in_session(client, officer)
     with review.db.write() as s:
         s.exec(text("ALTER TABLE custody_event RENAME TO custody_event_away"))  # type: ignore[call-overload]
     r = client.get("/admin/users")
