@@ -98,7 +98,7 @@ async def login_submit(request: Request) -> Response:
     password = form.get("password", "")[:MAX_PASSWORD]
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
-    wait = throttle.wait_seconds(email, client)
+    wait = throttle.begin(email, client)
     if wait > 0:
         return _throttled(ctx, request, "login.html", wait, email=email)
 
@@ -113,9 +113,12 @@ async def login_submit(request: Request) -> Response:
                 s.exec(update(User).where(col(User.id) == user.id).values(password_hash=hash_password(password)))
         return user
 
-    user = await ctx.run_sync(check)
+    user: User | None = None
+    try:
+        user = await ctx.run_sync(check)
+    finally:
+        throttle.end(email, client, failed=user is None)
     if user is None:
-        throttle.failed(email, client)
         await audit.record(ctx, request, "auth.failed", subject=f"login:{email[:80]}", actor="anonymous",
                            detail={"email": email[:200], "step": "password", "client": client})
         return ctx.render(request, "login.html", status_code=400, errors=[GENERIC_FAILURE], email=email)
@@ -212,7 +215,7 @@ async def mfa_submit(request: Request) -> Response:
     code = form.get("code", "")[:20]
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
-    wait = throttle.wait_seconds(user.email, client)
+    wait = throttle.begin(user.email, client)
     if wait > 0:
         log.warning("auth.throttled", extra={"client": client, "wait_seconds": wait})
         minutes = max(1, (wait + 59) // 60)
@@ -234,9 +237,12 @@ async def mfa_submit(request: Request) -> Response:
                             detail={"client": client, "role": str(fresh.role)})
             return value
 
-    value = await ctx.run_sync(verify_and_sign_in)
+    value: str | None = None
+    try:
+        value = await ctx.run_sync(verify_and_sign_in)
+    finally:
+        throttle.end(user.email, client, failed=value is None)
     if value is None:
-        throttle.failed(user.email, client)
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
                            detail={"email": user.email, "step": "totp", "client": client})
         return await ctx.run_sync(lambda: _mfa_page(ctx, request, user, status_code=400, errors=[CODE_FAILURE]))
@@ -290,7 +296,7 @@ async def reauth_submit(request: Request) -> Response:
     target = safe_next(form.get("next", "/"))
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
-    wait = throttle.wait_seconds(user.email, client)
+    wait = throttle.begin(user.email, client)
     if wait > 0:
         minutes = max(1, (wait + 59) // 60)
         return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[
@@ -309,9 +315,12 @@ async def reauth_submit(request: Request) -> Response:
                             detail={"client": client})
             return value
 
-    value = await ctx.run_sync(step_up)
+    value: str | None = None
+    try:
+        value = await ctx.run_sync(step_up)
+    finally:
+        throttle.end(user.email, client, failed=value is None)
     if value is None:
-        throttle.failed(user.email, client)
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
                            detail={"email": user.email, "step": "step-up", "client": client})
         return ctx.render(request, "reauth.html", status_code=400, next=target, errors=[CODE_FAILURE])

@@ -63,6 +63,7 @@ ACCOUNT = Rule(free=20, max_delay_seconds=60)
 class _Entry:
     failures: int = 0
     last_failure: dt.datetime | None = None
+    inflight: int = 0
 
 
 class LoginThrottle:
@@ -91,20 +92,59 @@ class LoginThrottle:
             keys.append((("account", account), self.account))
         return keys
 
-    def wait_seconds(self, account: str, client: str) -> int:
-        """Seconds this client must wait before it may try ``account`` again (0: go)."""
-        now = self.clock()
+    def _wait_locked(self, account: str, client: str, now: dt.datetime) -> float:
         wait = 0.0
-        with self._lock:
-            for key, rule in self._keys(account, client):
-                entry = self._entries.get(key)
-                if entry is None or entry.last_failure is None:
-                    continue
-                until = entry.last_failure + dt.timedelta(seconds=rule.delay(entry.failures))
-                wait = max(wait, (until - now).total_seconds())
+        for key, rule in self._keys(account, client):
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            # Attempts still being checked count as failures until they end, so a burst of
+            # parallel requests cannot all slip in before the first failure lands.
+            n = entry.failures + entry.inflight
+            delay = rule.delay(n)
+            if delay <= 0:
+                continue
+            since = entry.last_failure or now
+            wait = max(wait, (since + dt.timedelta(seconds=delay) - now).total_seconds())
+        return wait
+
+    @staticmethod
+    def _seconds(wait: float) -> int:
         return int(wait) + (1 if wait > int(wait) else 0)
 
+    def wait_seconds(self, account: str, client: str) -> int:
+        """Seconds this client must wait before it may try ``account`` again (0: go)."""
+        with self._lock:
+            return self._seconds(self._wait_locked(account, client, self.clock()))
+
+    def begin(self, account: str, client: str) -> int:
+        """Check and, when the attempt may go ahead (0), mark it in flight until ``end``.
+        More than 0 is the wait in seconds; nothing is counted then."""
+        now = self.clock()
+        with self._lock:
+            wait = self._wait_locked(account, client, now)
+            if wait > 0:
+                return self._seconds(wait)
+            for key, _rule in self._keys(account, client):
+                self._get(key).inflight += 1
+            return 0
+
+    def end(self, account: str, client: str, *, failed: bool) -> None:
+        """The attempt started by ``begin`` is over; ``failed``: it counts as a failure."""
+        now = self.clock()
+        with self._lock:
+            counted = {key for key, _rule in self._keys(account, client)}
+            for key in (("pair", account, client), ("client", client), ("account", account)):
+                entry = self._entries.get(key)
+                if entry is not None and entry.inflight > 0:
+                    entry.inflight -= 1
+                if failed and key in counted:
+                    entry = self._get(key)
+                    entry.failures += 1
+                    entry.last_failure = now
+
     def failed(self, account: str, client: str) -> None:
+        """Count one failure (for callers that did not ``begin``)."""
         now = self.clock()
         with self._lock:
             for key, _rule in self._keys(account, client):
@@ -113,6 +153,7 @@ class LoginThrottle:
                 entry.last_failure = now
 
     def succeeded(self, account: str, client: str) -> None:
+        """The sign-in completed: clear this account's counters for this client."""
         with self._lock:
             self._entries.pop(("pair", account, client), None)
             self._entries.pop(("account", account), None)

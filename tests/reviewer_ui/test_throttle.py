@@ -166,3 +166,25 @@ def test_state_is_bounded_in_memory() -> None:
     for i in range(throttle.MAX_KEYS + 10):
         t.failed(f"u{i}@x", "203.0.113.1")
     assert len(t._entries) <= throttle.MAX_KEYS
+
+
+def test_a_parallel_burst_cannot_slip_past_the_allowance() -> None:
+    """Attempts still being checked (Argon2id takes a while) count against the allowance."""
+    t = LoginThrottle(Clock())
+    started = [t.begin("officer@x", "203.0.113.5") for _ in range(50)]
+    assert started.count(0) == throttle.PAIR.free
+    for _ in range(started.count(0)):
+        t.end("officer@x", "203.0.113.5", failed=True)
+    assert t.wait_seconds("officer@x", "203.0.113.5") > 0
+
+
+def test_successful_sign_ins_from_one_office_never_add_up() -> None:
+    t = LoginThrottle(Clock())
+    for i in range(500):  # many staff behind one address, each signing in correctly
+        account = f"user{i % 50}@x"
+        assert t.begin(account, "192.0.2.1") == 0
+        t.end(account, "192.0.2.1", failed=False)  # the password passed
+        assert t.begin(account, "192.0.2.1") == 0
+        t.end(account, "192.0.2.1", failed=False)  # the TOTP code passed
+        t.succeeded(account, "192.0.2.1")
+    assert t.wait_seconds("anyone@x", "192.0.2.1") == 0
