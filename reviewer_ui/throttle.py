@@ -16,7 +16,8 @@ Why nobody can lock staff out:
 
 * there is no permanent lockout: every delay is bounded and ends by itself;
 * an attempt refused because of a delay is not evaluated and does not count, so
-  hammering during a delay does not lengthen it;
+  hammering during a delay does not lengthen it (attempts still being checked do count,
+  ``begin``/``end``, so a parallel burst gets no more than the allowance);
 * the account-wide delay is short (60 s at most) and never applies to a client that has
   signed in to that account before (``known`` pairs): the officer's own machine keeps
   working while a botnet guesses;
