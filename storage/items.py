@@ -55,7 +55,11 @@ def create_item(
     )
     session.add(item)
     session.flush()
+    # The caller's extra detail first, the facts of the item over it: the custody event
+    # that makes a file evidence must state its true hash and size whatever else a
+    # caller adds (a stray "sha256" key must not overwrite them).
     event_detail: dict[str, Any] = {
+        **(detail or {}),
         "sha256": sha256,
         "size": size,
         "filename": item.original_filename,
@@ -64,8 +68,6 @@ def create_item(
         "submission_id": submission_id,
         "upload_id": upload_id,
     }
-    if detail:
-        event_detail.update(detail)
     ledger.append(
         db, session, actor=actor, action="item.received", subject=f"item:{item.id}",
         report_id=report_id, item_id=item.id, detail=event_detail, request_id=request_id,

@@ -198,3 +198,14 @@ def test_item_job_and_custody_event_commit_together_or_not_at_all(db: Database) 
         actions = [str(r[0]) for r in s.exec(select(CustodyEvent.action))]  # type: ignore[call-overload]
     assert actions == ["report.created"]
     assert ledger.verify(db).ok
+
+
+def test_received_event_states_the_true_hash_whatever_detail_a_caller_adds(db: Database) -> None:
+    with db.write() as s:
+        report = create_report(db, s, "CR-10", "crime", actor="test")
+        item = create_item(db, s, report_id=report.id, blob_key="originals/" + "c" * 32, size=7, sha256="2" * 64,
+                           actor="citizen", detail={"sha256": "f" * 64, "size": 1, "camera": "phone"})
+        item_id = item.id
+    with db.read() as s:
+        event = s.exec(select(CustodyEvent).where(CustodyEvent.item_id == item_id)).scalars().one()  # type: ignore[call-overload, arg-type]
+    assert event.detail["sha256"] == "2" * 64 and event.detail["size"] == 7 and event.detail["camera"] == "phone"
