@@ -88,7 +88,12 @@ def test_upload_survives_kill_9_of_the_server_and_the_receipt_hash_matches_the_f
 
         wait_for_acknowledged_bytes(page, CHUNK_BYTES)
         [before], _, _ = uploads_of(db, link_url)
-        assert before.state == UploadState.OPEN and 0 < before.offset < before.length  # type: ignore[operator]
+        assert before.state == UploadState.OPEN and before.length == video.stat().st_size
+        # The server's durable offset (HEAD asks the store; the row is updated lazily),
+        # with the page's own upload session.
+        head = page.context.request.head(f"{server.base_url}/u/files/{before.id}", headers={"Tus-Resumable": "1.0.0"})
+        assert head.status == 200
+        assert CHUNK_BYTES <= int(head.headers["upload-offset"]) < before.length
 
         server.kill()
         server.start()  # same port, same data directory
