@@ -13,6 +13,16 @@ _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("exhibit-dummy-password-for-timing")
 
 
+def use_cheap_parameters_for_tests() -> None:
+    """Argon2id with the smallest cost, for the test suite only (it hashes hundreds of
+    passwords; the production cost is what makes it slow). Never called by the product:
+    tests/conftest.py calls it, and existing hashes still verify (the parameters travel
+    inside each hash)."""
+    global _hasher, _DUMMY
+    _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    _DUMMY = _hasher.hash("exhibit-dummy-password-for-timing")
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
