@@ -40,6 +40,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol, runtime_checkable
@@ -346,6 +347,7 @@ async def hash_state(ctx: UploadContext, upload_id: str, key: str, offset: int) 
 def forget_state(ctx: UploadContext, upload_id: str) -> None:
     _states(ctx).pop(upload_id, None)
     _blobs(ctx).pop(upload_id, None)
+    ctx.state.get("progress_saved_at", {}).pop(upload_id, None)
 
 
 def _blobs(ctx: UploadContext) -> dict[str, BlobUpload]:
@@ -675,6 +677,24 @@ def save_progress_soon(ctx: UploadContext, upload_id: str, offset: int, detected
     task = asyncio.get_running_loop().create_task(run())
     tasks.add(task)
     task.add_done_callback(tasks.discard)
+
+
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+def note_progress(ctx: UploadContext, row: Upload, offset: int, detected_type: str | None) -> None:
+    """After a PATCH: record progress in the database, at most once a second per upload
+    unless the sniffed type is new. Fast clients send several PATCHes a second; a write
+    for each would queue every upload behind SQLite's one writer for a row that is only
+    informational (HEAD asks the store; completion writes the final offset itself)."""
+    saved: dict[str, float] = ctx.state.setdefault("progress_saved_at", {})
+    now = time.monotonic()
+    new_type = detected_type is not None and row.detected_type is None
+    if new_type or now - saved.get(row.id, 0.0) >= PROGRESS_INTERVAL_SECONDS:
+        if len(saved) >= MAX_CACHED_STATES:
+            saved.clear()
+        saved[row.id] = now
+        save_progress_soon(ctx, row.id, offset, detected_type)
 
 
 async def settle(ctx: UploadContext) -> None:

@@ -239,7 +239,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             await ingest.complete(ctx, row.id, actor=_actor(link), request_id=rid)
             row.state = UploadState.COMPLETE
         else:
-            ingest.save_progress_soon(ctx, row.id, result.offset, result.detected_type)
+            ingest.note_progress(ctx, row, result.offset, result.detected_type)
             row.expires_at = ingest.expires_from_now(ctx)
         row.offset = result.offset
         if isinstance(error, ingest.LengthExceeded):
