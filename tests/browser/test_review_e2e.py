@@ -132,7 +132,7 @@ def test_officer_watches_a_citizens_clip_and_sees_the_custody_trail(served: Serv
         page.get_by_role("button", name="Issue link").click()
         link_url = page.locator("#issued-url").input_value()
         assert link_url.startswith(f"{served.base}/u/")
-        assert page.locator("svg[role=img]").count() == 1
+        assert page.locator("img.qr").count() == 1
 
         _upload(link_url, served.base, make_mp4(4.0, "320x240"))
 
