@@ -306,6 +306,11 @@ class Derivative(SQLModel, table=True):
 class Job(SQLModel, table=True):
     """A unit of background work: the transactional outbox between ingest and the worker."""
 
+    # The claim query filters on state and orders by run_after: without this index every
+    # claim scans all finished jobs (measured: 109 ms vs 28 ms per claim at 200k jobs on
+    # SQLite, where the scan also holds the write lock).
+    __table_args__ = (sa.Index("ix_job_claim", "state", "run_after", "id"),)
+
     id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
     kind: str = Field(max_length=32, index=True)
     item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
