@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from sqlmodel import col, select
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from reviewer_ui import audit, context, permissions
@@ -195,6 +195,10 @@ async def download_original(request: Request) -> Response:
 
         return await item_page(request, download_error=f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
                                status_code=400)
+    if not permissions.recently_verified(request):
+        # Step-up (AC-13): a stolen or unattended session alone cannot take an original
+        # away; a fresh TOTP code is asked for, then the officer submits again.
+        return RedirectResponse(permissions.step_up_url(f"/items/{item.id}#original"), status_code=303)
     # The event (with the reason) is written before a byte leaves (AU-10, ACPO P2).
     await audit.record(ctx, request, "item.original_downloaded", report_id=item.report_id, item_id=item.id,
                        detail={"reason": reason, "sha256": item.sha256, "size": item.size})

@@ -54,9 +54,15 @@ def _days(text: str) -> int:
     return days
 
 
+class StepUpNeeded(Exception):
+    """The session's last TOTP is too old for sharing evidence outside the force (AC-13)."""
+
+
 def make_share(ctx: context.ReviewContext, session: Session, request: Request, *, report: Report,
                item: EvidenceItem | None, partner: str, days: str, allow_download: bool) -> Share:
     user = permissions.current_user(request)
+    if not permissions.recently_verified(request):
+        raise StepUpNeeded()
     if item is not None and item.state not in SHAREABLE_STATES:
         raise ShareRefused("Only evidence that is scanned clean and ready can be shared.")
     org_id, partner_user_id = _grantee(session, partner)
@@ -96,7 +102,10 @@ async def share_item(request: Request) -> Response:
                 return str(exc)
         return None
 
-    error = await ctx.run_sync(apply)
+    try:
+        error = await ctx.run_sync(apply)
+    except StepUpNeeded:
+        return RedirectResponse(permissions.step_up_url(f"/items/{item_id}#shares"), status_code=303)
     if error:
         from reviewer_ui.items import item_page
 
@@ -119,7 +128,10 @@ async def share_report(request: Request) -> Response:
                 return str(exc)
         return None
 
-    error = await ctx.run_sync(apply)
+    try:
+        error = await ctx.run_sync(apply)
+    except StepUpNeeded:
+        return RedirectResponse(permissions.step_up_url(f"/reports/{report_id}#shares"), status_code=303)
     if error:
         from reviewer_ui.reports import report_page
 

@@ -335,3 +335,18 @@ def test_partner_lists_only_reports_with_items_shared_to_them_and_no_counts(case
     page = casework.client(partner).get("/reports")
     assert "SHARED-1" in page.text and "HIDDEN-1" not in page.text
     assert "Waiting for triage" not in page.text and "Items</th>" not in page.text
+
+
+def test_sharing_asks_for_a_fresh_code_after_five_minutes(casework: Casework) -> None:
+    officer = casework.user("officer")
+    partner = casework.user("partner")
+    report = casework.report(officer)
+    item = casework.item(report).item
+    client = casework.client(officer, verified_seconds_ago=600)
+    r = client.post(f"/items/{item.id}/shares", {"partner": f"user:{partner.id}", "days": "5"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/reauth?next=")
+    r = client.post(f"/reports/{report.id}/shares", {"partner": f"user:{partner.id}", "days": "5"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/reauth?next=")
+    with casework.db.read() as session:
+        assert list(session.exec(select(Share))) == []
+    assert casework.events("share.created") == []

@@ -145,3 +145,14 @@ def test_infected_original_only_for_admin(casework: Casework) -> None:
     assert r.status_code == 200 and r.headers["content-disposition"].startswith("attachment")
     with casework.db.read() as session:
         assert session.get(EvidenceItem, item.id) is not None
+
+
+def test_original_download_asks_for_a_fresh_code_after_five_minutes(casework: Casework) -> None:
+    officer = casework.user("officer")
+    report = casework.report(officer)
+    item = casework.item(report).item
+    client = casework.client(officer, verified_seconds_ago=600)
+    r = client.post(f"/items/{item.id}/original", {"reason": "Disclosure to CPS under case file 12"})
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/reauth?next=%2Fitems%2F{item.id}%23original"
+    assert casework.events("item.original_downloaded") == []
