@@ -98,3 +98,18 @@ async def test_cross_origin_post_is_refused(upload_env: UploadEnv) -> None:
         r = await c.post("/u/submit", data=FORM, files=[("files", ("a.jpg", jpeg_bytes(100), "image/jpeg"))],
                          headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
+
+
+async def test_opaque_origin_is_accepted_only_from_the_same_site(upload_env: UploadEnv) -> None:
+    # Chromium sends "Origin: null" on a same-origin form post under our no-referrer
+    # policy; fetch metadata decides.
+    files = [("files", ("a.jpg", jpeg_bytes(100), "image/jpeg"))]
+    async with upload_env.client() as c:
+        cross = await c.post("/u/submit", data=FORM, files=files,
+                             headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"})
+        bare = await c.post("/u/submit", data=FORM, files=files, headers={"Origin": "null"})
+        same = await c.post("/u/submit", data=FORM, files=files,
+                            headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert cross.status_code == 403
+    assert bare.status_code == 403
+    assert same.status_code == 201, same.text
