@@ -128,9 +128,13 @@ def check_token(db: Database, session: Session, token: str) -> tuple[UploadLink,
     return link, report
 
 
-def check_link_id(db: Database, session: Session, link_id: str) -> tuple[UploadLink, Report]:
-    """Like ``check_token`` for a link already exchanged into an upload session."""
-    link = session.get(UploadLink, link_id)
+def check_link_id(
+    db: Database, session: Session, link_id: str, *, for_update: bool = False
+) -> tuple[UploadLink, Report]:
+    """Like ``check_token`` for a link already exchanged into an upload session.
+    ``for_update`` locks the link row (PostgreSQL) so a quota check and the reservation
+    that follows it cannot interleave with another upload's."""
+    link = session.get(UploadLink, link_id, with_for_update=for_update)
     if link is None:
         raise LinkProblem("this upload link is not valid", code="ERR_LINK_UNKNOWN")
     report = session.get(Report, link.report_id)

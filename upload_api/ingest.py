@@ -56,6 +56,7 @@ from storage.blobs.protocol import Upload as BlobUpload
 from storage.db import Database
 from storage.errors import DomainError, Invalid, NotFound
 from storage.lifecycle import ItemState
+from storage.links import check_link_id
 from storage.models import EvidenceItem, Report, Submission, Upload, UploadLink, UploadState
 from storage.sniff import ALLOWED_TYPES, SNIFF_BYTES, sniff_type
 from upload_api.context import UploadContext
@@ -388,20 +389,6 @@ async def hash_object(store: BlobStore, key: str) -> tuple[str, bytes]:
 # -- opening an upload -------------------------------------------------------------------
 
 
-def _locked_link(db: Database, session: Session, link_id: str) -> tuple[UploadLink, Report]:
-    link = session.get(UploadLink, link_id, with_for_update=True)
-    if link is None:
-        raise NotFound("no such link", code="ERR_LINK_UNKNOWN")
-    report = session.get(Report, link.report_id)
-    assert report is not None
-    from storage.links import link_problem
-
-    problem = link_problem(db, session, link, report)
-    if problem is not None:
-        raise problem
-    return link, report
-
-
 def open_files(session: Session, link_id: str) -> int:
     count = session.exec(
         select(func.count()).select_from(Upload).where(Upload.link_id == link_id, Upload.state == UploadState.OPEN)
@@ -445,7 +432,7 @@ async def open_upload(
 
     def precheck() -> None:
         with ctx.db.read() as session:
-            link, _ = _locked_link(ctx.db, session, link_id)
+            link, _ = check_link_id(ctx.db, session, link_id, for_update=True)
             check_quota(session, link, length, ctx.settings.max_file_bytes)
             if submission_id is not None:
                 submission_of_link(session, link, submission_id)
@@ -456,7 +443,7 @@ async def open_upload(
 
     def insert() -> Upload:
         with ctx.db.write() as session:
-            link, _ = _locked_link(ctx.db, session, link_id)
+            link, _ = check_link_id(ctx.db, session, link_id, for_update=True)
             check_quota(session, link, length, ctx.settings.max_file_bytes)
             now = ctx.db.now(session)
             row = Upload(
