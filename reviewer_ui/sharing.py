@@ -11,6 +11,7 @@ and processed) can be shared: infected, unscannable or unfinished evidence never
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 
 from sqlmodel import Session
 from starlette.requests import Request
@@ -85,16 +86,21 @@ async def _form(request: Request) -> tuple[str, str, bool]:
     return (str(form.get("partner") or ""), str(form.get("days") or ""), form.get("allow_download") == "yes")
 
 
-async def share_item(request: Request) -> Response:
+async def _share(
+    request: Request,
+    target: Callable[[Session], tuple[Report, EvidenceItem | None]],
+    back: str,
+    error_page: Callable[[str], Awaitable[Response]],
+) -> Response:
+    """The one flow behind both share forms: resolve the target under the access check,
+    make the share in one writing transaction, and answer with a step-up, the page again
+    with the refusal, or a redirect back."""
     ctx = context.get(request)
-    item_id = request.path_params["item_id"]
     partner, days, allow_download = await _form(request)
 
     def apply() -> str | None:
         with ctx.db.write() as session:
-            item = permissions.require_item(request, session, item_id, "share.create")
-            report = session.get(Report, item.report_id)
-            assert report is not None
+            report, item = target(session)
             try:
                 make_share(ctx, session, request, report=report, item=item, partner=partner, days=days,
                            allow_download=allow_download)
@@ -105,38 +111,41 @@ async def share_item(request: Request) -> Response:
     try:
         error = await ctx.run_sync(apply)
     except StepUpNeeded:
-        return RedirectResponse(permissions.step_up_url(f"/items/{item_id}#shares"), status_code=303)
+        return RedirectResponse(permissions.step_up_url(back), status_code=303)
     if error:
+        return await error_page(error)
+    return RedirectResponse(back, status_code=303)
+
+
+async def share_item(request: Request) -> Response:
+    item_id = request.path_params["item_id"]
+
+    def target(session: Session) -> tuple[Report, EvidenceItem | None]:
+        item = permissions.require_item(request, session, item_id, "share.create")
+        report = session.get(Report, item.report_id)
+        assert report is not None
+        return report, item
+
+    async def error_page(error: str) -> Response:
         from reviewer_ui.items import item_page
 
         return await item_page(request, form_error=error, status_code=409 if "ready" in error else 400)
-    return RedirectResponse(f"/items/{item_id}#shares", status_code=303)
+
+    return await _share(request, target, f"/items/{item_id}#shares", error_page)
 
 
 async def share_report(request: Request) -> Response:
-    ctx = context.get(request)
     report_id = request.path_params["report_id"]
-    partner, days, allow_download = await _form(request)
 
-    def apply() -> str | None:
-        with ctx.db.write() as session:
-            report = permissions.require_report(request, session, report_id, "share.create")
-            try:
-                make_share(ctx, session, request, report=report, item=None, partner=partner, days=days,
-                           allow_download=allow_download)
-            except ShareRefused as exc:  # raised before anything was added
-                return str(exc)
-        return None
+    def target(session: Session) -> tuple[Report, EvidenceItem | None]:
+        return permissions.require_report(request, session, report_id, "share.create"), None
 
-    try:
-        error = await ctx.run_sync(apply)
-    except StepUpNeeded:
-        return RedirectResponse(permissions.step_up_url(f"/reports/{report_id}#shares"), status_code=303)
-    if error:
+    async def error_page(error: str) -> Response:
         from reviewer_ui.reports import report_page
 
         return await report_page(request, form_error=error, status_code=400)
-    return RedirectResponse(f"/reports/{report_id}#shares", status_code=303)
+
+    return await _share(request, target, f"/reports/{report_id}#shares", error_page)
 
 
 async def revoke_share(request: Request) -> Response:
