@@ -63,9 +63,6 @@ from upload_api.context import UploadContext
 
 log = logging.getLogger("upload_api.ingest")
 
-# Hashing runs in a worker thread one batch behind the network, so the event loop keeps
-# parsing HTTP while SHA-256 runs on the other core (hashlib releases the GIL).
-HASH_BATCH_BYTES = 4 << 20
 MAX_CACHED_STATES = 10_000
 
 
@@ -522,25 +519,16 @@ async def append(
     sniff needs (and that is deleted by the caller)."""
     state = await hash_state(ctx, row.id, row.blob_key, offset)
     detected: str | None = row.detected_type
-    loop = asyncio.get_running_loop()
-    pending_hash: asyncio.Future[None] | None = None
-    batch: list[bytes] = []
-    batch_bytes = 0
     held: list[bytes] = []  # received before the sniff could decide
     stopped: list[BaseException] = []
 
-    def update_many(chunks: list[bytes]) -> None:
-        for c in chunks:
-            state.sha256.update(c)
+    hasher = state.sha256
 
-    async def flush_hash() -> None:
-        nonlocal pending_hash, batch, batch_bytes
-        if pending_hash is not None:
-            await pending_hash
-            pending_hash = None
-        if batch and state.covers_stream:
-            pending_hash = loop.run_in_executor(None, update_many, batch)
-        batch, batch_bytes = [], 0
+    def update_many(chunks: list[bytes]) -> None:
+        # In the store's worker thread, just before the bytes are stored (hashlib
+        # releases the GIL): the event loop only receives.
+        for c in chunks:
+            hasher.update(c)
 
     def sniff_now(at_end: bool) -> bool:
         nonlocal detected
@@ -558,7 +546,7 @@ async def append(
     passed = 0  # bytes accepted from body (inside the cap)
 
     async def gated() -> AsyncIterator[bytes]:
-        nonlocal passed, batch_bytes
+        nonlocal passed
         try:
             async for chunk in body:
                 if not chunk:
@@ -582,11 +570,7 @@ async def append(
                 for c in out:
                     if not c:
                         continue
-                    batch.append(c)
-                    batch_bytes += len(c)
                     state.offset += len(c)
-                    if batch_bytes >= HASH_BATCH_BYTES:
-                        await flush_hash()
                     yield c
                 if overflow:
                     raise LengthExceeded()
@@ -597,7 +581,6 @@ async def append(
                 if (final or (row.length is not None and offset + passed >= row.length)) and state.covers_stream:
                     sniff_now(True)
                 for c in held:
-                    batch.append(c)
                     state.offset += len(c)
                     yield c
                 held.clear()
@@ -610,15 +593,11 @@ async def append(
     written = 0
     error: BaseException | None = None
     try:
-        written = await blob.write(offset, gated())
+        written = await blob.write(offset, gated(), update_many if state.covers_stream else None)
     except Exception as exc:
         # The store kept and counted what arrived before the error; the caller decides
         # (client gone: keep for resume; refusal: delete).
         error = stopped[0] if stopped else exc
-    finally:
-        with anyio.CancelScope(shield=True):
-            await flush_hash()
-            await flush_hash()
     new_offset = offset + written
     if error is not None or state.offset != new_offset:
         # The store may have kept fewer bytes than we hashed (or more than we know of):

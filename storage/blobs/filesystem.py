@@ -46,11 +46,11 @@ from storage.blobs.protocol import (
     UploadFinished,
     UploadInfo,
 )
-from storage.blobs.streaming import pump
+from storage.blobs.streaming import Observer, pump
 
 log = logging.getLogger(__name__)
 
-WRITE_BUFFER_BYTES = 4 << 20
+WRITE_BUFFER_BYTES = 1 << 20
 READ_CHUNK_BYTES = 1 << 20
 _IOV_MAX = 512  # below Linux's IOV_MAX (1024)
 
@@ -293,10 +293,10 @@ class FilesystemUpload:
     async def info(self) -> UploadInfo:
         return await _run(self._store._info_sync, self._key)
 
-    async def write(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+    async def write(self, offset: int, chunks: AsyncIterator[bytes], observe: Observer | None = None) -> int:
         fd = await _run(self._store._open_for_append, self._key, offset)
         try:
-            return await pump(chunks, _FileSink(fd), WRITE_BUFFER_BYTES)
+            return await pump(chunks, _FileSink(fd, offset), WRITE_BUFFER_BYTES, observe=observe)
         finally:
             os.close(fd)
 
@@ -313,11 +313,18 @@ class _FileSink:
     ``info().offset``, so they must be durable. fdatasync: the size is flushed with the
     data; mtime is not needed."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, position: int) -> None:
         self._fd = fd
+        self._position = position  # the file's size: every write appends
 
     async def batch(self, buffers: list[bytes]) -> None:
-        await anyio.to_thread.run_sync(_writev_all, self._fd, buffers)
+        await anyio.to_thread.run_sync(self._batch_sync, buffers)
+
+    def _batch_sync(self, buffers: list[bytes]) -> None:
+        start = self._position
+        _writev_all(self._fd, buffers)
+        self._position += sum(len(b) for b in buffers)
+        _start_writeback(self._fd, start, self._position - start)
 
     async def end(self, tail: list[bytes], failed: bool) -> None:
         await anyio.to_thread.run_sync(self._end_sync, tail)
@@ -328,6 +335,25 @@ class _FileSink:
                 _writev_all(self._fd, tail)
         finally:
             os.fdatasync(self._fd)
+
+
+def _start_writeback(fd: int, start: int, length: int) -> None:
+    """Start writing a batch to disk now, without waiting for it. The PATCH is answered
+    only after ``fdatasync`` (nothing acknowledged may be lost, CF-08); when every batch
+    is already on its way, that fdatasync waits for the last batch only instead of the
+    whole body, and dirty pages never pile up until the kernel throttles the writer.
+    Measured here: 8 MiB appends each followed by fdatasync ran at 280 to 900 MB/s
+    plain, 1600 to 1900 MB/s with this (``benchmarks/upload.py``).
+
+    On Linux ``POSIX_FADV_DONTNEED`` on dirty pages starts their writeback (and drops
+    the pages once clean, so gigabytes of evidence do not evict the page cache). It is
+    advice: where it is missing or refused, fdatasync still does the whole job."""
+    if length <= 0 or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
 
 
 def _writev_all(fd: int, buffers: list[bytes]) -> None:

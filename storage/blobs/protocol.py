@@ -20,7 +20,7 @@ Errors: ``BlobNotFound``, ``InvalidKey``, ``OffsetMismatch``, ``UploadFinished``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -69,8 +69,16 @@ class Upload(Protocol):
         """The durable state. Never claims a byte that a crash could lose."""
         ...
 
-    async def write(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+    async def write(
+        self, offset: int, chunks: AsyncIterator[bytes], observe: Callable[[list[bytes]], None] | None = None
+    ) -> int:
         """Append ``chunks`` at ``offset`` and return how many bytes were written.
+
+        ``observe`` (optional) is called in a worker thread with every run of bytes of
+        ``chunks``, in order, just before they are stored (the caller's SHA-256 then
+        runs beside the network, off the event loop, on bytes still in the CPU cache).
+        Bytes left unstored because storing failed may have been observed: after an
+        error the caller must compare what it observed with ``info().offset``.
 
         Pre: ``offset == info().offset`` else ``OffsetMismatch`` and nothing is written;
         not finished else ``UploadFinished``. The caller caps the stream at the

@@ -62,7 +62,7 @@ from storage.blobs.protocol import (
     UploadFinished,
     UploadInfo,
 )
-from storage.blobs.streaming import pump
+from storage.blobs.streaming import Observer, pump
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
@@ -470,7 +470,7 @@ class S3Upload:
         state = await self._store._call(self._store._state_sync, self._key)
         return UploadInfo(key=self._key, offset=state.size, length=state.length, finished=state.finished)
 
-    async def write(self, offset: int, chunks: AsyncIterator[bytes]) -> int:
+    async def write(self, offset: int, chunks: AsyncIterator[bytes], observe: Observer | None = None) -> int:
         store = self._store
         state = await store._call(store._state_sync, self._key)
         if state.finished:
@@ -481,7 +481,8 @@ class S3Upload:
         if state.carry_bytes:
             # The bytes of the last write that were too few for a part go in front.
             carried.append(await store._call(store._get_carry_sync, self._key))
-        return await pump(chunks, _PartSink(store, self._key, state, carried), store._part_bytes, carried)
+        return await pump(chunks, _PartSink(store, self._key, state, carried), store._part_bytes, carried,
+                          observe=observe)
 
     async def finish(self) -> UploadInfo:
         return await self._store._call(self._store._finish_sync, self._key)

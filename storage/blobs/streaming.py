@@ -14,13 +14,18 @@ counts every byte received and the client can resume from there.
 from __future__ import annotations
 
 import errno
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import NoReturn, Protocol
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from storage.blobs.protocol import BlobStoreError
+
+# Sees each run of stream bytes (never bytes carried from an earlier write) in a worker
+# thread, in order, just before the sink stores them.
+Observer = Callable[[list[bytes]], None]
 
 
 class Sink(Protocol):
@@ -35,9 +40,17 @@ class Sink(Protocol):
         ...
 
 
-async def pump(chunks: AsyncIterator[bytes], sink: Sink, batch_bytes: int, first: list[bytes] | None = None) -> int:
+async def pump(
+    chunks: AsyncIterator[bytes],
+    sink: Sink,
+    batch_bytes: int,
+    first: list[bytes] | None = None,
+    *,
+    observe: Observer | None = None,
+) -> int:
     """Feed ``chunks`` (after the ``first`` buffers, bytes carried from an earlier write)
-    to ``sink``; return how many bytes ``chunks`` gave.
+    to ``sink``; return how many bytes ``chunks`` gave. ``observe`` sees the bytes of
+    ``chunks`` (not ``first``) in the storing task, before each batch is stored.
 
     Errors: a storage error wins (as ``BlobStoreError``); else the stream's own error
     propagates unchanged. A storage error never cancels the caller's task or throws into
@@ -49,7 +62,7 @@ async def pump(chunks: AsyncIterator[bytes], sink: Sink, batch_bytes: int, first
     sender, receiver = anyio.create_memory_object_stream[list[bytes]](0)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_drain, sink, receiver, tail, failures)
+            tg.start_soon(_drain, sink, receiver, tail, failures, observe, len(first or []))
             async with sender:
                 batch: list[bytes] = list(first or [])
                 gathered = sum(len(b) for b in batch)
@@ -85,6 +98,8 @@ async def _drain(
     receiver: anyio.abc.ObjectReceiveStream[list[bytes]],
     tail: list[list[bytes]],
     failures: list[BaseException],
+    observe: Observer | None,
+    carried: int,
 ) -> None:
     # Shielded: a batch handed over is a batch stored, whatever happens to the request.
     # Never raises: a storage failure is left in ``failures`` for ``pump`` to report.
@@ -93,12 +108,18 @@ async def _drain(
         try:
             async with receiver:
                 async for batch in receiver:
+                    if observe is not None:
+                        await anyio.to_thread.run_sync(observe, batch[carried:])
+                        carried = 0  # only the first batch starts with carried bytes
                     await sink.batch(batch)
             failed = False
         except Exception as exc:
             failures.append(exc)
         try:
-            await sink.end([] if failed or not tail else tail[0], failed)
+            rest = [] if failed or not tail else tail[0]
+            if observe is not None and rest[carried:]:
+                await anyio.to_thread.run_sync(observe, rest[carried:])
+            await sink.end(rest, failed)
         except Exception as exc:
             failures.append(exc)
 

@@ -30,16 +30,20 @@ def test_every_sqlite_connection_is_wal_with_full_sync(db: Database) -> None:
         with db.write() as s:
             assert s.exec(text("SHOW transaction_isolation")).scalar_one() == "read committed"  # type: ignore[call-overload]
         return
-    # Every transaction opens its own connection (NullPool): each one, in this thread or
-    # another, must carry the settings, not only the first (synchronous is per connection).
+    # Every connection the pool opens, in this thread or another, must carry the
+    # settings, not only the first (synchronous is per connection). Reads held open at
+    # once force the pool to open several.
     seen: list[tuple[str, int, int, int]] = []
     for write in (True, False, True):
         seen.append(_pragmas(db, write))
+    with db.read() as first, db.read() as second:
+        assert first.connection().connection.dbapi_connection is not second.connection().connection.dbapi_connection
+        seen.append(_pragmas(db, False))
     thread = threading.Thread(target=lambda: seen.append(_pragmas(db, True)))
     thread.start()
     thread.join()
     # synchronous=2 is FULL: WAL with NORMAL may lose acknowledged commits on power loss.
-    assert seen == [("wal", 2, 1, 30000)] * 4
+    assert seen == [("wal", 2, 1, 30000)] * 5
 
 
 def test_sqlite_write_transaction_holds_the_write_lock_from_its_start(db: Database) -> None:
