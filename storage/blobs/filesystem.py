@@ -16,7 +16,7 @@ the error on, so the size is the number of bytes durably received.
 
 All blocking I/O runs in worker threads (``anyio.to_thread``). ``write`` gathers chunks
 into batches of ``WRITE_BUFFER_BYTES`` and writes each (one ``writev``) in a thread while
-the next batch fills (``streaming.pump``): the thread hop is paid once per few MiB, and
+the next batch fills (``streaming.pump``): the thread hop is paid once per MiB, and
 the disk works beside the network instead of after it.
 
 ``read`` streams from an open file; a caller that stops early should close the iterator
@@ -317,20 +317,24 @@ class _FileSink:
         self._fd = fd
         self._position = position  # the file's size: every write appends
 
-    async def batch(self, buffers: list[bytes]) -> None:
-        await anyio.to_thread.run_sync(self._batch_sync, buffers)
+    async def batch(self, buffers: list[bytes], before: Callable[[], None] | None) -> None:
+        await anyio.to_thread.run_sync(self._batch_sync, buffers, before)
 
-    def _batch_sync(self, buffers: list[bytes]) -> None:
+    def _batch_sync(self, buffers: list[bytes], before: Callable[[], None] | None) -> None:
+        if before is not None:
+            before()
         start = self._position
         _writev_all(self._fd, buffers)
         self._position += sum(len(b) for b in buffers)
         _start_writeback(self._fd, start, self._position - start)
 
-    async def end(self, tail: list[bytes], failed: bool) -> None:
-        await anyio.to_thread.run_sync(self._end_sync, tail)
+    async def end(self, tail: list[bytes], failed: bool, before: Callable[[], None] | None) -> None:
+        await anyio.to_thread.run_sync(self._end_sync, tail, before)
 
-    def _end_sync(self, tail: list[bytes]) -> None:
+    def _end_sync(self, tail: list[bytes], before: Callable[[], None] | None) -> None:
         try:
+            if before is not None:
+                before()
             if tail:
                 _writev_all(self._fd, tail)
         finally:

@@ -503,18 +503,30 @@ class _PartSink:
         self._next_part = state.next_part
         self._parts_uploaded = 0
 
-    async def batch(self, buffers: list[bytes]) -> None:
-        data = b"".join(buffers)
+    async def batch(self, buffers: list[bytes], before: Callable[[], None] | None) -> None:
         store = self._store
-        await store._call(store._upload_part_sync, self._key, self._state.upload_id, self._next_part, data)
+
+        def send() -> None:
+            if before is not None:
+                before()
+            store._upload_part_sync(self._key, self._state.upload_id, self._next_part, b"".join(buffers))
+
+        await store._call(send)
         self._next_part += 1
         self._parts_uploaded += 1
 
-    async def end(self, tail: list[bytes], failed: bool) -> None:
+    async def end(self, tail: list[bytes], failed: bool, before: Callable[[], None] | None) -> None:
         if not self._parts_uploaded and tail == self._carried:
             return  # nothing received: S3 already holds exactly this
         store = self._store
-        data = b"" if failed else b"".join(tail)
         # After a failed part, nothing received after it may be stored: the tail is
         # dropped, and only a .part made stale by this write's parts is removed.
-        await store._call(store._settle_sync, self._key, self._state, self._next_part, data, self._parts_uploaded)
+        parts_uploaded = self._parts_uploaded
+
+        def settle() -> None:
+            if before is not None:
+                before()
+            data = b"" if failed else b"".join(tail)
+            store._settle_sync(self._key, self._state, self._next_part, data, parts_uploaded)
+
+        await store._call(settle)
