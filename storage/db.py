@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
@@ -37,12 +39,19 @@ class Database:
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, echo)
         elif self.dialect == "postgresql":
-            self.engine = create_engine(
-                url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20
-            )
+            self.engine = _postgresql_engine(url, echo)
         else:
             raise ValueError(f"unsupported database: {self.dialect}")
         self._write_engine = self.engine.execution_options(exhibit_immediate=True)
+        # Reads on PostgreSQL run in autocommit. Under READ COMMITTED every statement
+        # takes its own snapshot anyway, so a read transaction buys nothing but its
+        # BEGIN and COMMIT, each a round trip to the server (about 1 ms apiece on a small
+        # virtual machine, where every round trip wakes another vCPU). Nothing can be
+        # written through a read session (``_refuse_writes``), so autocommit can never
+        # commit half of something.
+        self._read_engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else self.engine
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -54,7 +63,9 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        """A transaction for queries only: an INSERT, UPDATE or DELETE through it (ORM
+        flush or statement) raises ``ReadOnlySession`` and changes nothing."""
+        with Session(self._read_engine, expire_on_commit=False, info={READ_ONLY: True}) as session, session.begin():
             yield session
 
     @contextmanager
@@ -70,6 +81,27 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+READ_ONLY = "exhibit_read_only"
+
+
+class ReadOnlySession(RuntimeError):
+    """A write was attempted through ``Database.read()``: a bug in the caller."""
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.info.get(READ_ONLY) and (session.new or session.dirty or session.deleted):
+        # ``dirty`` may hold objects only touched, not changed: refuse only real changes.
+        if session.new or session.deleted or any(session.is_modified(obj) for obj in session.dirty):
+            raise ReadOnlySession("a read session cannot write; use Database.write()")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_writes(state: Any) -> None:
+    if state.session.info.get(READ_ONLY) and (state.is_insert or state.is_update or state.is_delete):
+        raise ReadOnlySession("a read session cannot write; use Database.write()")
 
 
 def clock(session: Session) -> dt.datetime:
@@ -93,6 +125,38 @@ def _dispose_in_forked_children(engine: Engine) -> None:
             alive.dispose(close=False)
 
     os.register_at_fork(after_in_child=after_fork)
+
+
+def _postgresql_engine(url: str, echo: bool) -> Engine:
+    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=20)
+
+    # Stale connections (the server restarted, a proxy dropped an idle one) are found by
+    # a ping, but only on a connection idle for a while: ``pool_pre_ping`` would pay a
+    # round trip on every checkout, i.e. every transaction.
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("exhibit_checked_in")
+        if last is None or time.monotonic() - last < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError("idle connection is gone") from exc
+
+    @event.listens_for(engine, "checkin")
+    def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["exhibit_checked_in"] = time.monotonic()
+
+    _dispose_in_forked_children(engine)
+    return engine
+
+
+PING_AFTER_IDLE_SECONDS = 10.0
 
 
 def _sqlite_engine(url: str, echo: bool) -> Engine:
