@@ -93,3 +93,34 @@ def test_sqlite_that_cannot_use_wal_is_refused() -> None:
             s.connection().execute(text("SELECT 1"))
     finally:
         db.dispose()
+
+
+def test_a_read_session_refuses_every_kind_of_write_and_changes_nothing(db: Database) -> None:
+    # On PostgreSQL reads run in autocommit: a write slipped into db.read() would be
+    # committed statement by statement, so it must be refused outright (on both backends).
+    from sqlmodel import col, delete, select, update
+
+    from storage import reports
+    from storage.db import ReadOnlySession
+    from storage.models import Report
+
+    with db.write() as s:
+        report = reports.create_report(db, s, "RO-1", "other", actor="test")
+    attempts = [
+        lambda s: s.add(Report(reference="RO-2", kind="other", title="")),
+        lambda s: setattr(s.get(Report, report.id), "title", "changed"),
+        lambda s: s.delete(s.get(Report, report.id)),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ReadOnlySession), db.read() as s:
+            attempt(s)
+            s.flush()
+    for statement in (
+        update(Report).where(col(Report.id) == report.id).values(title="changed"),
+        delete(Report).where(col(Report.id) == report.id),
+    ):
+        with pytest.raises(ReadOnlySession), db.read() as s:
+            s.exec(statement)  # type: ignore[call-overload]
+    with db.read() as s:
+        rows = s.exec(select(Report)).all()
+    assert [(r.reference, r.title) for r in rows] == [("RO-1", report.title)]
