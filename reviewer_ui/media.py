@@ -117,9 +117,18 @@ def _if_range_allows(request: Request, etag: str) -> bool:
     return if_range is None or if_range.strip() == etag
 
 
-async def stream_media(request: Request, target: MediaTarget, *, audit_kind: str | None) -> Response:
-    """Answer a GET/HEAD for ``target`` with 200, 206 or 416 (one range at most)."""
-    ctx = context.get(request)
+@dataclass(frozen=True)
+class Plan:
+    """What to answer for one media request, decided before any byte is read."""
+
+    status: int
+    headers: dict[str, str]
+    start: int
+    end_exclusive: int
+    audited: bool  # a stream start of viewer media: its custody event is already written
+
+
+def _plan(request: Request, target: MediaTarget, audit_kind: str | None) -> Plan:
     size = target.size
     header = request.headers.get("range")
     rng = parse_range(header, size) if _if_range_allows(request, target.etag) else None
@@ -127,25 +136,45 @@ async def stream_media(request: Request, target: MediaTarget, *, audit_kind: str
     headers.update({"Accept-Ranges": "bytes", "ETag": target.etag, "Content-Disposition": "inline"})
     if isinstance(rng, Unsatisfiable):
         headers["Content-Range"] = rng.content_range(size)
-        return Response(b"", status_code=416, headers=headers)
+        return Plan(416, headers, 0, 0, audited=False)
     if isinstance(rng, ByteRange):
         start, end_exclusive, status = rng.start, rng.end + 1, 206
         headers["Content-Range"] = rng.content_range(size)
     else:
         start, end_exclusive, status = 0, size, 200
     headers["Content-Length"] = str(end_exclusive - start)
-    if request.method == "HEAD":
-        return Response(None, status_code=status, headers=headers, media_type=target.mime_type)
-    if audit_kind is not None and start == 0:
-        await audit.record(ctx, request, "media.stream", report_id=target.item.report_id, item_id=target.item.id,
-                           detail={"kind": audit_kind, "range": (header or "")[:60]})
-    if end_exclusive <= start:
-        return Response(b"", status_code=status, headers=headers, media_type=target.mime_type)
+    audited = audit_kind is not None and start == 0 and request.method != "HEAD"
+    return Plan(status, headers, start, end_exclusive, audited=audited)
+
+
+def _prepare(request: Request, item_id: str, kind: str) -> tuple[MediaTarget, Plan] | None:
+    """Authorise, plan and (for a stream start) write the custody event, in one worker
+    thread call: each hop off the event loop costs a thread wake-up, and a video seek
+    pays this on every Range request."""
+    target = _derivative_target(request, item_id, kind)
+    if target is None:
+        return None
+    plan = _plan(request, target, kind if kind in AUDITED_KINDS else None)
+    if plan.audited:
+        # Written before the first byte is sent; if it cannot be, nothing is (AU-10).
+        audit.record_sync(context.get(request), request, "media.stream", report_id=target.item.report_id,
+                          item_id=target.item.id,
+                          detail={"kind": kind, "range": (request.headers.get("range") or "")[:60]})
+    return target, plan
+
+
+async def stream_media(request: Request, target: MediaTarget, plan: Plan) -> Response:
+    """Answer a GET/HEAD for ``target`` as planned: 200, 206 or 416 (one range at most)."""
+    ctx = context.get(request)
+    if plan.status == 416 or request.method == "HEAD" or plan.end_exclusive <= plan.start:
+        media_type = None if plan.status == 416 else target.mime_type
+        body = None if request.method == "HEAD" and plan.status != 416 else b""
+        return Response(body, status_code=plan.status, headers=plan.headers, media_type=media_type)
     try:
-        body = await _primed(ctx.store, target.key, start, end_exclusive)
+        stream = await _primed(ctx.store, target.key, plan.start, plan.end_exclusive)
     except MediaUnavailable:
         return Response("media unavailable", status_code=503, headers=dict(MEDIA_HEADERS), media_type="text/plain")
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=target.mime_type)
+    return StreamingResponse(stream, status_code=plan.status, headers=plan.headers, media_type=target.mime_type)
 
 
 async def derivative(request: Request) -> Response:
@@ -156,10 +185,10 @@ async def derivative(request: Request) -> Response:
     if kind not in MEDIA_KINDS:
         # Checked after nothing: an unknown kind says nothing about the item.
         return permissions.not_found_response(request)
-    target = await ctx.run_sync(_derivative_target, request, item_id, kind)
-    if target is None:
+    prepared = await ctx.run_sync(_prepare, request, item_id, kind)
+    if prepared is None:
         return permissions.not_found_response(request)
-    return await stream_media(request, target, audit_kind=kind if kind in AUDITED_KINDS else None)
+    return await stream_media(request, *prepared)
 
 
 # --- the original, as a download with a reason -------------------------------------------

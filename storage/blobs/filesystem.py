@@ -159,26 +159,39 @@ class FilesystemBlobStore:
         return self._read(path, start, end)
 
     async def _read(self, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
-        def open_() -> tuple[int, int]:
+        def open_and_read_first() -> tuple[int, int, bytes]:
+            # Open and the first read in one worker-thread call: a video seek waits for
+            # this first chunk, and every hop off the event loop costs a thread wake-up.
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 raise BlobNotFound("no finished object with this key") from None
             except OSError as exc:
                 raise BlobStoreError("could not open object") from exc
-            return fd, os.fstat(fd).st_size
+            try:
+                size = os.fstat(fd).st_size
+                position = min(start, size)
+                stop = size if end is None else min(end, size)
+                first = os.pread(fd, min(READ_CHUNK_BYTES, stop - position), position) if position < stop else b""
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd, stop, first
 
-        fd, size = await _run(open_)
+        fd, stop, first = await _run(open_and_read_first)
         try:
-            position = min(start, size)
-            stop = size if end is None else min(end, size)
-            while position < stop:
-                want = min(READ_CHUNK_BYTES, stop - position)
-                chunk = await _run(os.pread, fd, want, position)
+            position = min(start, stop) + len(first)
+            chunk = first
+            while chunk:
+                yield chunk
+                if position >= stop:
+                    return
+                chunk = await _run(os.pread, fd, min(READ_CHUNK_BYTES, stop - position), position)
                 if not chunk:  # cannot happen to a read-only object; never loop forever
                     raise BlobStoreError("object shorter than its size")
                 position += len(chunk)
-                yield chunk
+            if position < stop:
+                raise BlobStoreError("object shorter than its size")
         finally:
             os.close(fd)
 
