@@ -13,6 +13,11 @@ its peak RSS (VmHWM) is that scenario's. The client is the same for every server
 keep-alive connection per upload, bodies sent with ``sendfile`` from a file in the page
 cache, so the client costs next to nothing. Prints MB/s (10^6 bytes/s, median of
 ``--rounds`` interleaved rounds), the ratio to the discard app, and peak server RSS.
+
+One more server gives context, not a target: ``durable``, a discard app that also
+hashes (SHA-256) and fdatasyncs each request's bytes before answering, inline with no
+framework. The peers do neither; the ratio to it shows what is Exhibit's own overhead
+and what is the price of a hashed, durable upload on this machine.
 """
 
 from __future__ import annotations
@@ -59,6 +64,62 @@ def discard_app() -> Any:
         if method == "POST" and path.startswith("/files"):
             counter[0] += 1
             name = f"/files/{counter[0]}"
+            offsets[name] = 0
+            headers.append((b"location", name.encode()))
+            status = 201
+        elif method == "PATCH":
+            offsets[path] = offsets.get(path, 0) + size
+            headers.append((b"upload-offset", str(offsets[path]).encode()))
+            status = 204
+        else:
+            status = 204
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def durable_app(data_dir: Path) -> Any:
+    """The discard app plus the two things the target asks of an upload and the peers
+    skip: SHA-256 of every byte and an fdatasync before the answer. No framework, no
+    threads, no database: what hashing and durability cost a server on this machine when
+    nothing else is done, to read Exhibit's ratio against (a context row, not the target). It
+    hashes, writes and syncs inline on the event loop, which is fine for one stream and
+    nothing else, so it runs in the single-stream scenarios only."""
+    import hashlib
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    offsets: dict[str, int] = {}
+    hashes: dict[str, Any] = {}
+    counter = [0]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        name = path if method == "PATCH" else f"/files/{counter[0] + 1}"
+        digest = hashes.setdefault(name, hashlib.sha256())
+        fd = os.open(data_dir / name.replace("/", "_"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        size = 0
+        try:
+            while True:
+                message = await receive()
+                body = message.get("body", b"")
+                if body:
+                    digest.update(body)
+                    written = os.lseek(fd, 0, os.SEEK_END)
+                    os.write(fd, body)
+                    # Writeback started at once, as Exhibit's filesystem store does.
+                    os.posix_fadvise(fd, written, len(body), os.POSIX_FADV_DONTNEED)
+                    size += len(body)
+                if not message.get("more_body"):
+                    break
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        headers = [(b"tus-resumable", b"1.0.0"), (b"content-length", b"0")]
+        if method == "POST" and path.startswith("/files"):
+            counter[0] += 1
             offsets[name] = 0
             headers.append((b"location", name.encode()))
             status = 201
@@ -125,6 +186,8 @@ def serve(kind: str, port: int, data_dir: Path) -> None:
     info: dict[str, str] = {}
     if kind == "discard":
         app = discard_app()
+    elif kind == "durable":
+        app = durable_app(data_dir / "files")
     elif kind == "exhibit":
         app, info = exhibit_app(data_dir)
     elif kind == "tussi":
@@ -369,7 +432,7 @@ def main() -> None:
     small = args.workdir / f"exhibit-bench-{args.concurrent_size}.bin"
     make_file(big, args.size)
     make_file(small, args.concurrent_size)
-    servers = [("discard", ours), ("exhibit", ours)]
+    servers = [("discard", ours), ("durable", ours), ("exhibit", ours)]
     if args.peers:
         servers += [("tussi", args.peers), ("tuspyserver", args.peers)]
     else:
@@ -382,7 +445,9 @@ def main() -> None:
     for _round in range(args.rounds):
         for scenario in ("tus", "multipart", "tus-concurrent"):
             for kind, python in servers:
-                if scenario == "multipart" and kind not in ("discard", "exhibit"):
+                if scenario == "multipart" and kind not in ("discard", "durable", "exhibit"):
+                    continue
+                if scenario == "tus-concurrent" and kind == "durable":
                     continue
                 if scenario == "tus-concurrent":
                     sample = run(kind, python, args.workdir, "tus", small, args.concurrent_size, args.chunk,
@@ -402,6 +467,10 @@ def main() -> None:
     for (scenario, kind), (rate, rss, cpu) in results.items():
         base = results[(scenario, "discard")][0]
         print(f"{scenario:<16}{kind:<13}{rate:>9.1f}{rate / base:>11.2f}{rss:>14.1f}{cpu:>11.2f}")
+    for scenario in ("tus", "multipart"):
+        minimal = results[(scenario, "durable")][0]
+        print(f"{scenario}: exhibit / minimal hashed+durable server (sha256 + fdatasync, no framework) = "
+              f"{results[(scenario, 'exhibit')][0] / minimal:.2f}")
     for scenario in ("tus", "tus-concurrent"):
         ours_rate = results[(scenario, "exhibit")][0]
         for peer in ("tussi", "tuspyserver"):
