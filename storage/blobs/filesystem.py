@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 WRITE_BUFFER_BYTES = 1 << 20
 READ_CHUNK_BYTES = 1 << 20
+# A video seek waits for the first chunk of its Range: small, so the first byte goes out
+# after a 64 KiB read rather than a 1 MiB one; the rest follows in full chunks.
+FIRST_CHUNK_BYTES = 64 << 10
 _IOV_MAX = 512  # below Linux's IOV_MAX (1024)
 
 T = TypeVar("T")
@@ -172,7 +175,7 @@ class FilesystemBlobStore:
                 size = os.fstat(fd).st_size
                 position = min(start, size)
                 stop = size if end is None else min(end, size)
-                first = os.pread(fd, min(READ_CHUNK_BYTES, stop - position), position) if position < stop else b""
+                first = os.pread(fd, min(FIRST_CHUNK_BYTES, stop - position), position) if position < stop else b""
             except BaseException:
                 os.close(fd)
                 raise
