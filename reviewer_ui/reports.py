@@ -387,10 +387,16 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
     ctx = context.get(request)
     report_id = request.path_params["report_id"]
     after = decode_cursor(request.query_params.get("after"))
-    view = await ctx.run_sync(load_report_view, request, report_id, after)
-    # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
-    await audit.record(ctx, request, "report.viewed", report_id=view.report.id,
-                       detail={"items_shown": len(view.cards)})
+
+    def load_and_record() -> ReportView:
+        # Reads and the custody event in one worker call (one thread hop, not two).
+        view = load_report_view(request, report_id, after)
+        # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
+        audit.record_sync(ctx, request, "report.viewed", report_id=view.report.id,
+                          detail={"items_shown": len(view.cards)})
+        return view
+
+    view = await ctx.run_sync(load_and_record)
     return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
                       form_error=form_error, issued=issued, expiry_choices=EXPIRY_CHOICES,
                       default_max_files=ctx.settings.link_max_files,
