@@ -44,9 +44,10 @@ JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x
 # -- servers (run in their own processes) ------------------------------------------------
 
 
-def discard_app() -> Any:
-    """Speaks just enough tus (and takes any POST) to be driven like the others, and
-    throws every body byte away."""
+def minimal_tus_app(sink_for: Any = None) -> Any:
+    """Speaks just enough tus (and takes any POST) to be driven like the others. Each
+    request's body goes to ``sink_for(name)`` (``write(bytes)``, then ``close()`` before
+    the answer), or nowhere."""
     offsets: dict[str, int] = {}
     counter = [0]
 
@@ -54,16 +55,24 @@ def discard_app() -> Any:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"]
+        name = path if method == "PATCH" else f"/files/{counter[0] + 1}"
+        sink = sink_for(name) if sink_for is not None else None
         size = 0
-        while True:
-            message = await receive()
-            size += len(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        try:
+            while True:
+                message = await receive()
+                body = message.get("body", b"")
+                if body and sink is not None:
+                    sink.write(body)
+                size += len(body)
+                if not message.get("more_body"):
+                    break
+        finally:
+            if sink is not None:
+                sink.close()
         headers = [(b"tus-resumable", b"1.0.0"), (b"content-length", b"0")]
         if method == "POST" and path.startswith("/files"):
             counter[0] += 1
-            name = f"/files/{counter[0]}"
             offsets[name] = 0
             headers.append((b"location", name.encode()))
             status = 201
@@ -77,6 +86,11 @@ def discard_app() -> Any:
         await send({"type": "http.response.body", "body": b""})
 
     return app
+
+
+def discard_app() -> Any:
+    """Throws every body byte away."""
+    return minimal_tus_app()
 
 
 def durable_app(data_dir: Path) -> Any:
@@ -89,50 +103,27 @@ def durable_app(data_dir: Path) -> Any:
     import hashlib
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    offsets: dict[str, int] = {}
     hashes: dict[str, Any] = {}
-    counter = [0]
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        method, path = scope["method"], scope["path"]
-        name = path if method == "PATCH" else f"/files/{counter[0] + 1}"
-        digest = hashes.setdefault(name, hashlib.sha256())
-        fd = os.open(data_dir / name.replace("/", "_"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        size = 0
-        try:
-            while True:
-                message = await receive()
-                body = message.get("body", b"")
-                if body:
-                    digest.update(body)
-                    written = os.lseek(fd, 0, os.SEEK_END)
-                    os.write(fd, body)
-                    # Writeback started at once, as Exhibit's filesystem store does.
-                    os.posix_fadvise(fd, written, len(body), os.POSIX_FADV_DONTNEED)
-                    size += len(body)
-                if not message.get("more_body"):
-                    break
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        headers = [(b"tus-resumable", b"1.0.0"), (b"content-length", b"0")]
-        if method == "POST" and path.startswith("/files"):
-            counter[0] += 1
-            offsets[name] = 0
-            headers.append((b"location", name.encode()))
-            status = 201
-        elif method == "PATCH":
-            offsets[path] = offsets.get(path, 0) + size
-            headers.append((b"upload-offset", str(offsets[path]).encode()))
-            status = 204
-        else:
-            status = 204
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
+    class Sink:
+        def __init__(self, name: str) -> None:
+            self.digest = hashes.setdefault(name, hashlib.sha256())
+            self.fd = os.open(data_dir / name.replace("/", "_"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
-    return app
+        def write(self, body: bytes) -> None:
+            self.digest.update(body)
+            written = os.lseek(self.fd, 0, os.SEEK_END)
+            os.write(self.fd, body)
+            # Writeback started at once, as Exhibit's filesystem store does.
+            os.posix_fadvise(self.fd, written, len(body), os.POSIX_FADV_DONTNEED)
+
+        def close(self) -> None:
+            try:
+                os.fdatasync(self.fd)
+            finally:
+                os.close(self.fd)
+
+    return minimal_tus_app(Sink)
 
 
 def exhibit_app(data_dir: Path) -> tuple[Any, dict[str, str]]:
