@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
@@ -46,9 +46,10 @@ class Database:
         # Reads on PostgreSQL run in autocommit. Under READ COMMITTED every statement
         # takes its own snapshot anyway, so a read transaction buys nothing but its
         # BEGIN and COMMIT, each a round trip to the server (about 1 ms apiece on a small
-        # virtual machine, where every round trip wakes another vCPU). Nothing can be
-        # written through a read session (``_refuse_writes``), so autocommit can never
-        # commit half of something.
+        # virtual machine, where every round trip wakes another vCPU). A read session
+        # refuses ORM writes and non-SELECT SQL text (``_refuse_writes``), so autocommit
+        # cannot commit half of something; ``session.connection().execute`` bypasses the
+        # ORM and that check, and is for write sessions only.
         self._read_engine = (
             self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else self.engine
         )
@@ -100,8 +101,19 @@ def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
 
 @event.listens_for(Session, "do_orm_execute")
 def _refuse_writes(state: Any) -> None:
-    if state.session.info.get(READ_ONLY) and (state.is_insert or state.is_update or state.is_delete):
+    if not state.session.info.get(READ_ONLY):
+        return
+    if state.is_insert or state.is_update or state.is_delete:
         raise ReadOnlySession("a read session cannot write; use Database.write()")
+    if isinstance(state.statement, TextClause):
+        words = state.statement.text.lstrip().split(None, 1)
+        if not words or words[0].upper() not in _READ_VERBS:
+            raise ReadOnlySession("a read session runs SELECT only; use Database.write()")
+
+
+# SQL text a read session may run. Not WITH (a PostgreSQL CTE can modify data), not
+# EXPLAIN (EXPLAIN ANALYZE runs its statement).
+_READ_VERBS = frozenset({"SELECT", "SHOW"})
 
 
 def clock(session: Session) -> dt.datetime:
@@ -139,11 +151,10 @@ def _postgresql_engine(url: str, echo: bool) -> Engine:
         if last is None or time.monotonic() - last < PING_AFTER_IDLE_SECONDS:
             return
         try:
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute("SELECT 1")
-            finally:
-                cursor.close()
+            # The dialect's own ping: it pings in autocommit, so no transaction is left
+            # open (a plain SELECT would open one, and switching the connection to
+            # AUTOCOMMIT for a read would then be refused).
+            engine.dialect.do_ping(dbapi_connection)
         except Exception as exc:
             # The pool discards this connection and checks out (or opens) another.
             raise DisconnectionError("idle connection is gone") from exc

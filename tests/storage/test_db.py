@@ -3,9 +3,12 @@ time on SQLite, the database clock (SECURITY_CHECKLIST CF-08, CF-04)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -124,3 +127,63 @@ def test_a_read_session_refuses_every_kind_of_write_and_changes_nothing(db: Data
     with db.read() as s:
         rows = s.exec(select(Report)).all()
     assert [(r.reference, r.title) for r in rows] == [("RO-1", report.title)]
+
+
+def test_a_read_session_runs_select_text_and_refuses_other_sql_text(db: Database) -> None:
+    from storage.db import ReadOnlySession
+
+    with db.read() as s:
+        assert s.exec(text("SELECT 1")).scalar_one() == 1  # type: ignore[call-overload]
+    for sql in ("INSERT INTO organisation (id, name, is_partner, created_at) VALUES ('x', 'x', false, '2026-01-01')",
+                "WITH gone AS (DELETE FROM organisation RETURNING id) SELECT count(*) FROM gone",
+                "EXPLAIN ANALYZE DELETE FROM organisation", "  update organisation set name = 'y'"):
+        with pytest.raises(ReadOnlySession), db.read() as s:
+            s.exec(text(sql))  # type: ignore[call-overload]
+    with db.read() as s:
+        assert s.exec(text("SELECT count(*) FROM organisation")).scalar_one() == 0  # type: ignore[call-overload]
+
+
+def test_postgresql_idle_connections_are_pinged_and_replaced_when_dead(
+    pg_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An idle pooled connection is pinged at checkout: the ping must leave no transaction
+    # open (a read then switches the connection to autocommit), and a connection the
+    # server has dropped (a restart, an idle timeout) must be replaced, not fail a request.
+    import storage.db
+    from storage.migrate import upgrade
+
+    url = pg_cluster.create_database()
+    try:
+        upgrade(url)
+        database = Database(url)
+        monkeypatch.setattr(storage.db, "PING_AFTER_IDLE_SECONDS", 0.0)
+        try:
+            for _ in range(3):
+                with database.write() as s:
+                    s.exec(text("SELECT pg_advisory_xact_lock(1)"))  # type: ignore[call-overload]
+                with database.read() as s:
+                    # autocommit: no transaction block around a read
+                    assert s.exec(text("SELECT now() = statement_timestamp()")).scalar_one() is True  # type: ignore[call-overload]
+            with database.read() as s:
+                pids = [s.exec(text("SELECT pg_backend_pid()")).scalar_one()]  # type: ignore[call-overload]
+            with sqlalchemy_connection(url) as admin:
+                admin.execute(text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:p AS int[])) AS pid"), {"p": pids})
+            with database.read() as s:
+                assert s.exec(text("SELECT pg_backend_pid()")).scalar_one() not in pids  # type: ignore[call-overload]
+        finally:
+            database.dispose()
+    finally:
+        pg_cluster.drop_database(url)
+
+
+@contextlib.contextmanager
+def sqlalchemy_connection(url: str) -> Iterator[Any]:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
