@@ -2,7 +2,9 @@
 
 Two kinds of transaction:
 
-* ``db.read()``  a plain transaction for queries.
+* ``db.read()``  for queries only: a deferred transaction on SQLite, autocommit on
+  PostgreSQL (each statement its own snapshot, as READ COMMITTED gives anyway). Writes
+  through it are refused (``ReadOnlySession``); row locks belong in ``db.write()``.
 * ``db.write()`` a transaction that may write. On SQLite it starts with
   ``BEGIN IMMEDIATE``, so there is exactly one writer at a time and a read-then-write
   (the ledger head, a job claim, a quota check) can never be overtaken by another writer
@@ -11,7 +13,7 @@ Two kinds of transaction:
 
 SQLite runs with ``journal_mode=WAL`` and ``synchronous=FULL``: an upload we acknowledged
 must survive a power cut (SECURITY_CHECKLIST CF-08), and WAL lets the reviewer read
-while uploads write.
+while uploads write. Connections are pooled on both databases.
 """
 
 from __future__ import annotations
@@ -64,8 +66,9 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A transaction for queries only: an INSERT, UPDATE or DELETE through it (ORM
-        flush or statement) raises ``ReadOnlySession`` and changes nothing."""
+        """A session for queries only: an INSERT, UPDATE or DELETE through it (ORM flush
+        or statement) and SQL text other than SELECT or SHOW raise ``ReadOnlySession``
+        and change nothing."""
         with Session(self._read_engine, expire_on_commit=False, info={READ_ONLY: True}) as session, session.begin():
             yield session
 
