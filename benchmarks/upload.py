@@ -454,10 +454,15 @@ def main() -> None:
                for key, values in samples.items()}
     # CPU s/GiB is what the server spent per GiB received, whatever the machine's load:
     # the figure to compare when other work shares the cores.
-    print(f"{'scenario':<16}{'server':<13}{'MB/s':>9}{'x discard':>11}{'peak RSS MiB':>14}{'CPU s/GiB':>11}")
+    # The spread of the rounds beside the median: on a shared or noisy machine (a VM whose
+    # host or kernel steals a core now and then) one median hides how far runs disagree.
+    print(f"{'scenario':<16}{'server':<13}{'MB/s':>9}{'rounds min-max':>17}{'x discard':>11}"
+          f"{'peak RSS MiB':>14}{'CPU s/GiB':>11}")
     for (scenario, kind), (rate, rss, cpu) in results.items():
         base = results[(scenario, "discard")][0]
-        print(f"{scenario:<16}{kind:<13}{rate:>9.1f}{rate / base:>11.2f}{rss:>14.1f}{cpu:>11.2f}")
+        rates = [v[0] for v in samples[(scenario, kind)]]
+        spread = f"{min(rates):.0f}-{max(rates):.0f}"
+        print(f"{scenario:<16}{kind:<13}{rate:>9.1f}{spread:>17}{rate / base:>11.2f}{rss:>14.1f}{cpu:>11.2f}")
     for scenario in ("tus", "multipart"):
         minimal = results[(scenario, "durable")][0]
         print(f"{scenario}: exhibit / minimal hashed+durable server (sha256 + fdatasync, no framework) = "
