@@ -166,10 +166,11 @@ def _prepare(request: Request, item_id: str, kind: str) -> tuple[MediaTarget, Pl
 async def stream_media(request: Request, target: MediaTarget, plan: Plan) -> Response:
     """Answer a GET/HEAD for ``target`` as planned: 200, 206 or 416 (one range at most)."""
     ctx = context.get(request)
-    if plan.status == 416 or request.method == "HEAD" or plan.end_exclusive <= plan.start:
-        media_type = None if plan.status == 416 else target.mime_type
-        body = None if request.method == "HEAD" and plan.status != 416 else b""
-        return Response(body, status_code=plan.status, headers=plan.headers, media_type=media_type)
+    if plan.status == 416:
+        return Response(b"", status_code=416, headers=plan.headers)
+    if request.method == "HEAD" or plan.end_exclusive <= plan.start:
+        body = None if request.method == "HEAD" else b""
+        return Response(body, status_code=plan.status, headers=plan.headers, media_type=target.mime_type)
     try:
         stream = await _primed(ctx.store, target.key, plan.start, plan.end_exclusive)
     except MediaUnavailable:

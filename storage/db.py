@@ -96,10 +96,11 @@ class ReadOnlySession(RuntimeError):
 
 @event.listens_for(Session, "before_flush")
 def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
-    if session.info.get(READ_ONLY) and (session.new or session.dirty or session.deleted):
-        # ``dirty`` may hold objects only touched, not changed: refuse only real changes.
-        if session.new or session.deleted or any(session.is_modified(obj) for obj in session.dirty):
-            raise ReadOnlySession("a read session cannot write; use Database.write()")
+    if not session.info.get(READ_ONLY):
+        return
+    # ``dirty`` may hold objects only touched, not changed: refuse only real changes.
+    if session.new or session.deleted or any(session.is_modified(obj) for obj in session.dirty):
+        raise ReadOnlySession("a read session cannot write; use Database.write()")
 
 
 @event.listens_for(Session, "do_orm_execute")
