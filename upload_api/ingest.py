@@ -428,8 +428,10 @@ async def open_upload(
         raise Refused("empty file", code="ERR_EMPTY_FILE")
 
     def precheck() -> None:
+        # No row lock here: a read cannot hold one past its statement (autocommit on
+        # PostgreSQL), and insert() repeats every check under the lock.
         with ctx.db.read() as session:
-            link, _ = check_link_id(ctx.db, session, link_id, for_update=True)
+            link, _ = check_link_id(ctx.db, session, link_id)
             check_quota(session, link, length, ctx.settings.max_file_bytes)
             if submission_id is not None:
                 submission_of_link(session, link, submission_id)
