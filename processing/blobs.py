@@ -87,10 +87,7 @@ class BlobBridge:
         return key, digest.hexdigest(), size
 
     def put_bytes(self, data: bytes, namespace: str = "derivatives") -> tuple[str, str, int]:
-        from storage.blobs import put_bytes
-
-        key = self.call(put_bytes(self.store, data, namespace))
-        return key, hashlib.sha256(data).hexdigest(), len(data)
+        return self.put_many_bytes([data], namespace)[0]
 
     def put_many_bytes(self, items: list[bytes], namespace: str = "derivatives") -> list[tuple[str, str, int]]:
         """Store several small objects concurrently, so their fsyncs overlap:
