@@ -43,7 +43,14 @@ GENESIS = "0" * 64
 # Arbitrary constant naming the ledger's advisory lock on PostgreSQL.
 LEDGER_LOCK_ID = 0x45584849  # "EXHI"
 MAX_DETAIL_STRING = 2000
-_HEAD = text("SELECT seq, hash FROM custody_event ORDER BY seq DESC LIMIT 1")
+# PostgreSQL: lock, head and clock in one round trip (migration 0006 says why a function).
+_LOCKED_HEAD_PG = text("SELECT head_seq, head_hash, now FROM exhibit_ledger_head(:k)")
+# SQLite: the writing transaction already holds the database's one write lock.
+_HEAD_SQLITE = text(
+    "SELECT (SELECT seq FROM custody_event ORDER BY seq DESC LIMIT 1),"
+    " (SELECT hash FROM custody_event ORDER BY seq DESC LIMIT 1),"
+    " strftime('%Y-%m-%d %H:%M:%f', 'now')"
+)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -107,6 +114,17 @@ def _cap(value: Any, depth: int = 0) -> Any:
     return _cap(str(value), depth)
 
 
+def _locked_head(db: Database, session: Session) -> tuple[int | None, str | None, dt.datetime]:
+    """(seq, hash) of the ledger's last event (None, None when empty) and the database
+    clock, read while this transaction holds the right to append."""
+    if db.is_postgresql:
+        seq, hash_, now = session.connection().execute(_LOCKED_HEAD_PG, {"k": LEDGER_LOCK_ID}).one()
+        assert isinstance(now, dt.datetime)
+        return seq, hash_, now.astimezone(dt.UTC)
+    seq, hash_, now_text = session.connection().execute(_HEAD_SQLITE).one()
+    return seq, hash_, dt.datetime.fromisoformat(now_text).replace(tzinfo=dt.UTC)
+
+
 def append(
     db: Database,
     session: Session,
@@ -121,13 +139,11 @@ def append(
 ) -> CustodyEvent:
     """Append one event inside the caller's writing transaction (``db.write()``), so the
     event commits or rolls back with the change it records."""
-    if db.is_postgresql:
-        session.connection().execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEDGER_LOCK_ID})
-    head = session.connection().execute(_HEAD).first()
-    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    head_seq, head_hash, now = _locked_head(db, session)
+    seq, prev = (head_seq + 1, head_hash) if head_seq is not None and head_hash is not None else (1, GENESIS)
     event = CustodyEvent(
         seq=seq,
-        at=db.now(session),
+        at=now,
         actor=_column(actor, 200),
         action=_column(action, 64),
         subject=_column(subject, 100),
