@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import literal, literal_column, union_all
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -160,13 +162,17 @@ def shares_for(session: Session, *, item: EvidenceItem | None, report_id: str) -
 
 
 def partner_choices(session: Session) -> list[tuple[str, str]]:
-    """(value, label) for the share form: partner organisations, then partner users."""
-    choices: list[tuple[str, str]] = []
-    for org in session.exec(select(Organisation).where(col(Organisation.is_partner).is_(True)).order_by(col(Organisation.name))):
-        choices.append((f"org:{org.id}", f"Organisation: {org.name}"))
-    for u in session.exec(select(User).where(col(User.role) == Role.PARTNER, col(User.disabled).is_(False)).order_by(col(User.email))):
-        choices.append((f"user:{u.id}", f"Partner user: {u.email}"))
-    return choices[:500]
+    """(value, label) for the share form: partner organisations, then partner users (one
+    statement: the item page runs on every view)."""
+    orgs: Any = sa_select(literal("org").label("kind"), col(Organisation.id).label("id"), col(Organisation.name).label("label")) \
+        .where(col(Organisation.is_partner).is_(True))
+    users: Any = sa_select(literal("user").label("kind"), col(User.id).label("id"), col(User.email).label("label")) \
+        .where(col(User.role) == Role.PARTNER, col(User.disabled).is_(False))
+    rows = session.connection().execute(
+        union_all(orgs, users).order_by(literal_column("kind"), literal_column("label")).limit(500)
+    )
+    return [(f"{kind}:{ident}", f"{'Organisation' if kind == 'org' else 'Partner user'}: {label}")
+            for kind, ident, label in rows]
 
 
 def load_item_view(request: Request, item_id: str) -> ItemView:

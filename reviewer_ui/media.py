@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from sqlalchemy import and_
 from sqlmodel import col, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -38,7 +39,7 @@ from reviewer_ui import audit, context, permissions
 from reviewer_ui.ranges import ByteRange, Unsatisfiable, parse_range
 from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError
 from storage.lifecycle import VIEWABLE
-from storage.models import Derivative, EvidenceItem
+from storage.models import Derivative, EvidenceItem, Report
 
 MEDIA_KINDS = frozenset({"thumbnail", "preview", "poster", "proxy"})
 AUDITED_KINDS = frozenset({"preview", "proxy"})
@@ -77,14 +78,21 @@ def _refuse_cross_site(request: Request, item_id: str) -> None:
 def _derivative_target(request: Request, item_id: str, kind: str) -> MediaTarget | None:
     ctx = context.get(request)
     with ctx.db.read() as session:
+        # The item, its report and the derivative in one statement: a video seek pays
+        # this on every Range request, and each statement is a round trip on PostgreSQL.
+        # Nothing loaded here is used before require_item has said yes.
+        found = session.exec(
+            select(EvidenceItem, Report, Derivative)
+            .join(Report, col(Report.id) == col(EvidenceItem.report_id))
+            .outerjoin(Derivative, and_(col(Derivative.item_id) == col(EvidenceItem.id), col(Derivative.kind) == kind))
+            .where(col(EvidenceItem.id) == item_id)
+        ).first() if len(item_id) <= 64 else None
         item = permissions.require_item(request, session, item_id, "item.media")
         if item.state not in VIEWABLE:
             # Infected, unscannable, rejected, failed, unfinished: no bytes of any kind.
             raise permissions.Denied(f"item:{item.id}", report_id=item.report_id, item_id=item.id,
                                      reason=f"media.state.{item.state}")
-        row = session.exec(
-            select(Derivative).where(col(Derivative.item_id) == item.id, col(Derivative.kind) == kind)
-        ).first()
+        row = found[2] if found is not None else None
     if row is None or row.mime_type not in INLINE_TYPES:
         return None
     return MediaTarget(item=item, key=row.blob_key, size=row.size, mime_type=row.mime_type, etag=f'"{row.sha256}"')

@@ -58,6 +58,7 @@ import datetime as dt
 from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, and_, false, or_
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 from starlette.requests import Request
@@ -354,6 +355,20 @@ def require_report(request: Request, session: Session, report_id: str, action: s
     return report
 
 
+def _item_with_report(session: Session, item_id: str) -> EvidenceItem | None:
+    """The item, with its report loaded by the same statement: the officer check and
+    every page that shows an item need the report, and on PostgreSQL a second statement
+    is a second round trip. An item this session already holds costs no statement."""
+    held = session.identity_map.get(identity_key(EvidenceItem, item_id))
+    if isinstance(held, EvidenceItem):
+        return held
+    found = session.exec(
+        select(EvidenceItem, Report).join(Report, col(Report.id) == col(EvidenceItem.report_id))
+        .where(col(EvidenceItem.id) == item_id)
+    ).first()
+    return found[0] if found is not None else None
+
+
 def require_item(request: Request, session: Session, item_id: str, action: str = "item.view") -> EvidenceItem:
     """The item ``item_id`` if the signed-in user may do ``action`` on it, else ``Denied``.
     ``action="item.download"`` also applies ``can_download_original``."""
@@ -361,7 +376,7 @@ def require_item(request: Request, session: Session, item_id: str, action: str =
     user = current_user(request)
     now = ctx.clock()
     unit = ctx.settings.officer_unit_access
-    item = session.get(EvidenceItem, item_id) if item_id and len(item_id) <= 64 else None
+    item = _item_with_report(session, item_id) if item_id and len(item_id) <= 64 else None
     ok = item is not None and can_act(user, action) and can_view_item(session, user, item, now=now, unit_access=unit)
     if ok and action == "item.download":
         assert item is not None
