@@ -12,7 +12,8 @@ file finds truncation and rollback too (SECURITY_CHECKLIST AU-04, AU-05).
 
 Concurrency: appends are serialised, so two appenders can never both extend the same
 head (a fork). On SQLite every writing transaction is ``BEGIN IMMEDIATE`` (one writer);
-on PostgreSQL ``append`` takes a transaction-scoped advisory lock. In both, the unique
+on PostgreSQL the events of a transaction are chained when it commits, under a
+transaction-scoped advisory lock taken then (``append`` says why). In both, the unique
 constraints on ``prev_hash`` and ``hash`` are the last line of defence.
 """
 
@@ -33,10 +34,11 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlmodel import Session
 
-from storage.db import Database
+from storage.db import READ_ONLY, Database, ReadOnlySession
 from storage.models import Checkpoint, CustodyEvent
 
 GENESIS = "0" * 64
@@ -114,15 +116,19 @@ def _cap(value: Any, depth: int = 0) -> Any:
     return _cap(str(value), depth)
 
 
-def _locked_head(db: Database, session: Session) -> tuple[int | None, str | None, dt.datetime]:
+def _locked_head(session: Session) -> tuple[int | None, str | None, dt.datetime]:
     """(seq, hash) of the ledger's last event (None, None when empty) and the database
     clock, read while this transaction holds the right to append."""
-    if db.is_postgresql:
+    if session.get_bind().dialect.name == "postgresql":
         seq, hash_, now = session.connection().execute(_LOCKED_HEAD_PG, {"k": LEDGER_LOCK_ID}).one()
         assert isinstance(now, dt.datetime)
         return seq, hash_, now.astimezone(dt.UTC)
     seq, hash_, now_text = session.connection().execute(_HEAD_SQLITE).one()
     return seq, hash_, dt.datetime.fromisoformat(now_text).replace(tzinfo=dt.UTC)
+
+
+# Events appended in a transaction wait here until it commits (see ``append``).
+_PENDING = "exhibit_ledger_pending"
 
 
 def append(
@@ -138,12 +144,23 @@ def append(
     request_id: str | None = None,
 ) -> CustodyEvent:
     """Append one event inside the caller's writing transaction (``db.write()``), so the
-    event commits or rolls back with the change it records."""
-    head_seq, head_hash, now = _locked_head(db, session)
-    seq, prev = (head_seq + 1, head_hash) if head_seq is not None and head_hash is not None else (1, GENESIS)
+    event commits or rolls back with the change it records.
+
+    The event is chained (seq, time, hash) and inserted when the transaction commits,
+    after everything else it does: the right to extend the chain (PostgreSQL: an
+    advisory lock held until commit) is then held for one statement, one INSERT and the
+    commit, not for the rest of a long transaction. Every appender in the system queues
+    on that lock, so an upload completing must not hold it while it updates its own rows
+    (a burst of completions would otherwise stall every audited page view behind them).
+    The returned event has its seq, time and hash once the transaction has committed.
+    Inside a savepoint the event is chained at once, as a savepoint can roll back on its
+    own."""
+    if session.info.get(READ_ONLY):
+        # A read session never commits: the event would vanish without a word.
+        raise ReadOnlySession("custody events are appended in Database.write()")
     event = CustodyEvent(
-        seq=seq,
-        at=now,
+        seq=0,
+        at=dt.datetime.fromtimestamp(0, dt.UTC),
         actor=_column(actor, 200),
         action=_column(action, 64),
         subject=_column(subject, 100),
@@ -151,13 +168,41 @@ def append(
         item_id=item_id,
         detail=_cap(detail or {}),
         request_id=_column(request_id, 64) if request_id else None,
-        prev_hash=prev,
+        prev_hash="",
         hash="",
     )
-    event.hash = compute_hash(prev, event_body(event))
-    session.add(event)
-    session.flush()
+    if session.in_nested_transaction():
+        _chain(session, [event])
+    else:
+        session.info.setdefault(_PENDING, []).append(event)
     return event
+
+
+def _chain(session: Session, events: list[CustodyEvent]) -> None:
+    """Give ``events`` the next seqs, the database time and their hashes, and insert them,
+    holding the right to append (on PostgreSQL, until the transaction ends)."""
+    head_seq, prev, now = _locked_head(session)
+    seq = head_seq or 0
+    prev = prev if head_seq is not None and prev is not None else GENESIS
+    for event in events:
+        seq += 1
+        event.seq, event.at, event.prev_hash = seq, now, prev
+        event.hash = prev = compute_hash(event.prev_hash, event_body(event))
+    session.add_all(events)
+    session.flush()
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _chain_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        _chain(session, pending)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    # The change the events recorded did not happen; neither did they.
+    session.info.pop(_PENDING, None)
 
 
 # --- verification ---------------------------------------------------------------------

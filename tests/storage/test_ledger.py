@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import col, select
 
 from storage import ledger
-from storage.db import Database
+from storage.db import Database, ReadOnlySession
 from storage.models import CustodyEvent
 
 
@@ -360,3 +361,70 @@ def test_checkpoint_of_the_empty_ledger_verifies(db: Database, tmp_path: Path) -
     assert ledger.verify(db, body).ok
     _append_many(db, 2)
     assert ledger.verify(db, body).ok
+
+
+def test_events_are_chained_when_their_transaction_commits_in_the_order_appended(db: Database) -> None:
+    _append_many(db, 1)
+    with db.write() as s:
+        first = ledger.append(db, s, actor="test", action="test.first")
+        second = ledger.append(db, s, actor="test", action="test.second")
+    assert (first.seq, second.seq) == (2, 3)
+    assert second.prev_hash == first.hash
+    assert first.at <= second.at
+    with db.read() as s:
+        stored = {e.seq: e.action for e in s.exec(select(CustodyEvent))}
+    assert stored == {1: "test.event", 2: "test.first", 3: "test.second"}
+    assert ledger.verify(db).ok
+
+
+def test_events_of_a_rolled_back_transaction_vanish_with_it(db: Database) -> None:
+    with pytest.raises(RuntimeError), db.write() as s:
+        ledger.append(db, s, actor="test", action="test.undone")
+        raise RuntimeError("the change failed")
+    _append_many(db, 1)
+    result = ledger.verify(db)
+    assert result.ok
+    assert result.count == 1
+
+
+def test_appending_in_a_read_session_is_refused_at_once(db: Database) -> None:
+    # A read session never commits: an event appended there would be lost silently.
+    with pytest.raises(ReadOnlySession), db.read() as s:
+        ledger.append(db, s, actor="test", action="test.lost")
+
+
+def test_an_appender_does_not_hold_up_others_until_it_commits(db: Database) -> None:
+    """An upload completing appends its events and then goes on updating its own rows;
+    meanwhile every other appender (an officer's audited page view) must not wait for it.
+    On PostgreSQL the chain's lock is taken only at commit. (On SQLite one writer at a
+    time is the database's own rule, so there the second writer does wait.)"""
+    appended = threading.Event()
+    other_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def long_transaction() -> None:
+        try:
+            with db.write() as s:
+                ledger.append(db, s, actor="upload", action="test.completed")
+                appended.set()
+                if db.is_postgresql:
+                    # Still inside the transaction: the other appender finishes first.
+                    other_done.wait(timeout=20)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=long_transaction)
+    thread.start()
+    assert appended.wait(timeout=20)
+    with db.write() as s:
+        ledger.append(db, s, actor="officer", action="test.viewed")
+    other_done.set()
+    thread.join(timeout=30)
+    assert errors == []
+    with db.read() as s:
+        order = [e.action for e in s.exec(select(CustodyEvent).order_by(col(CustodyEvent.seq)))]
+    if db.is_postgresql:
+        assert order == ["test.viewed", "test.completed"]
+    else:
+        assert order == ["test.completed", "test.viewed"]
+    assert ledger.verify(db).ok
