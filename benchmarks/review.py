@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/review.py [--items 100000] [--requests 200] [--uploads 32]
                                           [--upload-mbps 2] [--backends sqlite,postgresql]
+                                          [--scale-out postgresql]
 
 For each database (SQLite in WAL with synchronous=FULL; PostgreSQL 15 in a throwaway
 cluster with fsync on):
@@ -19,7 +20,13 @@ cluster with fsync on):
    - time to first byte of a Range request on a video proxy: a seek at a random offset,
      and one in ten a stream start (``bytes=0-``, audited, so a write).
 4. The same while ``--uploads`` citizens stream files in through ``POST /u/submit`` (a
-   separate process; each stream paced at ``--upload-mbps`` MB/s like a phone on 4G).
+   separate process; each stream paced at ``--upload-mbps`` MB/s like a phone on 4G),
+   sent to the same server: the all-in-one shape of the embedded default.
+5. For the backends named by ``--scale-out`` (PostgreSQL by default): the same again with
+   the uploads sent to a second server process on the same database and data directory,
+   the shape DESIGN.md section 2 and docker-compose.yml give a PostgreSQL deployment
+   (upload nodes on the public network, the reviewer UI on its own node). Both shapes are
+   printed; on one machine the two processes still share its CPUs.
 
 Prints p50/p95 per measure and against the targets (DESIGN.md section 6: p95 < 50 ms,
 first byte < 20 ms), and the ratio loaded/alone.
@@ -496,6 +503,29 @@ class BackendResult:
     loaded: dict[str, list[float]]
     upload_mb_s: float
     in_process: dict[str, list[float]]
+    apart: dict[str, list[float]] | None = None  # loaded, uploads served by another node
+    apart_mb_s: float = 0.0
+
+
+def measure_loaded(base: str, upload_port: int, cookie: tuple[str, str], seeded: Seeded, token: str,
+                   args: argparse.Namespace, rnd: random.Random, db: Database) -> tuple[dict[str, list[float]], float]:
+    """``measure`` while ``args.uploads`` paced citizen uploads stream into the server
+    on ``upload_port``; returns the timings and the uploads' total MB/s meanwhile."""
+    ctx = mp.get_context("spawn")
+    stop, started = ctx.Event(), ctx.Event()
+    sent = ctx.Value("q", 0)
+    loader = ctx.Process(target=upload_load, args=(upload_port, token, args.uploads, args.upload_mbps, args.file_mib,
+                                                    stop, sent, started), daemon=True)
+    loader.start()
+    try:
+        started.wait(60)
+        time.sleep(2)  # let all streams ramp up to their pace
+        t0, s0 = time.perf_counter(), sent.value
+        loaded = measure(base, cookie, seeded, args.requests, rnd, db)
+        return loaded, (sent.value - s0) / (time.perf_counter() - t0) / 1e6
+    finally:
+        stop.set()
+        loader.join(timeout=60)
 
 
 def run_backend(backend: str, args: argparse.Namespace, media: tuple[bytes, bytes]) -> BackendResult:
@@ -530,22 +560,19 @@ def run_backend(backend: str, args: argparse.Namespace, media: tuple[bytes, byte
         alone = measure(server.base, cookie, seeded, args.requests, rnd, db)
         print(f"[{backend}] alone measured", flush=True)
 
-        ctx = mp.get_context("spawn")
-        stop, started = ctx.Event(), ctx.Event()
-        sent = ctx.Value("q", 0)
         port = int(server.base.rsplit(":", 1)[1])
-        loader = ctx.Process(target=upload_load, args=(port, token, args.uploads, args.upload_mbps, args.file_mib,
-                                                        stop, sent, started), daemon=True)
-        loader.start()
-        started.wait(60)
-        time.sleep(2)  # let all streams ramp up to their pace
-        t0, s0 = time.perf_counter(), sent.value
-        loaded = measure(server.base, cookie, seeded, args.requests, rnd, db)
-        upload_mb_s = (sent.value - s0) / (time.perf_counter() - t0) / 1e6
-        stop.set()
-        loader.join(timeout=60)
+        loaded, upload_mb_s = measure_loaded(server.base, port, cookie, seeded, token, args, rnd, db)
         print(f"[{backend}] loaded measured ({args.uploads} uploads at {upload_mb_s:.1f} MB/s in total)", flush=True)
-        return BackendResult(backend, seed_seconds, alone, loaded, upload_mb_s, in_process)
+        apart, apart_mb_s = None, 0.0
+        if backend in args.scale_out:
+            upload_node = start_server(data_dir, url)
+            try:
+                node_port = int(upload_node.base.rsplit(":", 1)[1])
+                apart, apart_mb_s = measure_loaded(server.base, node_port, cookie, seeded, token, args, rnd, db)
+            finally:
+                upload_node.stop()
+            print(f"[{backend}] loaded with the uploads on their own node measured ({apart_mb_s:.1f} MB/s)", flush=True)
+        return BackendResult(backend, seed_seconds, alone, loaded, upload_mb_s, in_process, apart, apart_mb_s)
     finally:
         if server is not None:
             server.stop()
@@ -560,28 +587,36 @@ def report(results: list[BackendResult], args: argparse.Namespace) -> None:
     print()
     print(f"Reviewer benchmark: {args.items:,} items, {args.requests} requests per measure, "
           f"{args.uploads} concurrent uploads at {args.upload_mbps} MB/s each for 'loaded'")
-    header = f"{'backend':<11} {'measure':<36} {'alone p50':>10} {'alone p95':>10} {'loaded p50':>11} {'loaded p95':>11} {'p95 x':>6}  target"
+    header = f"{'backend':<17} {'measure':<36} {'alone p50':>10} {'alone p95':>10} {'loaded p50':>11} {'loaded p95':>11} {'p95 x':>6}  target"
     print(header)
     print("-" * len(header))
     for res in results:
-        for name in res.alone:
-            a, b = res.alone[name], res.loaded[name]
-            if not a or not b or name.startswith("_"):
-                continue
-            target = TARGET_TTFB_MS if "TTFB" in name else TARGET_P95_MS
-            worst = max(pct(a, 95), pct(b, 95))
-            verdict = "ok" if worst < target else "MISSED"
-            if name.startswith("baseline"):
-                verdict = "(baseline, no target)"
-            print(f"{res.backend:<11} {name:<36} {pct(a, 50):>8.1f}ms {pct(a, 95):>8.1f}ms {pct(b, 50):>9.1f}ms "
-                  f"{pct(b, 95):>9.1f}ms {pct(b, 95) / pct(a, 95):>5.2f}x  <{target:.0f} ms {verdict}")
+        shapes = [(res.backend, res.loaded)]
+        if res.apart is not None:
+            shapes.append((f"{res.backend} apart", res.apart))
+        for label, loaded in shapes:
+            for name in res.alone:
+                a, b = res.alone[name], loaded[name]
+                if not a or not b or name.startswith("_"):
+                    continue
+                target = TARGET_TTFB_MS if "TTFB" in name else TARGET_P95_MS
+                worst = max(pct(a, 95), pct(b, 95))
+                verdict = "ok" if worst < target else "MISSED"
+                if name.startswith("baseline"):
+                    verdict = "(baseline, no target)"
+                print(f"{label:<17} {name:<36} {pct(a, 50):>8.1f}ms {pct(a, 95):>8.1f}ms {pct(b, 50):>9.1f}ms "
+                      f"{pct(b, 95):>9.1f}ms {pct(b, 95) / pct(a, 95):>5.2f}x  <{target:.0f} ms {verdict}")
         for name, values in res.in_process.items():
-            print(f"{res.backend:<11} {'in-process ASGI: ' + name:<36} {pct(values, 50):>8.1f}ms {pct(values, 95):>8.1f}ms"
+            print(f"{res.backend:<17} {'in-process ASGI: ' + name:<36} {pct(values, 50):>8.1f}ms {pct(values, 95):>8.1f}ms"
                   "   (the app's own service time: no sockets, no uploads)")
-        print(f"{res.backend:<11} (seed {res.seed_seconds:.0f} s; uploads streamed {res.upload_mb_s:.1f} MB/s in total "
+        print(f"{res.backend:<17} (seed {res.seed_seconds:.0f} s; uploads streamed {res.upload_mb_s:.1f} MB/s in total "
               f"while loaded; mean item page alone {statistics.mean(res.alone['item page']):.1f} ms; 1-min load "
               f"average {res.alone['_loadavg'][0]:.1f} alone, {res.loaded['_loadavg'][0]:.1f} loaded, on "
               f"{os.cpu_count()} CPUs)")
+        if res.apart is not None:
+            print(f"{res.backend + ' apart':<17} (the same reviewer server; the uploads, {res.apart_mb_s:.1f} MB/s in total, "
+                  f"went to a second server process on the same database, as in docker-compose.yml; 1-min load "
+                  f"average {res.apart['_loadavg'][0]:.1f})")
 
 
 def main() -> None:
@@ -595,6 +630,8 @@ def main() -> None:
     parser.add_argument("--upload-mbps", type=float, default=2.0)
     parser.add_argument("--file-mib", type=int, default=16)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--scale-out", default="postgresql", type=lambda v: {b.strip() for b in v.split(",") if b.strip()},
+                        help="backends also measured with the uploads on a node of their own (empty: none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         media = make_media(Path(tmp))
