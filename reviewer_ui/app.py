@@ -31,7 +31,7 @@ from starlette.types import ASGIApp
 from reviewer_ui import admin, auth, casework, permissions
 from reviewer_ui.audit import AuditUnavailable
 from reviewer_ui.context import STATIC_DIR, Clock, ReviewContext, make_templates
-from reviewer_ui.middleware import CSRF, SecurityHeaders, Sessions
+from reviewer_ui.middleware import CSRF, SecurityHeaders, Sessions, SessionStoreUnavailable
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
 from storage.models import utcnow
@@ -94,7 +94,11 @@ def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clo
         log.error("reviewer.error", extra={"request_id": rid, "error": type(exc).__name__})
         return PlainTextResponse(f"Something went wrong. Reference {rid}.", status_code=500)
 
+    async def session_store_unavailable(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("Exhibit is unavailable. Try again shortly.", status_code=503)
+
     handlers: dict[Any, Any] = {
+        SessionStoreUnavailable: session_store_unavailable,
         permissions.LoginRequired: login_required,
         permissions.Denied: denied,
         AuditUnavailable: audit_unavailable,

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, permissions
+from reviewer_ui import audit, context, middleware, permissions
 from storage import ledger
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
@@ -217,7 +217,9 @@ async def item_page(request: Request, *, download_error: str | None = None, form
 
     def load_and_record() -> ItemView:
         # The view's reads and its custody event in one worker call (a thread hop costs a
-        # wake-up; under upload load, a wait for a CPU). A refusal raises before the event.
+        # wake-up; under upload load, a wait for a CPU), the session check first of all.
+        # A refusal raises before the event.
+        middleware.resolve_deferred(request.scope)
         view = load_item_view(request, item_id)
         audit.record_sync(ctx, request, "item.viewed", report_id=view.item.report_id, item_id=view.item.id)
         return view

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, permissions
+from reviewer_ui import audit, context, middleware, permissions
 from reviewer_ui.ranges import ByteRange, Unsatisfiable, parse_range
 from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError
 from storage.lifecycle import VIEWABLE
@@ -159,6 +159,7 @@ def _prepare(request: Request, item_id: str, kind: str) -> tuple[MediaTarget, Pl
     """Authorise, plan and (for a stream start) write the custody event, in one worker
     thread call: each hop off the event loop costs a thread wake-up, and a video seek
     pays this on every Range request."""
+    middleware.resolve_deferred(request.scope)  # the session check, in this same call
     target = _derivative_target(request, item_id, kind)
     if target is None:
         return None

@@ -6,7 +6,9 @@
 2. ``Sessions`` - finds the server-side session behind the cookie and puts ``user``
    (signed in, MFA passed), ``pending_user`` (password passed, MFA pending),
    ``staff_session`` and ``csrf_token`` into ``scope["state"]``. Anonymous visitors get a
-   pre-session cookie that keys their CSRF token.
+   pre-session cookie that keys their CSRF token. For a GET or HEAD of the item page or
+   item media the lookup runs at the start of the handler's own database call instead
+   (``DEFERRED_PATHS``, ``resolve_deferred``): one thread hop per video seek, not two.
 3. ``CSRF`` - every request that is not GET/HEAD/OPTIONS must carry the synchroniser
    token of its session (form field ``csrf_token`` or header ``X-CSRF-Token``) and, when
    the browser says where it comes from (``Origin``/``Sec-Fetch-Site``), come from this
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
@@ -125,6 +128,78 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+# GET/HEAD of the item page and of item media: the handler checks the session itself, at
+# the start of the worker-thread call it makes anyway (``resolve_deferred``). A video seek
+# then costs one thread hop and one pooled connection instead of two; under upload load
+# each hop is a wait for a CPU (measured in benchmarks/review.py). Nothing is weaker: the
+# session is still checked in the database before anything of the item is read, and a
+# handler that forgot to resolve would find nobody signed in (fail closed).
+DEFERRED_PATHS = re.compile(r"/items/[0-9A-Za-z_-]{1,64}(?:/media/[a-z]{1,16})?")
+_DEFERRED = "exhibit_session_deferred"
+_COOKIE_CHANGES = "exhibit_session_cookie_changes"
+
+
+class SessionStoreUnavailable(Exception):
+    """The session store could not be read: nobody is let in (AC-16); the app answers 503."""
+
+
+def _apply(ctx: ReviewContext, state: dict[str, Any], cookies: dict[str, str], value: str,
+           loaded: sessions.Loaded | None) -> tuple[str | None, bool]:
+    """Put what the session says into ``state``; return the cookies to change: a new
+    pre-session value (anonymous visitors) and whether to clear a stale session cookie."""
+    set_pre: str | None = None
+    clear_stale = bool(value) and loaded is None
+    if loaded is not None:
+        state["staff_session"] = loaded.row
+        state["csrf_token"] = loaded.row.csrf_token
+        if loaded.row.mfa_passed:
+            state["user"] = loaded.user
+        else:
+            state["pending_user"] = loaded.user
+    else:
+        pre = cookies.get(sessions.pre_cookie_name(ctx.settings), "")
+        if not pre or len(pre) > 100:
+            pre = sessions.new_cookie_value()
+            set_pre = pre
+        state["pre_cookie"] = pre
+        state["csrf_token"] = sessions.pre_csrf_token(ctx.secret, pre)
+    return set_pre, clear_stale
+
+
+def _load(ctx: ReviewContext, value: str) -> sessions.Loaded | None:
+    try:
+        return sessions.load(ctx, value) if value else None
+    except SQLAlchemyError as exc:
+        # The session store is unreachable: nobody is let in, and the answer is a plain
+        # 503 with no details (fail closed, SECURITY_CHECKLIST AC-16, VL-09).
+        log.error("session.store_unavailable", extra={"error": type(exc).__name__})
+        raise SessionStoreUnavailable() from exc
+
+
+def resolve_deferred(scope: Scope) -> None:
+    """Check the session of a request whose check was deferred (``DEFERRED_PATHS``). Call
+    it first thing in the handler's worker-thread call; blocking. A no-op otherwise."""
+    state = _state(scope)
+    deferred = state.pop(_DEFERRED, None)
+    if deferred is None:
+        return
+    ctx, cookies, value = deferred
+    state[_COOKIE_CHANGES] = _apply(ctx, state, cookies, value, _load(ctx, value))
+
+
+def _set_cookies(message: Message, settings: Any, set_pre: str | None, clear_stale: bool) -> None:
+    carrier = Response()
+    if set_pre is not None:
+        sessions.set_cookie(carrier, settings, sessions.pre_cookie_name(settings), set_pre)
+    if clear_stale:
+        sessions.clear_cookie(carrier, settings, sessions.cookie_name(settings))
+    headers = MutableHeaders(scope=message)
+    already = {v.split("=", 1)[0] for k, v in headers.items() if k == "set-cookie"}
+    for k, v in carrier.raw_headers:
+        if k == b"set-cookie" and v.decode("latin-1").split("=", 1)[0] not in already:
+            headers.append("set-cookie", v.decode("latin-1"))
+
+
 class Sessions:
     def __init__(self, app: ASGIApp, ctx: ReviewContext) -> None:
         self.app = app
@@ -147,30 +222,28 @@ class Sessions:
             return
         cookies = _cookies(scope)
         value = cookies.get(sessions.cookie_name(settings), "")
+        if value and scope["method"] in ("GET", "HEAD") and DEFERRED_PATHS.fullmatch(scope.get("path", "")):
+            state["csrf_token"] = ""
+            state[_DEFERRED] = (self.ctx, cookies, value)
+
+            async def send_deferred(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    # Resolved by the handler: apply its cookie changes. Unresolved (an
+                    # answer that never looked at the session, e.g. an unknown media
+                    # kind): leave the cookies for the next page to sort out.
+                    changes = state.pop(_COOKIE_CHANGES, None)
+                    if changes is not None and (changes[0] is not None or changes[1]):
+                        _set_cookies(message, settings, *changes)
+                await send(message)
+
+            await self.app(scope, receive, send_deferred)
+            return
         try:
-            loaded = await anyio.to_thread.run_sync(sessions.load, self.ctx, value) if value else None
-        except SQLAlchemyError as exc:
-            # The session store is unreachable: nobody is let in, and the answer is a plain
-            # 503 with no details (fail closed, SECURITY_CHECKLIST AC-16, VL-09).
-            log.error("session.store_unavailable", extra={"error": type(exc).__name__})
+            loaded = await anyio.to_thread.run_sync(_load, self.ctx, value) if value else None
+        except SessionStoreUnavailable:
             await PlainTextResponse("Exhibit is unavailable. Try again shortly.", status_code=503)(scope, receive, send)
             return
-        set_pre: str | None = None
-        clear_stale = bool(value) and loaded is None
-        if loaded is not None:
-            state["staff_session"] = loaded.row
-            state["csrf_token"] = loaded.row.csrf_token
-            if loaded.row.mfa_passed:
-                state["user"] = loaded.user
-            else:
-                state["pending_user"] = loaded.user
-        else:
-            pre = cookies.get(sessions.pre_cookie_name(settings), "")
-            if not pre or len(pre) > 100:
-                pre = sessions.new_cookie_value()
-                set_pre = pre
-            state["pre_cookie"] = pre
-            state["csrf_token"] = sessions.pre_csrf_token(self.ctx.secret, pre)
+        set_pre, clear_stale = _apply(self.ctx, state, cookies, value, loaded)
 
         if set_pre is None and not clear_stale:
             await self.app(scope, receive, send)
@@ -178,16 +251,7 @@ class Sessions:
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
-                carrier = Response()
-                if set_pre is not None:
-                    sessions.set_cookie(carrier, settings, sessions.pre_cookie_name(settings), set_pre)
-                if clear_stale:
-                    sessions.clear_cookie(carrier, settings, sessions.cookie_name(settings))
-                headers = MutableHeaders(scope=message)
-                already = {v.split("=", 1)[0] for k, v in headers.items() if k == "set-cookie"}
-                for k, v in carrier.raw_headers:
-                    if k == b"set-cookie" and v.decode("latin-1").split("=", 1)[0] not in already:
-                        headers.append("set-cookie", v.decode("latin-1"))
+                _set_cookies(message, settings, set_pre, clear_stale)
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)

@@ -141,7 +141,9 @@ def test_an_unreachable_session_store_fails_closed_with_the_headers(review: Revi
         moved = Path(str(path) + suffix)
         if moved.exists():
             moved.rename(str(moved) + ".away")
-    r = client.get("/admin/users")
-    assert r.status_code == 503
-    assert_staff_headers(r, "503")
-    assert "sqlite" not in r.text.lower() and "table" not in r.text.lower()
+    # Pages whose handler checks the session itself (item page, media) fail the same way.
+    for path in ("/admin/users", "/items/" + "a" * 32, "/items/" + "a" * 32 + "/media/proxy"):
+        r = client.get(path)
+        assert r.status_code == 503, path
+        assert_staff_headers(r, "503")
+        assert "sqlite" not in r.text.lower() and "table" not in r.text.lower()

@@ -1,0 +1,81 @@
+"""The item page and item media check the session inside their own database call
+(``middleware.DEFERRED_PATHS``). Everything the session middleware guarantees elsewhere
+must hold there too: an ended session shows nothing and loses its cookie, a half
+signed-in session goes to the TOTP step, and refusals name who was refused
+(SECURITY_CHECKLIST AC-10, AC-11, AU-03)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col
+
+from reviewer_ui import sessions
+from storage.models import StaffSession, User
+from tests.fixtures.casework import Casework
+
+
+def _cleared(response: Any, name: str) -> bool:
+    return any(v.startswith(f"{name}=") and ("max-age=0" in v.lower() or "expires=" in v.lower())
+               for v in response.headers.get_list("set-cookie"))
+
+
+def test_an_ended_session_shows_no_item_page_and_no_media(casework_video: Casework) -> None:
+    officer = casework_video.user("officer")
+    report = casework_video.report(officer)
+    seeded = casework_video.item(report, media="video")
+    client = casework_video.client(officer)
+    page, media = f"/items/{seeded.item.id}", f"/items/{seeded.item.id}/media/proxy"
+    assert client.get(page).status_code == 200
+    assert client.get(media, headers={"Range": "bytes=0-9"}).status_code == 206
+    streams = len(casework_video.events("media.stream", item_id=seeded.item.id))
+
+    with casework_video.db.write() as session:
+        sessions.revoke_all(casework_video.ctx, session, officer.id)  # sign out everywhere
+    name = sessions.cookie_name(casework_video.settings)
+    for path in (page, media):
+        r = client.get(path, headers={"Range": "bytes=0-9"} if path == media else {})
+        assert r.status_code == 303, path
+        assert r.headers["location"] == "/login"
+        assert seeded.derivatives["proxy"][:10] not in r.content
+        assert _cleared(r, name), path
+    assert len(casework_video.events("media.stream", item_id=seeded.item.id)) == streams
+
+
+def test_a_disabled_account_sees_nothing_at_once(casework_video: Casework) -> None:
+    officer = casework_video.user("officer")
+    seeded = casework_video.item(casework_video.report(officer), media="video")
+    client = casework_video.client(officer)
+    assert client.get(f"/items/{seeded.item.id}").status_code == 200
+    with casework_video.db.write() as session:
+        session.exec(update(User).where(col(User.id) == officer.id).values(disabled=True))
+    assert client.get(f"/items/{seeded.item.id}").status_code == 303
+    assert client.get(f"/items/{seeded.item.id}/media/proxy").status_code == 303
+
+
+def test_a_half_signed_in_session_is_sent_to_the_totp_step(casework_video: Casework) -> None:
+    officer = casework_video.user("officer")
+    seeded = casework_video.item(casework_video.report(officer), media="video")
+    client = casework_video.client(officer)
+    with casework_video.db.write() as session:
+        session.exec(update(StaffSession).where(col(StaffSession.user_id) == officer.id).values(mfa_passed=False))
+    for path in (f"/items/{seeded.item.id}", f"/items/{seeded.item.id}/media/proxy"):
+        r = client.get(path)
+        assert r.status_code == 303, path
+        assert r.headers["location"] == "/mfa"
+
+
+def test_a_refused_media_request_names_the_officer_refused(casework_video: Casework) -> None:
+    owner = casework_video.user("officer")
+    seeded = casework_video.item(casework_video.report(owner), media="video")
+    stranger = casework_video.user("officer")
+    client = casework_video.client(stranger)
+    for path in (f"/items/{seeded.item.id}/media/proxy", f"/items/{seeded.item.id}"):
+        assert client.get(path).status_code == 404
+        refused = casework_video.events("access.denied")[-1]
+        assert refused.actor == stranger.email, path
+    # Refused before the handler's own call (another site embedding the video): still named.
+    r = client.get(f"/items/{seeded.item.id}/media/proxy", headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 404
+    assert casework_video.events("access.denied")[-1].actor == stranger.email
