@@ -61,6 +61,9 @@ def test_keyboard_alone_goes_from_the_link_to_the_receipt_with_visible_focus(
     context = new_context(chromium, viewport={"width": 320, "height": 640})
     try:
         page = context.new_page()
+        # Playwright intercepts the file chooser once something listens for it; listening
+        # from the start means the Space below can never reach Chromium before that.
+        page.on("filechooser", lambda _chooser: None)
         page.goto(citizen.link_url)
         # The first Tab stop is the skip link, and it works.
         page.keyboard.press("Tab")
