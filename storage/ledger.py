@@ -196,6 +196,7 @@ def _chain(session: Session, events: list[CustodyEvent]) -> None:
 def _chain_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if pending:
+        session.flush()  # the transaction's own changes first, before the lock is taken
         _chain(session, pending)
 
 
