@@ -120,16 +120,22 @@ def _refuse_writes(state: Any) -> None:
 _READ_VERBS = frozenset({"SELECT", "SHOW"})
 
 
+# The clock as a SQL expression, for queries that read it together with other values.
+SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+POSTGRESQL_NOW = "clock_timestamp()"
+
+
+def clock_value(value: str | dt.datetime) -> dt.datetime:
+    """A value of ``SQLITE_NOW`` or ``POSTGRESQL_NOW`` as an aware UTC datetime."""
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
 def clock(session: Session) -> dt.datetime:
     """The database's clock (UTC), for code that has a session but no ``Database``."""
-    if session.get_bind().dialect.name == "sqlite":
-        value = session.exec(  # type: ignore[call-overload]
-            text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-        ).scalar_one()
-        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
-    value = session.exec(text("SELECT clock_timestamp()")).scalar_one()  # type: ignore[call-overload]
-    assert isinstance(value, dt.datetime)
-    return value.astimezone(dt.UTC)
+    now = SQLITE_NOW if session.get_bind().dialect.name == "sqlite" else POSTGRESQL_NOW
+    return clock_value(session.exec(text(f"SELECT {now}")).scalar_one())  # type: ignore[call-overload]
 
 
 def _dispose_in_forked_children(engine: Engine) -> None:

@@ -38,7 +38,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlmodel import Session
 
-from storage.db import READ_ONLY, Database, ReadOnlySession
+from storage.db import READ_ONLY, SQLITE_NOW, Database, ReadOnlySession, clock_value
 from storage.models import Checkpoint, CustodyEvent
 
 GENESIS = "0" * 64
@@ -49,9 +49,8 @@ MAX_DETAIL_STRING = 2000
 _LOCKED_HEAD_PG = text("SELECT head_seq, head_hash, now FROM exhibit_ledger_head(:k)")
 # SQLite: the writing transaction already holds the database's one write lock.
 _HEAD_SQLITE = text(
-    "SELECT (SELECT seq FROM custody_event ORDER BY seq DESC LIMIT 1),"
-    " (SELECT hash FROM custody_event ORDER BY seq DESC LIMIT 1),"
-    " strftime('%Y-%m-%d %H:%M:%f', 'now')"
+    "SELECT (SELECT seq FROM custody_event ORDER BY seq DESC LIMIT 1),"  # noqa: S608 - constants only
+    f" (SELECT hash FROM custody_event ORDER BY seq DESC LIMIT 1), {SQLITE_NOW}"
 )
 
 
@@ -121,10 +120,9 @@ def _locked_head(session: Session) -> tuple[int | None, str | None, dt.datetime]
     clock, read while this transaction holds the right to append."""
     if session.get_bind().dialect.name == "postgresql":
         seq, hash_, now = session.connection().execute(_LOCKED_HEAD_PG, {"k": LEDGER_LOCK_ID}).one()
-        assert isinstance(now, dt.datetime)
-        return seq, hash_, now.astimezone(dt.UTC)
-    seq, hash_, now_text = session.connection().execute(_HEAD_SQLITE).one()
-    return seq, hash_, dt.datetime.fromisoformat(now_text).replace(tzinfo=dt.UTC)
+    else:
+        seq, hash_, now = session.connection().execute(_HEAD_SQLITE).one()
+    return seq, hash_, clock_value(now)
 
 
 # Events appended in a transaction wait here until it commits (see ``append``).
