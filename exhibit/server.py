@@ -1,11 +1,13 @@
 """The all-in-one server (``exhibit serve``): the composition root.
 
-One uvicorn process serves two ASGI apps of two trust levels, chosen by path:
-``/u/…``, ``/api/…`` and ``/healthz`` go to the public upload app; everything else goes to
-the staff reviewer app. In a scaled deployment these run as separate services on separate
-networks (docker-compose.yml); here they share a port for the embedded default.
+Two ASGI apps of two trust levels, chosen by path (``Dispatcher``): ``/u/…``, ``/api/…``
+and ``/healthz`` go to the public upload app; everything else goes to the staff reviewer
+app. In a scaled deployment these run as separate services on separate networks
+(docker-compose.yml); here they share a port for the embedded default, served by two
+processes (``exhibit.handoff``: a staff one and a public one, each connection routed by
+its first request) or, with ``EXHIBIT_SERVE_SPLIT=false``, by one.
 
-It also runs, in-process: the processing worker and a supervised clamd.
+It also runs the processing worker and a supervised clamd (in the public process).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ PUBLIC_PREFIXES = ("/u/", "/api/")
 PUBLIC_EXACT = ("/u", "/api", "/healthz")
 
 
+def is_public_path(path: str) -> bool:
+    """Whether ``path`` (decoded, as in ``scope["path"]``) belongs to the public app. The
+    split server's parent routes connections with this same rule (``exhibit.handoff``)."""
+    return path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES)
+
+
 class Dispatcher:
     """Route by path prefix to the public or the staff app. Lifespan events go to both."""
 
@@ -43,8 +51,7 @@ class Dispatcher:
         if scope["type"] == "lifespan":
             await _lifespan_both(self.public, self.staff, receive, send)
             return
-        path: str = scope.get("path", "")
-        if path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES):
+        if is_public_path(scope.get("path", "")):
             await self.public(scope, receive, send)
         else:
             await self.staff(scope, receive, send)
@@ -107,26 +114,10 @@ def prepare(settings: Settings) -> tuple[Database, BlobStore]:
     return db, store
 
 
-def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -> int:
+def uvicorn_config(app: Any, settings: Settings) -> Any:
     import uvicorn
 
-    db, store = prepare(settings)
-    description = asyncio.run(store.describe())
-    log.info("storage.ready", extra={"storage": description})
-    if demo:
-        from exhibit.demo import ensure_demo
-
-        ensure_demo(settings, db)
-
-    health: dict[str, Any] = {"storage": {"backend": description.get("backend")}}
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-    app = build_app(settings, db, store, health=health)
-    if with_worker:
-        from exhibit.services import start_background_services
-
-        threads = start_background_services(settings, stop, health, [expire_uploads_task(app)])
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         # Client addresses from X-Forwarded-For are only honoured from a proxy we trust
         # (none by default), so nobody can spoof an address to dodge rate limits (AC-15).
@@ -137,9 +128,51 @@ def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -
         access_log=False,
         timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
     )
-    server = uvicorn.Server(config)
+
+
+def run_until_signalled(server: Any) -> None:
+    """``server.run()`` that returns on SIGTERM, so the caller's cleanup runs. uvicorn
+    re-raises the signal that stopped it once it has shut down; with SIGTERM's default
+    action that killed the process before its ``finally``: the worker was not stopped and
+    the clamd we started was left running with nobody to stop it."""
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
         server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -> int:
+    db, store = prepare(settings)
+    description = asyncio.run(store.describe())
+    log.info("storage.ready", extra={"storage": description})
+    if demo:
+        from exhibit.demo import ensure_demo
+
+        ensure_demo(settings, db)
+    if settings.serve_split:
+        from exhibit.handoff import serve_split
+
+        db.dispose()  # the parent serves nothing; each child opens its own pool
+        return serve_split(settings, with_worker=with_worker, is_public=is_public_path)
+    return _serve_one_process(settings, db, store, description, with_worker=with_worker)
+
+
+def _serve_one_process(settings: Settings, db: Database, store: BlobStore, description: dict[str, Any], *,
+                       with_worker: bool) -> int:
+    import uvicorn
+
+    health: dict[str, Any] = {"storage": {"backend": description.get("backend")}}
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    app = build_app(settings, db, store, health=health)
+    if with_worker:
+        from exhibit.services import start_background_services
+
+        threads = start_background_services(settings, stop, health, [expire_uploads_task(app)])
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    try:
+        run_until_signalled(server)
     finally:
         stop.set()
         for t in threads:

@@ -34,6 +34,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_PUBLIC_URL", "http://localhost:8000", "Base URL citizens reach; upload links are built on it. https:// here turns on Secure cookies."),
     Setting("EXHIBIT_HOST", "127.0.0.1", "Address `exhibit serve` listens on."),
     Setting("EXHIBIT_PORT", "8000", "Port `exhibit serve` listens on."),
+    Setting("EXHIBIT_SERVE_SPLIT", "true", "true: `exhibit serve` runs the staff reviewer and the public upload door in two processes behind its one port, so citizens' uploads cannot slow the reviewer; false: one process."),
     Setting("EXHIBIT_SECRET_KEY_FILE", "", "File holding the server secret (random, created on first start). Default: <data dir>/keys/secret."),
     Setting("EXHIBIT_SIGNING_KEY_FILE", "", "Ed25519 private key (PEM) that signs custody checkpoints, created on first use. Default: <data dir>/keys/ledger-ed25519.pem."),
     Setting("EXHIBIT_CLAMD_ADDRESS", "", "clamd to use: unix:///path/clamd.sock or tcp://127.0.0.1:3310. Unset: `exhibit serve` starts and supervises its own clamd."),
@@ -102,6 +103,7 @@ class Settings:
     officer_unit_access: bool = False
     log_level: str = "INFO"
     require_contact: bool = False
+    serve_split: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -179,4 +181,5 @@ class Settings:
             officer_unit_access=get("EXHIBIT_OFFICER_UNIT_ACCESS").strip().lower() in {"1", "true", "yes", "on"},
             log_level=get("EXHIBIT_LOG_LEVEL"),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
+            serve_split=get("EXHIBIT_SERVE_SPLIT").strip().lower() in ("1", "true", "yes", "on"),
         )

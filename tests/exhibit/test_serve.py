@@ -1,4 +1,5 @@
-"""`exhibit serve` as an operator runs it: one process, both apps, worker and clamd."""
+"""`exhibit serve` as an operator runs it: both apps behind one port (a staff process and a
+public process, fed by a parent that only routes connections), worker and clamd."""
 
 from __future__ import annotations
 
@@ -29,12 +30,22 @@ class Served:
         self.log = log
 
 
+@pytest.fixture(params=["split", "one process"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    yield from _serve(tmp_path, split=request.param == "split")
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served_split(tmp_path: Path) -> Iterator[Served]:
+    yield from _serve(tmp_path, split=True)
+
+
+def _serve(tmp_path: Path, *, split: bool) -> Iterator[Served]:
     port = _free_port()
     log = tmp_path / "serve.log"
     env = {**os.environ, "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
-           "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+           "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "EXHIBIT_SERVE_SPLIT": "true" if split else "false"}
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--demo"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -87,8 +98,72 @@ def test_serve_runs_both_apps_worker_and_scanner(served: Served) -> None:
         assert staff.headers["cache-control"] == "no-store"
 
     # Neither the token nor the admin password reaches the log beyond the one-time banner.
+    data_dir = str(served.log.parent / "data")
+    assert _processes_mentioning(data_dir), "clamd should be running under the data directory"
     served.proc.send_signal(signal.SIGTERM)
-    served.proc.wait(timeout=30)
+    assert served.proc.wait(timeout=60) == 0
     text = served.log.read_text()
     assert text.count(token) == 1
     assert text.count(password.group(1)) == 1
+    # SIGTERM stops everything it started: no server process, no clamd left behind.
+    assert _processes_mentioning(data_dir) == []
+    assert _children_of(served.proc.pid) == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _answers(base: str, path: str) -> bool:
+    try:
+        return httpx.get(f"{base}{path}", timeout=3).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_stuck_reviewer_does_not_stop_citizens_and_a_stuck_upload_door_does_not_stop_staff(
+        served_split: Served) -> None:
+    """The split server's point: the public door and the staff reviewer are separate
+    processes, so one frozen (or flooded) leaves the other answering."""
+    served = served_split
+    servers = [pid for pid in _children_of(served.proc.pid)
+               if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(servers) == 2
+    frozen_answers = []
+    for pid in servers:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            frozen_answers.append((_answers(served.base, "/healthz"), _answers(served.base, "/login")))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    # Each freeze stops exactly one side, and not the same one.
+    assert sorted(frozen_answers) == [(False, True), (True, False)]
+    assert _answers(served.base, "/healthz") and _answers(served.base, "/login")
+
+
+def test_a_request_line_sent_a_byte_at_a_time_is_still_served(served: Served) -> None:
+    request_bytes = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", int(served.base.rsplit(":", 1)[1])), timeout=10) as s:
+        for byte in request_bytes[:20]:
+            s.sendall(bytes([byte]))
+            time.sleep(0.005)  # a slow client's pace, the input under test
+        s.sendall(request_bytes[20:])
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
