@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/review.py [--items 100000] [--requests 200] [--uploads 32]
                                           [--upload-mbps 2] [--backends sqlite,postgresql]
-                                          [--scale-out postgresql]
+                                          [--shapes split,one] [--scale-out postgresql]
 
 For each database (SQLite in WAL with synchronous=FULL; PostgreSQL 15 in a throwaway
 cluster with fsync on):
@@ -11,8 +11,10 @@ cluster with fsync on):
    10% videos with proxy + poster + thumbnail; derivative rows point at a few real blobs),
    three custody events per item (300,000 ledger rows), all owned by one officer, by bulk
    inserts.
-2. Serve the all-in-one app (``exhibit.server.build_app``: upload app on /u/, reviewer app
-   for the rest, no worker) under uvicorn in its own process, as ``exhibit serve`` does.
+2. Serve both apps as ``exhibit serve`` does (no worker), in each of ``--shapes``:
+   ``split``, its default, where a parent routes each connection by its first request
+   line to a staff process or a public process behind the one port (``exhibit.handoff``);
+   and ``one``, both apps in one uvicorn process (``EXHIBIT_SERVE_SPLIT=false``).
 3. As the officer (a real server-side session), over keep-alive HTTP, time:
    - the report list: first page, a deep keyset page, kind filter, "new evidence
      waiting" filter, reference prefix search (mixed, one after another);
@@ -21,12 +23,12 @@ cluster with fsync on):
      and one in ten a stream start (``bytes=0-``, audited, so a write).
 4. The same while ``--uploads`` citizens stream files in through ``POST /u/submit`` (a
    separate process; each stream paced at ``--upload-mbps`` MB/s like a phone on 4G),
-   sent to the same server: the all-in-one shape of the embedded default.
+   sent to the same server.
 5. For the backends named by ``--scale-out`` (PostgreSQL by default): the same again with
-   the uploads sent to a second server process on the same database and data directory,
-   the shape DESIGN.md section 2 and docker-compose.yml give a PostgreSQL deployment
-   (upload nodes on the public network, the reviewer UI on its own node). Both shapes are
-   printed; on one machine the two processes still share its CPUs.
+   the uploads sent to a second server on the same database and data directory, the
+   shape DESIGN.md section 2 and docker-compose.yml give a PostgreSQL deployment (upload
+   nodes on the public network, the reviewer UI on its own node). On one machine all
+   these processes still share its CPUs.
 
 Prints p50/p95 per measure and against the targets (DESIGN.md section 6: p95 < 50 ms,
 first byte < 20 ms), and the ratio loaded/alone.
@@ -45,7 +47,6 @@ import random
 import secrets
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -244,14 +245,23 @@ class PgCluster:
 # --- the server process -----------------------------------------------------------------------
 
 
-def serve(data_dir: str, database_url: str, port: int) -> None:
+def serve(data_dir: str, database_url: str, port: int, mode: str) -> None:
+    """The server as ``exhibit serve`` runs it (no worker): ``split``, its default (a
+    staff process and a public process behind one port, ``exhibit.handoff``), or ``one``
+    process (``EXHIBIT_SERVE_SPLIT=false``)."""
     import uvicorn
 
-    from exhibit.server import build_app
+    from exhibit.server import build_app, is_public_path
     from storage.blobs import open_store
 
-    settings = Settings(data_dir=Path(data_dir), database_url=database_url,
-                        public_url=f"http://127.0.0.1:{port}", max_file_bytes=4 << 30, link_max_bytes=1 << 50)
+    settings = Settings(data_dir=Path(data_dir), database_url=database_url, host="127.0.0.1", port=port,
+                        public_url=f"http://127.0.0.1:{port}", max_file_bytes=4 << 30, link_max_bytes=1 << 50,
+                        log_level="WARNING")
+    if mode == "split":
+        from exhibit.handoff import serve_split
+
+        serve_split(settings, with_worker=False, is_public=is_public_path)
+        return
     db = Database(database_url)
     app = build_app(settings, db, open_store(settings), health={"bench": True})
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
@@ -278,9 +288,10 @@ class Server:
             self.process.wait()
 
 
-def start_server(data_dir: Path, database_url: str) -> Server:
+def start_server(data_dir: Path, database_url: str, mode: str = "split") -> Server:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), database_url, str(port)], cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), database_url, str(port), mode],
+                            cwd=ROOT, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -499,15 +510,20 @@ def measure_in_process(settings: Settings, db: Database, store: FilesystemBlobSt
 
 
 @dataclass
-class BackendResult:
-    backend: str
-    seed_seconds: float
+class Shape:
+    label: str
+    note: str
     alone: dict[str, list[float]]
     loaded: dict[str, list[float]]
     upload_mb_s: float
+
+
+@dataclass
+class BackendResult:
+    backend: str
+    seed_seconds: float
+    shapes: list[Shape]
     in_process: dict[str, list[float]]
-    apart: dict[str, list[float]] | None = None  # loaded, uploads served by another node
-    apart_mb_s: float = 0.0
 
 
 def measure_loaded(base: str, upload_port: int, cookie: tuple[str, str], seeded: Seeded, token: str,
@@ -558,24 +574,31 @@ def run_backend(backend: str, args: argparse.Namespace, media: tuple[bytes, byte
         token = upload_token(db, settings)
         in_process = measure_in_process(settings, db, store, cookie, seeded, args.requests // 2)
         print(f"[{backend}] in-process measured", flush=True)
-        server = start_server(data_dir, url)
         rnd = random.Random(11)
-        alone = measure(server.base, cookie, seeded, args.requests, rnd, db)
-        print(f"[{backend}] alone measured", flush=True)
-
-        port = int(server.base.rsplit(":", 1)[1])
-        loaded, upload_mb_s = measure_loaded(server.base, port, cookie, seeded, token, args, rnd, db)
-        print(f"[{backend}] loaded measured ({args.uploads} uploads at {upload_mb_s:.1f} MB/s in total)", flush=True)
-        apart, apart_mb_s = None, 0.0
-        if backend in args.scale_out:
-            upload_node = start_server(data_dir, url)
-            try:
-                node_port = int(upload_node.base.rsplit(":", 1)[1])
-                apart, apart_mb_s = measure_loaded(server.base, node_port, cookie, seeded, token, args, rnd, db)
-            finally:
-                upload_node.stop()
-            print(f"[{backend}] loaded with the uploads on their own node measured ({apart_mb_s:.1f} MB/s)", flush=True)
-        return BackendResult(backend, seed_seconds, alone, loaded, upload_mb_s, in_process, apart, apart_mb_s)
+        shapes: list[Shape] = []
+        for mode in args.shapes:
+            server = start_server(data_dir, url, mode)
+            label = backend if mode == "split" else f"{backend} 1 proc"
+            alone = measure(server.base, cookie, seeded, args.requests, rnd, db)
+            port = int(server.base.rsplit(":", 1)[1])
+            loaded, upload_mb_s = measure_loaded(server.base, port, cookie, seeded, token, args, rnd, db)
+            note = ("exhibit serve as shipped: staff and public processes behind one port" if mode == "split" else
+                    "EXHIBIT_SERVE_SPLIT=false: both apps in one process")
+            shapes.append(Shape(label, note, alone, loaded, upload_mb_s))
+            print(f"[{label}] measured alone and loaded ({args.uploads} uploads at {upload_mb_s:.1f} MB/s)", flush=True)
+            if mode == "split" and backend in args.scale_out:
+                upload_node = start_server(data_dir, url)
+                try:
+                    node_port = int(upload_node.base.rsplit(":", 1)[1])
+                    apart, apart_mb_s = measure_loaded(server.base, node_port, cookie, seeded, token, args, rnd, db)
+                finally:
+                    upload_node.stop()
+                shapes.append(Shape(f"{backend} apart", "the uploads went to a second server (another node in "
+                                    "docker-compose.yml) on the same database", alone, apart, apart_mb_s))
+                print(f"[{backend} apart] measured ({apart_mb_s:.1f} MB/s)", flush=True)
+            server.stop()
+            server = None
+        return BackendResult(backend, seed_seconds, shapes, in_process)
     finally:
         if server is not None:
             server.stop()
@@ -594,12 +617,9 @@ def report(results: list[BackendResult], args: argparse.Namespace) -> None:
     print(header)
     print("-" * len(header))
     for res in results:
-        shapes = [(res.backend, res.loaded)]
-        if res.apart is not None:
-            shapes.append((f"{res.backend} apart", res.apart))
-        for label, loaded in shapes:
-            for name in res.alone:
-                a, b = res.alone[name], loaded[name]
+        for shape in res.shapes:
+            for name in shape.alone:
+                a, b = shape.alone[name], shape.loaded[name]
                 if not a or not b or name.startswith("_"):
                     continue
                 target = TARGET_TTFB_MS if "TTFB" in name else TARGET_P95_MS
@@ -607,24 +627,21 @@ def report(results: list[BackendResult], args: argparse.Namespace) -> None:
                 verdict = "ok" if worst < target else "MISSED"
                 if name.startswith("baseline"):
                     verdict = "(baseline, no target)"
-                print(f"{label:<17} {name:<36} {pct(a, 50):>8.1f}ms {pct(a, 95):>8.1f}ms {pct(b, 50):>9.1f}ms "
+                print(f"{shape.label:<17} {name:<36} {pct(a, 50):>8.1f}ms {pct(a, 95):>8.1f}ms {pct(b, 50):>9.1f}ms "
                       f"{pct(b, 95):>9.1f}ms {pct(b, 95) / pct(a, 95):>5.2f}x  <{target:.0f} ms {verdict}")
         for name, values in res.in_process.items():
             print(f"{res.backend:<17} {'in-process ASGI: ' + name:<36} {pct(values, 50):>8.1f}ms {pct(values, 95):>8.1f}ms"
                   "   (the app's own service time: no sockets, no uploads)")
-        print(f"{res.backend:<17} (seed {res.seed_seconds:.0f} s; uploads streamed {res.upload_mb_s:.1f} MB/s in total "
-              f"while loaded; mean item page alone {statistics.mean(res.alone['item page']):.1f} ms; 1-min load "
-              f"average {res.alone['_loadavg'][0]:.1f} alone, {res.loaded['_loadavg'][0]:.1f} loaded, on "
-              f"{os.cpu_count()} CPUs)")
-        if res.apart is not None:
-            print(f"{res.backend + ' apart':<17} (the same reviewer server; the uploads, {res.apart_mb_s:.1f} MB/s in total, "
-                  f"went to a second server process on the same database, as in docker-compose.yml; 1-min load "
-                  f"average {res.apart['_loadavg'][0]:.1f})")
+        print(f"{res.backend:<17} (seed {res.seed_seconds:.0f} s; {os.cpu_count()} CPUs)")
+        for shape in res.shapes:
+            print(f"{shape.label:<17} ({shape.note}; uploads streamed {shape.upload_mb_s:.1f} MB/s in total while "
+                  f"loaded; 1-min load average {shape.alone['_loadavg'][0]:.1f} alone, "
+                  f"{shape.loaded['_loadavg'][0]:.1f} loaded)")
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
@@ -633,6 +650,8 @@ def main() -> None:
     parser.add_argument("--upload-mbps", type=float, default=2.0)
     parser.add_argument("--file-mib", type=int, default=16)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--shapes", default="split,one", type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+                        help="how exhibit serve runs: split (its default: two processes) and/or one (one process)")
     parser.add_argument("--scale-out", default="postgresql", type=lambda v: {b.strip() for b in v.split(",") if b.strip()},
                         help="backends also measured with the uploads on a node of their own (empty: none)")
     args = parser.parse_args()
