@@ -6,9 +6,10 @@
 2. ``Sessions`` - finds the server-side session behind the cookie and puts ``user``
    (signed in, MFA passed), ``pending_user`` (password passed, MFA pending),
    ``staff_session`` and ``csrf_token`` into ``scope["state"]``. Anonymous visitors get a
-   pre-session cookie that keys their CSRF token. For a GET or HEAD of the item page or
-   item media the lookup runs at the start of the handler's own database call instead
-   (``DEFERRED_PATHS``, ``resolve_deferred``): one thread hop per video seek, not two.
+   pre-session cookie that keys their CSRF token. For a GET or HEAD of the report list, a
+   report page, the item page or item media the lookup runs at the start of the
+   handler's own database call instead (``DEFERRED_PATHS``, ``resolve_deferred``): one
+   thread hop per page or video seek, not two.
 3. ``CSRF`` - every request that is not GET/HEAD/OPTIONS must carry the synchroniser
    token of its session (form field ``csrf_token`` or header ``X-CSRF-Token``) and, when
    the browser says where it comes from (``Origin``/``Sec-Fetch-Site``), come from this
@@ -128,13 +129,14 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-# GET/HEAD of the item page and of item media: the handler checks the session itself, at
-# the start of the worker-thread call it makes anyway (``resolve_deferred``). A video seek
-# then costs one thread hop and one pooled connection instead of two; under upload load
+# GET/HEAD of the report list, a report page, the item page and item media: the handler
+# checks the session itself, at the start of the worker-thread call it makes anyway
+# (``resolve_deferred``). A page or a video seek then costs one thread hop and one pooled
+# connection instead of two; under upload load
 # each hop is a wait for a CPU (measured in benchmarks/review.py). Nothing is weaker: the
-# session is still checked in the database before anything of the item is read, and a
+# session is still checked in the database before anything of the report or item is read, and a
 # handler that forgot to resolve would find nobody signed in (fail closed).
-DEFERRED_PATHS = re.compile(r"/items/[0-9A-Za-z_-]{1,64}(?:/media/[a-z]{1,16})?")
+DEFERRED_PATHS = re.compile(r"/items/[0-9A-Za-z_-]{1,64}(?:/media/[a-z]{1,16})?|/reports(?:/(?!new$)[0-9A-Za-z_-]{1,64})?")
 _DEFERRED = "exhibit_session_deferred"
 _COOKIE_CHANGES = "exhibit_session_cookie_changes"
 

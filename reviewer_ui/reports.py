@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, mfa, permissions
+from reviewer_ui import audit, context, mfa, middleware, permissions
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -200,14 +200,16 @@ def list_reports(session: Session, user: User, filters: ReportFilters, *, now: d
 
 async def reports_list(request: Request) -> Response:
     ctx = context.get(request)
-    user = permissions.current_user(request)
     filters = ReportFilters.from_query(request.query_params)
 
-    def load() -> ReportPage:
+    def load() -> tuple[User, ReportPage]:
+        middleware.resolve_deferred(request.scope)  # the session check, in this same call
+        user = permissions.current_user(request)
         with ctx.db.read() as session:
-            return list_reports(session, user, filters, now=ctx.clock(), unit_access=ctx.settings.officer_unit_access)
+            return user, list_reports(session, user, filters, now=ctx.clock(),
+                                      unit_access=ctx.settings.officer_unit_access)
 
-    page = await ctx.run_sync(load)
+    user, page = await ctx.run_sync(load)
     return ctx.render(request, "reports.html", page=page, kinds=[k.value for k in ReportKind],
                       can_create=permissions.can_act(user, "report.create"), fmt_time=ledger.format_time)
 
@@ -389,7 +391,9 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
     after = decode_cursor(request.query_params.get("after"))
 
     def load_and_record() -> ReportView:
-        # Reads and the custody event in one worker call (one thread hop, not two).
+        # The session check, the reads and the custody event in one worker call (one
+        # thread hop, not three).
+        middleware.resolve_deferred(request.scope)
         view = load_report_view(request, report_id, after)
         # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
         audit.record_sync(ctx, request, "report.viewed", report_id=view.report.id,

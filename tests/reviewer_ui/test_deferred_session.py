@@ -1,11 +1,12 @@
-"""The item page and item media check the session inside their own database call
-(``middleware.DEFERRED_PATHS``). Everything the session middleware guarantees elsewhere
+"""The report list, report pages, the item page and item media check the session inside
+their own database call (``middleware.DEFERRED_PATHS``). Everything the session middleware guarantees elsewhere
 must hold there too: an ended session shows nothing and loses its cookie, a half
 signed-in session goes to the TOTP step, and refusals name who was refused
 (SECURITY_CHECKLIST AC-10, AC-11, AU-03)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import update
@@ -31,16 +32,22 @@ def test_an_ended_session_shows_no_item_page_and_no_media(casework_video: Casewo
     assert client.get(media, headers={"Range": "bytes=0-9"}).status_code == 206
     streams = len(casework_video.events("media.stream", item_id=seeded.item.id))
 
+    assert report.reference.encode() in client.get("/reports").content
+    reports_seen = len([e for e in casework_video.events("report.viewed") if e.report_id == report.id])
+    assert client.get(f"/reports/{report.id}").status_code == 200
+
     with casework_video.db.write() as session:
         sessions.revoke_all(casework_video.ctx, session, officer.id)  # sign out everywhere
     name = sessions.cookie_name(casework_video.settings)
-    for path in (page, media):
+    for path in (page, media, "/reports", f"/reports/{report.id}"):
         r = client.get(path, headers={"Range": "bytes=0-9"} if path == media else {})
         assert r.status_code == 303, path
         assert r.headers["location"] == "/login"
         assert seeded.derivatives["proxy"][:10] not in r.content
+        assert report.reference.encode() not in r.content, path
         assert _cleared(r, name), path
     assert len(casework_video.events("media.stream", item_id=seeded.item.id)) == streams
+    assert len([e for e in casework_video.events("report.viewed") if e.report_id == report.id]) == reports_seen + 1
 
 
 def test_a_disabled_account_sees_nothing_at_once(casework_video: Casework) -> None:
@@ -50,8 +57,9 @@ def test_a_disabled_account_sees_nothing_at_once(casework_video: Casework) -> No
     assert client.get(f"/items/{seeded.item.id}").status_code == 200
     with casework_video.db.write() as session:
         session.exec(update(User).where(col(User.id) == officer.id).values(disabled=True))
-    assert client.get(f"/items/{seeded.item.id}").status_code == 303
-    assert client.get(f"/items/{seeded.item.id}/media/proxy").status_code == 303
+    for path in (f"/items/{seeded.item.id}", f"/items/{seeded.item.id}/media/proxy", "/reports",
+                 f"/reports/{seeded.item.report_id}"):
+        assert client.get(path).status_code == 303, path
 
 
 def test_a_half_signed_in_session_is_sent_to_the_totp_step(casework_video: Casework) -> None:
@@ -60,7 +68,8 @@ def test_a_half_signed_in_session_is_sent_to_the_totp_step(casework_video: Casew
     client = casework_video.client(officer)
     with casework_video.db.write() as session:
         session.exec(update(StaffSession).where(col(StaffSession.user_id) == officer.id).values(mfa_passed=False))
-    for path in (f"/items/{seeded.item.id}", f"/items/{seeded.item.id}/media/proxy"):
+    for path in (f"/items/{seeded.item.id}", f"/items/{seeded.item.id}/media/proxy", "/reports",
+                 f"/reports/{seeded.item.report_id}"):
         r = client.get(path)
         assert r.status_code == 303, path
         assert r.headers["location"] == "/mfa"
@@ -71,7 +80,7 @@ def test_a_refused_media_request_names_the_officer_refused(casework_video: Casew
     seeded = casework_video.item(casework_video.report(owner), media="video")
     stranger = casework_video.user("officer")
     client = casework_video.client(stranger)
-    for path in (f"/items/{seeded.item.id}/media/proxy", f"/items/{seeded.item.id}"):
+    for path in (f"/items/{seeded.item.id}/media/proxy", f"/items/{seeded.item.id}", f"/reports/{seeded.item.report_id}"):
         assert client.get(path).status_code == 404
         refused = casework_video.events("access.denied")[-1]
         assert refused.actor == stranger.email, path
@@ -79,3 +88,17 @@ def test_a_refused_media_request_names_the_officer_refused(casework_video: Casew
     r = client.get(f"/items/{seeded.item.id}/media/proxy", headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 404
     assert casework_video.events("access.denied")[-1].actor == stranger.email
+
+
+def test_deferred_pages_carry_the_session_csrf_token_in_their_forms(casework_video: Casework) -> None:
+    """The token is known only once the handler has checked the session: the forms on a
+    report page and an item page (issue a link, add a note) must still carry it, or no
+    officer could submit them."""
+    officer = casework_video.user("officer")
+    seeded = casework_video.item(casework_video.report(officer), media="video")
+    client = casework_video.client(officer)
+    for path in (f"/reports/{seeded.item.report_id}", f"/items/{seeded.item.id}", "/reports"):
+        page = client.get(path).text
+        tokens = set(re.findall(r'name="csrf_token" value="([^"]+)"', page))
+        assert tokens == {client.csrf}, path
+    assert client.get("/reports/new").status_code == 200  # not a report id: served as before
