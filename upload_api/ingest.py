@@ -34,9 +34,12 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
+import fcntl
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
 import threading
@@ -48,6 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 import anyio.to_thread
 from sqlalchemy import Connection, func, text, update
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from storage import items, ledger
@@ -260,13 +264,18 @@ def verify_status_token(secret: bytes, token: str) -> str | None:
 
 
 class UploadLocks:
-    """One writer per upload. In-process: a non-blocking lock per upload id, shared by
-    every thread and event loop of the process (the expiry sweep runs in another thread).
-    Across nodes on PostgreSQL: ``pg_try_advisory_lock`` on a dedicated connection held
-    for the whole PATCH, released when it ends (or by the server if the node dies)."""
+    """One writer per upload (SECURITY_CHECKLIST CF-03: never two concurrent writers).
+    In-process: a non-blocking lock per upload id, shared by every thread and event loop
+    of the process (the expiry sweep runs in another thread). Across processes:
+    ``pg_try_advisory_lock`` on a dedicated connection held for the whole PATCH on
+    PostgreSQL (released when it ends, or by the server if the node dies); on SQLite,
+    whose deployments are one machine, a POSIX record lock on one byte of a lock file next
+    to the database (``exhibit serve`` runs two server processes on it; the kernel drops
+    the lock of a process that dies)."""
 
     _mutex = threading.Lock()
     _held: set[tuple[str, str]] = set()
+    _lock_files: dict[str, int] = {}
 
     @classmethod
     @contextlib.contextmanager
@@ -286,13 +295,55 @@ class UploadLocks:
                     cls._held.discard(key)
 
     @classmethod
+    @contextlib.contextmanager
+    def _machine(cls, db: Database, upload_id: str) -> Iterator[bool]:
+        """The SQLite lock across processes; the caller holds the in-process slot."""
+        fd = cls._lock_file(db)
+        if fd is None:
+            yield True  # an in-memory database lives in this process only
+            return
+        offset = _advisory_key(upload_id)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            yield False  # another process is writing this upload
+            return
+        try:
+            yield True
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+
+    @classmethod
+    def _lock_file(cls, db: Database) -> int | None:
+        path = make_url(db.url).database
+        if not path or path == ":memory:" or path.startswith("file:"):
+            return None
+        lock_path = f"{os.path.abspath(path)}.upload-locks"
+        with cls._mutex:
+            fd = cls._lock_files.get(lock_path)
+            if fd is None:
+                # Opened once per process and never closed: POSIX record locks belong to
+                # the process, and closing *any* descriptor of the file would drop them
+                # all, including those other threads hold. Between threads of this
+                # process ``_held`` already gives the exclusion.
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                cls._lock_files[lock_path] = fd
+            return fd
+
+    @classmethod
     @contextlib.asynccontextmanager
     async def hold(cls, db: Database, upload_id: str) -> AsyncIterator[bool]:
         """Yields True when this caller is the one writer, False when someone else is
         (the caller answers 423 and changes nothing)."""
         with cls._process(db, upload_id) as got:
-            if not got or not db.is_postgresql:
-                yield got
+            if not got:
+                yield False
+                return
+            if db.is_sqlite:
+                with cls._machine(db, upload_id) as mine:
+                    yield mine
                 return
             conn = await anyio.to_thread.run_sync(_pg_try_lock, db, upload_id)
             if conn is None:
