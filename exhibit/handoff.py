@@ -134,7 +134,10 @@ def _start(spawn: Any, child: _Child, settings: Settings, with_worker: bool, sto
     while time.monotonic() < deadline and not stopping.is_set():
         try:
             if parent_end.recv(16) == b"ready":
-                parent_end.settimeout(None)
+                # Never wait on a child: one that is stuck (or stopped) must not stall the
+                # other's connections behind it in this one loop. A full channel sheds the
+                # connection instead (``_look``).
+                parent_end.setblocking(False)
                 return True
             break  # the child closed its end: it failed to start
         except TimeoutError:
@@ -235,6 +238,8 @@ def _look(conn: socket.socket, sel: selectors.BaseSelector, waiting: dict[socket
         if channel is None:
             raise OSError("no process")
         socket.send_fds(channel, [b"c"], [conn.fileno()])
+    except BlockingIOError:
+        log.warning("serve.handoff_shed", extra={"role": role, "why": "the process is not taking connections"})
     except OSError as exc:
         log.warning("serve.handoff_failed", extra={"role": role, "error": str(exc)})
     finally:

@@ -167,3 +167,32 @@ def test_a_request_line_sent_a_byte_at_a_time_is_still_served(served: Served) ->
         while chunk := s.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_a_stuck_reviewer_with_a_backlog_does_not_stall_the_public_door(served_split: Served) -> None:
+    """More connections for a frozen staff process than the hand-over channel holds (a few
+    hundred): the parent sheds the excess instead of waiting, so citizens still get in."""
+    served = served_split
+    port = int(served.base.rsplit(":", 1)[1])
+    staff = [pid for pid in _children_of(served.proc.pid)
+             if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    frozen = None
+    for pid in staff:
+        os.kill(pid, signal.SIGSTOP)
+        if not _answers(served.base, "/login"):
+            frozen = pid
+            break
+        os.kill(pid, signal.SIGCONT)
+    assert frozen is not None
+    backlog: list[socket.socket] = []
+    try:
+        for _ in range(600):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+            backlog.append(s)
+        assert _answers(served.base, "/healthz")
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+        for s in backlog:
+            s.close()
+    assert _answers(served.base, "/login")
