@@ -278,7 +278,7 @@ def _child_main(role: str, settings: Settings, channel: socket.socket, with_work
     """One server process: the whole app under uvicorn, fed connections by the parent.
     ``with_worker``: also the processing worker, clamd and housekeeping (the public
     process runs them: its ``/healthz`` reports on them)."""
-    from exhibit.server import build_app, expire_uploads_task, run_until_signalled, uvicorn_config
+    from exhibit.server import serve_app
     from storage.blobs import open_store
     from storage.db import Database
 
@@ -288,22 +288,9 @@ def _child_main(role: str, settings: Settings, channel: socket.socket, with_work
     os.setpgrp()
     db = Database(settings.database_url)
     store = open_store(settings)
-    health: dict[str, Any] = {"storage": {"backend": asyncio.run(store.describe()).get("backend")}}
-    app = build_app(settings, db, store, health=health)
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-    if with_worker:
-        from exhibit.services import start_background_services
-
-        threads = start_background_services(settings, stop, health, [expire_uploads_task(app)])
-    server = HandedServer(uvicorn_config(app, settings), channel)
-    try:
-        run_until_signalled(server)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        db.dispose()
+    backend = asyncio.run(store.describe()).get("backend")
+    serve_app(settings, db, store, backend, with_worker=with_worker,
+              server_class=lambda config: HandedServer(config, channel))
 
 
 class HandedServer(uvicorn.Server):

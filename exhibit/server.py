@@ -162,7 +162,15 @@ def _serve_one_process(settings: Settings, db: Database, store: BlobStore, descr
                        with_worker: bool) -> int:
     import uvicorn
 
-    health: dict[str, Any] = {"storage": {"backend": description.get("backend")}}
+    serve_app(settings, db, store, description.get("backend"), with_worker=with_worker, server_class=uvicorn.Server)
+    return 0
+
+
+def serve_app(settings: Settings, db: Database, store: BlobStore, backend: object, *, with_worker: bool,
+              server_class: Callable[[Any], Any]) -> None:
+    """Build the app, start the worker, clamd and housekeeping when ``with_worker``, serve
+    with ``server_class(config)`` until signalled, then stop everything it started."""
+    health: dict[str, Any] = {"storage": {"backend": backend}}
     stop = threading.Event()
     threads: list[threading.Thread] = []
     app = build_app(settings, db, store, health=health)
@@ -170,15 +178,13 @@ def _serve_one_process(settings: Settings, db: Database, store: BlobStore, descr
         from exhibit.services import start_background_services
 
         threads = start_background_services(settings, stop, health, [expire_uploads_task(app)])
-    server = uvicorn.Server(uvicorn_config(app, settings))
     try:
-        run_until_signalled(server)
+        run_until_signalled(server_class(uvicorn_config(app, settings)))
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=30)
         db.dispose()
-    return 0
 
 
 def run_worker_forever(settings: Settings, *, concurrency: int) -> int:
