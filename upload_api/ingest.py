@@ -22,9 +22,10 @@ rebuilds it from the stored prefix when the store can read unfinished bytes
 is computed from the sealed object at completion. Either way the recorded hash is of the
 exact stored bytes; a client's checksum is never trusted (UP-08).
 
-One writer per upload: ``UploadLocks`` (a process lock, plus a PostgreSQL session-level
-advisory lock on a dedicated connection when the database is PostgreSQL, so that several
-nodes sharing the database never write one upload at once).
+One writer per upload: ``UploadLocks`` (a process lock, plus a lock across processes: a
+PostgreSQL session-level advisory lock on a dedicated connection, so that several nodes
+sharing the database never write one upload at once; on SQLite a POSIX record lock on a
+lock file next to the database, so that the server processes of one machine never do).
 """
 
 from __future__ import annotations
@@ -341,6 +342,10 @@ class UploadLocks:
             if not got:
                 yield False
                 return
+            # Threat (CF-03): two processes appending to one upload at once would interleave
+            # their bytes in the blob and corrupt the hash and the evidence. The in-process
+            # slot alone cannot stop that, since ``exhibit serve`` runs a public and a staff
+            # process that may both be handed a PATCH of the same upload.
             if db.is_sqlite:
                 with cls._machine(db, upload_id) as mine:
                     yield mine
