@@ -261,7 +261,7 @@ def serve(data_dir: str, database_url: str, port: int, mode: str) -> None:
     process (``EXHIBIT_SERVE_SPLIT=false``)."""
     import uvicorn
 
-    from exhibit.server import build_app, is_public_path
+    from exhibit.server import is_public_path, serve_app
     from storage.blobs import open_store
 
     settings = Settings(data_dir=Path(data_dir), database_url=database_url, host="127.0.0.1", port=port,
@@ -272,10 +272,8 @@ def serve(data_dir: str, database_url: str, port: int, mode: str) -> None:
 
         serve_split(settings, with_worker=False, is_public=is_public_path)
         return
-    db = Database(database_url)
-    app = build_app(settings, db, open_store(settings), health={"bench": True})
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                                  lifespan="off")).run()
+    serve_app(settings, Database(database_url), open_store(settings), "filesystem", with_worker=False,
+              server_class=uvicorn.Server)
 
 
 def free_port() -> int:

@@ -105,7 +105,7 @@ def serve_split(settings: Settings, *, with_worker: bool, is_public: Callable[[s
     children = {role: _Child(role) for role in ROLES}
     try:
         for child in children.values():
-            if not _start(spawn, child, settings, with_worker and child.role == "public", stopping):
+            if not _start(spawn, child, settings, with_worker, stopping):
                 return 3
         log.info("serve.listening", extra={"host": settings.host, "port": settings.port, "processes": list(ROLES)})
         print(f"Exhibit listening on http://{settings.host}:{settings.port} "
@@ -121,10 +121,12 @@ def serve_split(settings: Settings, *, with_worker: bool, is_public: Callable[[s
 
 
 def _start(spawn: Any, child: _Child, settings: Settings, with_worker: bool, stopping: threading.Event) -> bool:
-    """Start ``child`` and wait until it says it is serving. False if it could not."""
+    """Start ``child`` and wait until it says it is serving. False if it could not.
+    ``with_worker``: the public child runs the worker, clamd and housekeeping."""
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     process = spawn.Process(target=_child_main, name=f"exhibit-{child.role}",
-                            args=(child.role, settings, child_end, with_worker), daemon=False)
+                            args=(child.role, settings, child_end, with_worker and child.role == "public"),
+                            daemon=False)
     process.start()
     child_end.close()
     child.process, child.channel = process, parent_end
@@ -179,7 +181,7 @@ def _dispatch(listener: socket.socket, wake: socket.socket, children: dict[str, 
                     if len(child.started) >= RESTARTS_PER_MINUTE and time.monotonic() - child.started[0] < 60:
                         log.error("serve.giving_up", extra={"role": child.role})
                         return 3
-                    if not _start(spawn, child, settings, with_worker and child.role == "public", stopping):
+                    if not _start(spawn, child, settings, with_worker, stopping):
                         return 3
         return 0
     finally:

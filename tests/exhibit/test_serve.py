@@ -129,6 +129,12 @@ def _children_of(pid: int) -> list[int]:
         return []
 
 
+def _server_processes(served: Served) -> list[int]:
+    """The split server's two children (not multiprocessing's resource tracker)."""
+    return [pid for pid in _children_of(served.proc.pid)
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
 def _answers(base: str, path: str) -> bool:
     try:
         return httpx.get(f"{base}{path}", timeout=3).status_code == 200
@@ -141,8 +147,7 @@ def test_a_stuck_reviewer_does_not_stop_citizens_and_a_stuck_upload_door_does_no
     """The split server's point: the public door and the staff reviewer are separate
     processes, so one frozen (or flooded) leaves the other answering."""
     served = served_split
-    servers = [pid for pid in _children_of(served.proc.pid)
-               if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    servers = _server_processes(served)
     assert len(servers) == 2
     frozen_answers = []
     for pid in servers:
@@ -174,8 +179,7 @@ def test_a_stuck_reviewer_with_a_backlog_does_not_stall_the_public_door(served_s
     hundred): the parent sheds the excess instead of waiting, so citizens still get in."""
     served = served_split
     port = int(served.base.rsplit(":", 1)[1])
-    staff = [pid for pid in _children_of(served.proc.pid)
-             if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    staff = _server_processes(served)
     frozen = None
     for pid in staff:
         os.kill(pid, signal.SIGSTOP)
