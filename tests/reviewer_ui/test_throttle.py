@@ -7,6 +7,7 @@ fixture), with the production rules unless a test says otherwise."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -162,6 +163,18 @@ def test_a_parallel_burst_cannot_slip_past_the_allowance(review: ReviewHarness) 
     for _ in range(started.count(0)):
         t.end(who, failed=True)
     assert t.wait_seconds(who) > 0
+
+
+def test_concurrent_attempts_in_many_threads_get_no_more_than_the_allowance(review_factory: Any) -> None:
+    """Two app instances (as two processes would), twelve threads, one account: the row
+    lock makes the check and the count one step, so exactly the allowance goes through."""
+    one: ReviewHarness = review_factory()
+    two: ReviewHarness = review_factory()
+    throttles = [LoginThrottle(h.db, h.secret, h.clock) for h in (one, two)]
+    who = Attempt("officer@x", "203.0.113.5")
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        started = list(pool.map(lambda i: throttles[i % 2].begin(who), range(12)))
+    assert started.count(0) == throttle.PAIR.free
 
 
 def test_successful_sign_ins_from_one_office_never_add_up(review: ReviewHarness) -> None:
