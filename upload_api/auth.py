@@ -12,13 +12,11 @@ each request, so revocation and expiry act on the next request (UP-14).
 from __future__ import annotations
 
 import base64
-import collections
 import datetime as dt
 import hashlib
 import hmac
 import logging
 import re
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -97,10 +95,11 @@ class LinkGuard:
         self.db, self.secret, self.clock = db, secret, clock
         self.limit, self.window = limit, window
 
-    def failed(self, client: str) -> bool:
-        """Count one failed look-up from ``client``; True when it is over the limit."""
+    def failed(self, client: str, kind: str = "link") -> bool:
+        """Count one failed look-up (``kind``: "link", "api-key") from ``client``; True
+        when it is over the limit."""
         now = self.clock()
-        key = counters.counter_key(self.secret, "link-guess", client)
+        key = counters.counter_key(self.secret, f"{kind}-guess", client)
         with self.db.write() as s:
             row = counters.lock(s, [key], now, forget_seconds=int(self.window))[key]
             if (now - row.window_start).total_seconds() > self.window:
@@ -117,44 +116,14 @@ def link_guard(ctx: UploadContext) -> LinkGuard:
     return value
 
 
-class GuessLimiter:
-    """Failed API-key checks per client address in a sliding window (in-process; the
-    intake API's guard).
-
-    Threat: enumerating tokens. 256-bit tokens make guessing hopeless already; the limit
-    keeps the attempts (and their DB lookups) cheap to refuse. The address is the TCP
-    peer: X-Forwarded-For is only honoured by the server when a trusted proxy is set, so
-    it cannot be spoofed to dodge the limit (AC-15). Only failures count, so a citizen
-    reopening a good link is never locked out."""
-
-    def __init__(self, limit: int = GUESS_LIMIT, window: float = GUESS_WINDOW_SECONDS) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def blocked(self, client: str, now: float) -> bool:
-        with self._lock:
-            q = self._failures.get(client)
-            if not q:
-                return False
-            while q and q[0] <= now - self.window:
-                q.popleft()
-            return len(q) >= self.limit
-
-    def failed(self, client: str, now: float) -> None:
-        with self._lock:
-            if len(self._failures) > 100_000:  # bound memory under a spray of addresses
-                self._failures.clear()
-            self._failures.setdefault(client, collections.deque()).append(now)
-
-
-def limiter(ctx: UploadContext) -> GuessLimiter:
-    value = ctx.state.get("guess_limiter")
-    if value is None:
-        value = ctx.state["guess_limiter"] = GuessLimiter()
-    assert isinstance(value, GuessLimiter)
-    return value
+async def guessed_wrong(ctx: UploadContext, request: Request, kind: str) -> bool:
+    """Count a failed credential from this request's client (off the event loop); True:
+    past the limit, answer 429. Never call it for a credential that was accepted."""
+    client = client_address(request)
+    over = await anyio.to_thread.run_sync(link_guard(ctx).failed, client, kind)
+    if over:
+        log.warning("auth.guessing", extra={"client": client, "kind": kind, "request_id": request_id(request)})
+    return over
 
 
 def client_address(request: Request) -> str:
@@ -212,11 +181,8 @@ async def _by_token(
         # Always looked up: a valid token opens whatever others at this address did.
         return await anyio.to_thread.run_sync(_check, ctx, token, None, then)
     except LinkProblem as problem:
-        if problem.code == "ERR_LINK_UNKNOWN":
-            client = client_address(request)
-            if await anyio.to_thread.run_sync(link_guard(ctx).failed, client):
-                log.warning("link.guessing", extra={"client": client, "request_id": request_id(request)})
-                raise LinkProblem("too many attempts", code="ERR_RATE_LIMITED") from problem
+        if problem.code == "ERR_LINK_UNKNOWN" and await guessed_wrong(ctx, request, "link"):
+            raise LinkProblem("too many attempts", code="ERR_RATE_LIMITED") from problem
         raise
 
 

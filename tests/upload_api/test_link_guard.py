@@ -75,3 +75,18 @@ def test_two_server_processes_behind_a_trusted_proxy(tmp_path: Path) -> None:
     finally:
         for server in servers:
             server.stop()
+
+
+async def test_wrong_api_keys_from_an_address_never_block_a_valid_key_there(upload_env: UploadEnv) -> None:
+    from storage import apikeys
+
+    with upload_env.db.write() as s:
+        _row, key = apikeys.add_api_key(upload_env.db, s, "forms", actor="test")
+    office = "192.0.2.80"  # the force's web forms and someone guessing keys, one address
+    async with client_at(upload_env.app, office) as c:
+        statuses = [(await c.get("/api/v1/reports/R1/evidence", headers={"Authorization": f"Bearer exk_wrong{i}"}))
+                    .status_code for i in range(auth.GUESS_LIMIT + 1)]
+        assert statuses == [401] * auth.GUESS_LIMIT + [429]
+        r = await c.post("/api/v1/reports", json={"reference": "WEB/1", "kind": "rtc", "title": "t"},
+                         headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 201, r.text
