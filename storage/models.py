@@ -392,3 +392,26 @@ class Checkpoint(SQLModel, table=True):
     at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
     public_key: str = Field(max_length=100)
     signature: str = Field(max_length=200)
+
+
+class ThrottleCounter(SQLModel, table=True):
+    """A failure counter of a throttle (sign-in, link guessing), shared by every process
+    and node. ``key`` is a keyed hash of what is counted (an account + client, a client),
+    never the typed text: a password typed into the e-mail field must not be stored."""
+
+    __tablename__ = "throttle_counter"
+    key: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    window_start: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_failure: dt.datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+
+
+class TotpGuard(SQLModel, table=True):
+    """Wrong TOTP codes per account in a window; ``locked_at`` set: codes are refused until
+    the window ends or an admin allows them again."""
+
+    __tablename__ = "totp_guard"
+    user_id: str = Field(foreign_key="user.id", primary_key=True, max_length=32)
+    failures: int = 0
+    window_start: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    locked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

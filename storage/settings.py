@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.netaddr import parse_networks
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -52,6 +54,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_SESSION_ABSOLUTE_HOURS", "12", "Staff session absolute lifetime."),
     Setting("EXHIBIT_OFFICER_UNIT_ACCESS", "false", "true: an officer also sees every report of their own unit (the force's policy), not only those they own or are assigned to."),
     Setting("EXHIBIT_LOG_LEVEL", "INFO", "Python log level."),
+    Setting("EXHIBIT_TRUSTED_PROXIES", "", "Addresses or CIDR ranges (comma-separated) of the reverse proxies in front of Exhibit. Only from these peers are X-Forwarded-For / Forwarded believed, read from the right up to the first address that is not a trusted proxy; everyone else's are ignored. Unset: the TCP peer is the client (sign-in and link throttles, session and ledger addresses)."),
     Setting("EXHIBIT_REQUIRE_CONTACT", "false", "true: the citizen upload page requires a name and contact details; false: both are optional."),
 )
 
@@ -104,6 +107,7 @@ class Settings:
     log_level: str = "INFO"
     require_contact: bool = False
     serve_split: bool = True
+    trusted_proxies: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,4 +186,16 @@ class Settings:
             log_level=get("EXHIBIT_LOG_LEVEL"),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
             serve_split=get("EXHIBIT_SERVE_SPLIT").strip().lower() in ("1", "true", "yes", "on"),
+            trusted_proxies=trusted_proxies(get("EXHIBIT_TRUSTED_PROXIES")),
         )
+
+
+def trusted_proxies(raw: str) -> tuple[str, ...]:
+    """``"10.0.0.0/8, 192.0.2.1"`` -> ("10.0.0.0/8", "192.0.2.1"); a value that is not an
+    address or a network stops the start (a typo must not silently trust nobody, or all)."""
+    values = tuple(v for v in raw.replace(",", " ").split() if v)
+    try:
+        parse_networks(values)
+    except ValueError:
+        raise ValueError(f"EXHIBIT_TRUSTED_PROXIES: {raw!r} is not a list of addresses or networks") from None
+    return values
