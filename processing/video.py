@@ -70,6 +70,9 @@ MAX_VIDEO_PACKETS = 6 * 3600 * 120  # six hours at 120 frames per second
 PROXY_LONG_SIDE = 1920
 PROXY_SHORT_SIDE = 1080
 PROBE_TIMEOUT_SECONDS = 30
+# -count_packets demuxes the whole file: its time follows the size (a slow disk reads
+# 50 MiB/s), so a large honest file is not refused for the probe's own timeout.
+PROBE_SECONDS_PER_MIB = 1 / 50
 PROBE_MEMORY_BYTES = 2 << 30
 FFMPEG_MEMORY_BYTES = 4 << 30
 MAX_TEXT = 200
@@ -244,9 +247,11 @@ def probe(workdir: Path, mime: str, *, input_name: str = "input") -> tuple[dict[
         "-count_packets", "-print_format", "json", "-show_format", "-show_streams",
         f"file:{input_name}",
     ]
+    size_mib = (workdir / input_name).stat().st_size / (1 << 20)
+    limit = PROBE_TIMEOUT_SECONDS + size_mib * PROBE_SECONDS_PER_MIB
     try:
         result = run(
-            argv, cwd=workdir, timeout_seconds=PROBE_TIMEOUT_SECONDS, cpu_seconds=PROBE_TIMEOUT_SECONDS,
+            argv, cwd=workdir, timeout_seconds=limit, cpu_seconds=int(limit),
             memory_bytes=PROBE_MEMORY_BYTES,
         )
     except ToolFailed as exc:
