@@ -155,3 +155,33 @@ def test_photos_uploaded_after_long_videos_become_ready_while_the_videos_hold_th
     assert [env.item(i)["state"] for i in videos] == ["ready", "ready"]
     assert {env.job(i).lane for i in videos} == {queue.VIDEO_LANE}
     assert {env.job(i).lane for i in photos} == {queue.DEFAULT_LANE}
+
+
+def test_a_video_lane_worker_takes_video_and_leaves_older_photos_alone(
+    env: Env, tmp_path: Path, media: Media
+) -> None:
+    # `exhibit worker --lane video`: the photo is older, so any slot serving the default
+    # lane would have claimed it first.
+    photo = env.ingest_file(media.jpeg_gps)
+    data = long_claim_mp4(tmp_path / "long.mp4")
+    key, sha, size = env.blobs.put_bytes(data, "originals")
+    with env.db.write() as s:
+        clip = create_item(env.db, s, report_id=env.report_id, blob_key=key, size=size, sha256=sha,
+                           original_filename="long.mp4", detected_type="video/mp4", actor="test:upload").id
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_worker, args=(env.settings,),
+        kwargs={"stop_event": stop, "scanner": env.scanner, "db": env.db, "poll_seconds": 0.1,
+                "lanes": [queue.VIDEO_LANE]},
+        daemon=True,
+    )
+    worker.start()
+    try:
+        assert _wait_terminal(env, [clip], stop, 90), env.item(clip)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert env.item(clip)["state"] == "ready"
+    assert env.item(photo)["state"] == "received" and env.job(photo).attempts == 0
+    with pytest.raises(ValueError, match="lane"):
+        run_worker(env.settings, lanes=["bulk"], stop_event=stop, db=env.db, scanner=env.scanner)
