@@ -316,7 +316,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace, out: Output) -> int
     from exhibit.server import run_worker_forever
 
     concurrency = args.concurrency or settings.worker_concurrency
-    return run_worker_forever(settings, concurrency=concurrency)
+    return run_worker_forever(settings, concurrency=concurrency, lanes=args.lane)
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -388,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "worker", cmd_worker, "processing worker(s)")
     p.add_argument("--concurrency", type=int)
+    # Without --lane the worker serves every lane (one slot may take long video, the
+    # others only photos); --lane video / --lane default make a dedicated worker.
+    p.add_argument("--lane", action="append", choices=["default", "video"],
+                   help="serve only this job lane (repeatable); default: all lanes")
     return parser
 
 

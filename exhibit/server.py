@@ -187,7 +187,7 @@ def serve_app(settings: Settings, db: Database, store: BlobStore, backend: objec
         db.dispose()
 
 
-def run_worker_forever(settings: Settings, *, concurrency: int) -> int:
+def run_worker_forever(settings: Settings, *, concurrency: int, lanes: list[str] | None = None) -> int:
     from exhibit.services import run_worker_process
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -199,4 +199,4 @@ def run_worker_forever(settings: Settings, *, concurrency: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return run_worker_process(settings, concurrency=concurrency, stop=stop)
+    return run_worker_process(settings, concurrency=concurrency, stop=stop, lanes=lanes)

@@ -69,13 +69,15 @@ def start_background_services(
     return [worker, keeper]
 
 
-def run_worker_process(settings: Settings, *, concurrency: int, stop: threading.Event) -> int:
+def run_worker_process(
+    settings: Settings, *, concurrency: int, stop: threading.Event, lanes: list[str] | None = None
+) -> int:
     """`exhibit worker`: with EXHIBIT_CLAMD_ADDRESS it uses that clamd; without, it starts
     and supervises its own."""
     health: dict[str, Any] = {}
     scanner, manager = _start_scanner(settings, stop, health)
     try:
-        run_worker(settings, concurrency=concurrency, stop_event=stop, scanner=scanner)
+        run_worker(settings, concurrency=concurrency, stop_event=stop, scanner=scanner, lanes=lanes)
     finally:
         if manager is not None:
             manager.stop()

@@ -313,6 +313,9 @@ class Job(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
     kind: str = Field(max_length=32, index=True)
+    # Which workers take it (``queue.LANES``): long video has its own lane, so a slow
+    # transcode never holds the slots photos are processed in (BF-19).
+    lane: str = Field(default="default", max_length=16, sa_column_kwargs={"server_default": "default"})
     item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
     payload: dict[str, Any] | None = json_col()
     # Optional idempotency key: enqueueing the same key twice yields one job.

@@ -49,7 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_UPLOAD_IDLE_TIMEOUT", "60s", "An upload request that sends no bytes for this long is cut off (slow-body attacks); what it sent is kept for resuming."),
     Setting("EXHIBIT_JOB_LEASE_SECONDS", "60", "Worker job lease; a worker heartbeats well inside it."),
     Setting("EXHIBIT_JOB_MAX_ATTEMPTS", "5", "Attempts before a job is dead, its last error kept."),
-    Setting("EXHIBIT_WORKER_CONCURRENCY", "1", "Jobs one worker process runs at once."),
+    Setting("EXHIBIT_WORKER_CONCURRENCY", "2", "Jobs one worker process runs at once (at least 2 unless the worker serves one lane: one slot takes long video, the others only the default lane, so photos keep flowing behind a long transcode)."),
+    Setting("EXHIBIT_JOB_MAX_SECONDS", "4h", "Time budget of one processing job attempt; ffmpeg's own limits come from the file's real packet count and size and are cut to what is left of it."),
     Setting("EXHIBIT_SESSION_IDLE_MINUTES", "30", "Staff session idle timeout."),
     Setting("EXHIBIT_SESSION_ABSOLUTE_HOURS", "12", "Staff session absolute lifetime."),
     Setting("EXHIBIT_OFFICER_UNIT_ACCESS", "false", "true: an officer also sees every report of their own unit (the force's policy), not only those they own or are assigned to."),
@@ -100,7 +101,8 @@ class Settings:
     upload_idle_timeout_seconds: float = 60.0
     job_lease_seconds: int = 60
     job_max_attempts: int = 5
-    worker_concurrency: int = 1
+    worker_concurrency: int = 2
+    job_max_seconds: int = 4 * 3600
     session_idle_minutes: int = 30
     session_absolute_hours: int = 12
     officer_unit_access: bool = False
@@ -180,6 +182,7 @@ class Settings:
             job_lease_seconds=number("EXHIBIT_JOB_LEASE_SECONDS"),
             job_max_attempts=number("EXHIBIT_JOB_MAX_ATTEMPTS"),
             worker_concurrency=number("EXHIBIT_WORKER_CONCURRENCY"),
+            job_max_seconds=number("EXHIBIT_JOB_MAX_SECONDS", parse_duration),
             session_idle_minutes=number("EXHIBIT_SESSION_IDLE_MINUTES"),
             session_absolute_hours=number("EXHIBIT_SESSION_ABSOLUTE_HOURS"),
             officer_unit_access=get("EXHIBIT_OFFICER_UNIT_ACCESS").strip().lower() in {"1", "true", "yes", "on"},
