@@ -1,14 +1,14 @@
 """Job lanes: long video is claimed by its own worker slots, so photos keep flowing
 behind a slow transcode (SECURITY_CHECKLIST BF-19). Existing jobs are in the default lane.
 
-Revision ID: 0007_i12
-Revises: 0006
+Revision ID: 0008_i12
+Revises: 0007_throttle
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_i12"
-down_revision = "0006"
+revision = "0008_i12"
+down_revision = "0007_throttle"
 branch_labels = None
 depends_on = None
 
