@@ -450,10 +450,6 @@ def _blobs(ctx: UploadContext) -> dict[str, BlobUpload]:
     return value
 
 
-def cached_blob(ctx: UploadContext, upload_id: str) -> BlobUpload | None:
-    return _blobs(ctx).get(upload_id)
-
-
 async def blob_for(ctx: UploadContext, row: Upload) -> BlobUpload:
     """The store's handle for an upload, kept between PATCHes (a handle holds no open
     file or state, only saves the store's existence check on the hot path).
