@@ -6,12 +6,17 @@ On SQLite and PostgreSQL, through the real tus and multipart handlers."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import anyio
 import httpx2
 import pytest
+from sqlmodel import select
 
+from storage import links
+from storage.blobs.protocol import BlobNotFound
+from storage.models import CustodyEvent, EvidenceItem, Upload, UploadLink, UploadState
 from tests.fixtures.upload import UploadEnv, jpeg_bytes
 
 pytestmark = pytest.mark.anyio
@@ -87,3 +92,88 @@ async def test_a_patch_without_credentials_gets_401_even_while_the_upload_is_bei
             go_on.set()
     assert outcome["owner"].status_code == 204, outcome["owner"].text
     assert outcome["owner"].headers["upload-offset"] == str(len(data))
+
+
+# -- the link ends while the bytes stream in ----------------------------------------------
+
+
+def end_link(env: UploadEnv, link_id: str, how: str) -> None:
+    """The officer withdraws the link, or its time runs out (the database clock passes
+    ``expires_at``: the same as waiting, without the wait)."""
+    with env.db.write() as s:
+        if how == "revoked":
+            links.revoke_link(env.db, s, link_id, actor="user:officer")
+        else:
+            link = s.get(UploadLink, link_id)
+            assert link is not None
+            link.expires_at = env.db.now(s) - dt.timedelta(seconds=1)
+            s.add(link)
+
+
+async def assert_not_evidence(env: UploadEnv, response: httpx2.Response, how: str) -> None:
+    code = "ERR_LINK_REVOKED" if how == "revoked" else "ERR_LINK_EXPIRED"
+    assert response.status_code == 410, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert "not kept" in error["message"] and error["what_to_do"]  # the citizen is told
+    with env.db.read() as s:
+        assert s.exec(select(EvidenceItem)).all() == []
+        (up,) = s.exec(select(Upload).where(Upload.link_id == env.link.link.id)).all()
+        assert up.state == UploadState.REFUSED
+        refused = s.exec(select(CustodyEvent).where(CustodyEvent.action == "upload.refused")).all()
+        assert [e.detail["reason"] for e in refused] == [code]
+        link = s.get(UploadLink, env.link.link.id)
+        assert link is not None and link.used_files == 0 and link.reserved_bytes == 0
+        blob_key = up.blob_key
+    with pytest.raises(BlobNotFound):  # the refused bytes are gone from the store
+        await env.store.get(blob_key)
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+async def test_a_tus_upload_whose_link_ends_mid_patch_does_not_become_evidence(
+    upload_env: UploadEnv, how: str
+) -> None:
+    data = jpeg_bytes(300_000)
+    reached, go_on = anyio.Event(), anyio.Event()
+    async with upload_env.client() as c:
+        url = await new_upload(upload_env, c, len(data))
+
+        async def officer() -> None:
+            await reached.wait()  # the PATCH is authorised and storing bytes
+            await anyio.to_thread.run_sync(end_link, upload_env, upload_env.link.link.id, how)
+            go_on.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(officer)
+            r = await c.patch(url, headers=patch_headers(0),
+                              content=paused_body(data[:100_000], data[100_000:], reached, go_on))
+    await assert_not_evidence(upload_env, r, how)
+
+
+def multipart_parts(boundary: str, data: bytes) -> tuple[bytes, bytes]:
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"declaration\"\r\n\r\naccepted\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"photo.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode()
+    return head + data[:100_000], data[100_000:] + f"\r\n--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+async def test_a_multipart_upload_whose_link_ends_mid_body_does_not_become_evidence(
+    upload_env: UploadEnv, how: str
+) -> None:
+    data = jpeg_bytes(300_000)
+    boundary = "exhibit-test-boundary"
+    first, rest = multipart_parts(boundary, data)
+    reached, go_on = anyio.Event(), anyio.Event()
+    async with upload_env.client() as c:
+
+        async def officer() -> None:
+            await reached.wait()
+            await anyio.to_thread.run_sync(end_link, upload_env, upload_env.link.link.id, how)
+            go_on.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(officer)
+            r = await c.post("/u/submit", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                             content=paused_body(first, rest, reached, go_on))
+    await assert_not_evidence(upload_env, r, how)
