@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
+from storage import links
 from tests.fixtures.upload import LiveServer, UploadEnv
 
 pytestmark = pytest.mark.anyio
@@ -19,7 +20,7 @@ PATHS = [
     "/u/submission/{t}/", "/u/static/{t}", "/u/static/{t}/", "/api/v1/reports/{t}/evidence",
     "/api/v1/reports/{t}/evidence/", "/api/v1/reports/{t}/links/", "/healthz/?t={t}", "/u/?t={t}",
 ]
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"]
 
 
 def assert_no_token(response: httpx2.Response, token: str) -> None:
@@ -53,3 +54,11 @@ async def test_no_response_of_the_public_door_echoes_a_link_token(upload_env: Up
             r = await client.get(f"/u/{token}")
             assert r.status_code == 303 and r.headers["location"] == "/u/"
             assert_no_token(r, token)
+            # Links that cannot be used (withdrawn, unknown) get their page, without the token.
+            withdrawn = upload_env.new_link()
+            with upload_env.db.write() as s:
+                links.revoke_link(upload_env.db, s, withdrawn.link.id, actor="user:officer")
+            for dead in (withdrawn.token, links.new_token()):
+                for path in ("/u/{t}", "/u/{t}/", "/u/{t}?x={t}"):
+                    r = await client.get(path.format(t=dead))
+                    assert_no_token(r, dead)
