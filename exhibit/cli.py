@@ -271,9 +271,10 @@ def cmd_apikeys_add(settings: Settings, args: argparse.Namespace, out: Output) -
 
     db = _open_db(settings)
     with db.write() as session:
-        key, plaintext = add_api_key(db, session, args.name, actor=_actor())
-        data = {"id": key.id, "name": key.name, "key": plaintext}
-    out.emit(data, lambda: f"id    {data['id']}\nkey   {data['key']}\n"
+        key, plaintext = add_api_key(db, session, args.name, actor=_actor(), unit=args.unit)
+        data = {"id": key.id, "name": key.name, "unit": key.unit, "key": plaintext}
+    out.emit(data, lambda: f"id    {data['id']}\nunit  {data['unit'] or '(none: only the reports it creates)'}\n"
+             f"key   {data['key']}\n"
              "The key is shown once and only its hash is kept: store it in the reporting system now.")
     return 0
 
@@ -283,10 +284,11 @@ def cmd_apikeys_list(settings: Settings, args: argparse.Namespace, out: Output) 
 
     db = _open_db(settings)
     with db.read() as session:
-        rows = [{"id": k.id, "name": k.name, "created_at": ledger.format_time(k.created_at),
+        rows = [{"id": k.id, "name": k.name, "unit": k.unit, "created_at": ledger.format_time(k.created_at),
                  "revoked_at": ledger.format_time(k.revoked_at) if k.revoked_at else None}
                 for k in list_api_keys(session)]
-    out.emit(rows, lambda: "\n".join(f"{r['id']}  {r['name']}  {'revoked' if r['revoked_at'] else 'active'}"
+    out.emit(rows, lambda: "\n".join(f"{r['id']}  {r['name']}  unit={r['unit'] or '-'}  "
+                                      f"{'revoked' if r['revoked_at'] else 'active'}"
                                       for r in rows) or "no API keys")
     return 0
 
@@ -374,8 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     apikeys = sub.add_parser("apikeys", help="intake API keys").add_subparsers(dest="sub", required=True)
-    p = add(apikeys, "add", cmd_apikeys_add, "create an API key for the force's reporting system (shown once)")
-    p.add_argument("name")
+    for verb in ("create", "add"):  # "add": the name it had first
+        p = add(apikeys, verb, cmd_apikeys_add, "create an API key for the force's reporting system (shown once); "
+                "it reaches the reports it creates and, with --unit, that unit's reports")
+        p.add_argument("name")
+        p.add_argument("--unit", help="the unit whose reports the key may read and issue links into")
     add(apikeys, "list", cmd_apikeys_list, "list API keys")
     p = add(apikeys, "revoke", cmd_apikeys_revoke, "revoke an API key")
     p.add_argument("key_id")

@@ -158,6 +158,8 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(max_length=64, unique=True)
     created_at: dt.datetime = created()
     revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    # Scope (AC-01): a key reaches the reports it created, and those of this unit when set.
+    unit: str | None = Field(default=None, max_length=100)
 
 
 # --- the matter ------------------------------------------------------------------------
@@ -176,6 +178,8 @@ class Report(SQLModel, table=True):
     title: str = Field(default="", max_length=300)
     owner_id: str | None = Field(default=None, foreign_key="user.id", max_length=32, index=True)
     unit: str | None = Field(default=None, max_length=100)
+    # The intake API key that created the report (None: created by staff): its scope.
+    created_by_api_key_id: str | None = Field(default=None, foreign_key="api_key.id", max_length=32, index=True)
     closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)
 

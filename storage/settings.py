@@ -44,6 +44,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_LINK_DEFAULT_EXPIRY", "7d", "Lifetime of a new upload link when none is given."),
     Setting("EXHIBIT_LINK_MAX_FILES", "50", "Default per-link file quota."),
     Setting("EXHIBIT_LINK_MAX_BYTES", "20G", "Default per-link byte quota."),
+    Setting("EXHIBIT_API_LINK_MAX_FILES", "100", "Most files a link issued through the intake API may allow; a request above it is refused (ERR_ABOVE_LIMIT)."),
+    Setting("EXHIBIT_API_LINK_MAX_BYTES", "50G", "Largest byte quota a link issued through the intake API may have; a request above it is refused."),
+    Setting("EXHIBIT_API_LINK_MAX_EXPIRY", "30d", "Longest lifetime of a link issued through the intake API; a request above it is refused."),
     Setting("EXHIBIT_MAX_FILE_BYTES", "10G", "Largest single file accepted."),
     Setting("EXHIBIT_UPLOAD_EXPIRY", "24h", "How long an unfinished resumable upload is kept before it is removed."),
     Setting("EXHIBIT_UPLOAD_IDLE_TIMEOUT", "60s", "An upload request that sends no bytes for this long is cut off (slow-body attacks); what it sent is kept for resuming."),
@@ -96,6 +99,9 @@ class Settings:
     link_default_expiry_seconds: int = 7 * 86400
     link_max_files: int = 50
     link_max_bytes: int = 20 << 30
+    api_link_max_files: int = 100
+    api_link_max_bytes: int = 50 << 30
+    api_link_max_expiry_seconds: int = 30 * 86400
     max_file_bytes: int = 10 << 30
     upload_expiry_seconds: int = 24 * 3600
     upload_idle_timeout_seconds: float = 60.0
@@ -176,6 +182,9 @@ class Settings:
             link_default_expiry_seconds=number("EXHIBIT_LINK_DEFAULT_EXPIRY", parse_duration),
             link_max_files=number("EXHIBIT_LINK_MAX_FILES"),
             link_max_bytes=number("EXHIBIT_LINK_MAX_BYTES", parse_bytes),
+            api_link_max_files=number("EXHIBIT_API_LINK_MAX_FILES"),
+            api_link_max_bytes=number("EXHIBIT_API_LINK_MAX_BYTES", parse_bytes),
+            api_link_max_expiry_seconds=number("EXHIBIT_API_LINK_MAX_EXPIRY", parse_duration),
             max_file_bytes=number("EXHIBIT_MAX_FILE_BYTES", parse_bytes),
             upload_expiry_seconds=number("EXHIBIT_UPLOAD_EXPIRY", parse_duration),
             upload_idle_timeout_seconds=parse_duration(get("EXHIBIT_UPLOAD_IDLE_TIMEOUT")),

@@ -142,4 +142,9 @@ def build(ctx: UploadContext) -> Starlette:
         Middleware(SecurityHeaders, hsts=ctx.settings.secure_cookies),
     ])
     app.state.ctx = ctx
+    # UP-15: Starlette's redirect_slashes answers ``GET /u/<token>/`` with a redirect to
+    # ``/u/<token>``: the link token echoed in a Location header, into the browser's
+    # history, proxies' logs and the next Referer. No path of the public door is reached
+    # by adding or removing a slash, so an unmatched path is a plain 404.
+    app.router.redirect_slashes = False
     return app

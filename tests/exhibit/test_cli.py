@@ -155,6 +155,13 @@ def test_api_key_is_shown_once_and_stored_hashed(cli: Cli) -> None:
     assert cli.json("apikeys", "revoke", created["id"])["revoked"] is True
 
 
+def test_api_key_created_for_a_unit(cli: Cli) -> None:
+    created = cli.json("apikeys", "create", "North forms", "--unit", "North")
+    assert created["unit"] == "North" and created["key"].startswith("exk_")
+    (listed,) = cli.json("apikeys", "list")
+    assert (listed["id"], listed["unit"]) == (created["id"], "North")
+
+
 def _tamper(url: str, sql: str) -> None:
     db = Database(url)
     try:
