@@ -5,14 +5,14 @@ A key reads and issues links only into the reports it created, or those of its u
 did not make). Which key created an existing report is read from the custody ledger's
 ``report.created`` events (actor ``apikey:<id>``), so integrations keep their reports.
 
-Revision ID: 0007_intake
-Revises: 0006
+Revision ID: 0009_intake
+Revises: 0008_i12
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_intake"
-down_revision = "0006"
+revision = "0009_intake"
+down_revision = "0008_i12"
 branch_labels = None
 depends_on = None
 
