@@ -1,4 +1,4 @@
-"""Migration 0007_intake: scoped intake API keys keep the reports they made before.
+"""Migration 0009_intake: scoped intake API keys keep the reports they made before.
 
 Which key created a report is taken from the custody ledger (``report.created`` by
 ``apikey:<id>``); a report staff created gets no key, and no key gains a report."""
@@ -25,9 +25,9 @@ def test_reports_made_by_a_key_before_scoping_stay_in_its_scope(db_url: str) -> 
             reports.create_report(db, s, "BY-STAFF", "other", actor="user:officer")
     finally:
         db.dispose()
-    # As if these rows had been written before 0007_intake: back to the revision before
+    # As if these rows had been written before 0009_intake: back to the revision before
     # it (the column goes), then forward again.
-    command.downgrade(alembic_config(db_url), "0007_intake-1")
+    command.downgrade(alembic_config(db_url), "0009_intake-1")
     upgrade(db_url)
     db = Database(db_url)
     try:
