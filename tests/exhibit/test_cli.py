@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.db import Database
+from tests.fixtures.tamper import tamper
 
 EXHIBIT = [str(Path(sys.executable).parent / "exhibit")]
 
@@ -122,14 +123,7 @@ def test_audit_verify_and_checkpoint(cli: Cli, tmp_path: Path) -> None:
     assert written["checkpoint"]["seq"] == 3
     assert cli.json("audit", "verify", "--checkpoint", str(cp))["ok"] is True
 
-    db = Database(cli.env["EXHIBIT_DATABASE_URL"])
-    try:
-        with db.engine.begin() as conn:
-            if db.is_postgresql:
-                conn.execute(text("ALTER TABLE custody_event DISABLE TRIGGER USER"))
-            conn.execute(text("DELETE FROM custody_event WHERE seq = 3"))
-    finally:
-        db.dispose()
+    tamper(cli.env["EXHIBIT_DATABASE_URL"], "DELETE FROM custody_event WHERE seq = 3")
     # The chain alone is intact (a cut tail), the checkpoint shows the cut.
     assert cli.json("audit", "verify")["ok"] is True
     broken = cli.json("audit", "verify", "--checkpoint", str(cp), code=1)
@@ -156,16 +150,7 @@ def test_api_key_is_shown_once_and_stored_hashed(cli: Cli) -> None:
 
 
 def _tamper(url: str, sql: str) -> None:
-    db = Database(url)
-    try:
-        with db.engine.begin() as conn:
-            if db.is_postgresql:
-                conn.execute(text("ALTER TABLE custody_event DISABLE TRIGGER USER"))
-            conn.execute(text(sql))
-            if db.is_postgresql:
-                conn.execute(text("ALTER TABLE custody_event ENABLE TRIGGER USER"))
-    finally:
-        db.dispose()
+    tamper(url, sql)
 
 
 def test_audit_verify_names_the_first_bad_seq_of_an_edited_chain(cli: Cli) -> None:
