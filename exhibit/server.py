@@ -22,7 +22,8 @@ from typing import Any
 from storage.blobs import open_store
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
-from storage.migrate import upgrade
+from storage.errors import DomainError
+from storage.migrate import SchemaOutOfDate, check_schema
 from storage.settings import Settings
 
 log = logging.getLogger("exhibit.server")
@@ -107,9 +108,17 @@ def expire_uploads_task(app: Dispatcher) -> Callable[[], object]:
 
 
 def prepare(settings: Settings) -> tuple[Database, BlobStore]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # The server never migrates: it runs as the runtime role, which owns nothing and
+    # cannot (AU-08); `exhibit db upgrade` runs as the owner. An older schema is refused
+    # with a plain instruction.
     db = Database(settings.database_url)
+    try:
+        with db.read() as session:
+            check_schema(session.connection())
+    except SchemaOutOfDate as exc:
+        db.dispose()
+        raise DomainError(str(exc), code=exc.code) from None
     store = open_store(settings)
     return db, store
 

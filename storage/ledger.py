@@ -318,21 +318,53 @@ def verify(db: Database, checkpoint: dict[str, Any] | None = None) -> VerifyResu
 # --- signed checkpoints ---------------------------------------------------------------
 
 
+class SigningKeyForbidden(RuntimeError):
+    """This process declared it must never hold the ledger's signing key."""
+
+
+_signing_key_forbidden = False
+
+
+def forbid_signing_key() -> None:
+    """Declare that this process must never load the checkpoint signing key: from now on
+    ``load_or_create_signing_key`` raises. The public door calls it at start: a process
+    that faces the internet and is taken over must not be able to sign a forged history
+    (SECURITY_CHECKLIST AU-06). It cannot be undone in the process."""
+    global _signing_key_forbidden
+    _signing_key_forbidden = True
+
+
+def signing_key_forbidden() -> bool:
+    return _signing_key_forbidden
+
+
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key at ``path`` (EXHIBIT_SIGNING_KEY_FILE), created 0600 in a 0700
+    directory when missing. Refused in a process that called ``forbid_signing_key``."""
+    if _signing_key_forbidden:
+        raise SigningKeyForbidden("this process may not load the ledger signing key")
+    path = Path(path)
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 private key")
         return key
+    # 0700 directory, 0600 file: no other local account reads the key (AU-06).
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     # The private key is created 0600 and never world-readable, even for an instant.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # O_EXCL: two processes starting at once agree on one key (the loser reads it).
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return load_or_create_signing_key(path)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
     return key
 
 
@@ -362,6 +394,14 @@ def make_checkpoint(db: Database, key: Ed25519PrivateKey) -> dict[str, Any]:
     statements could). Events appended after the walk are covered by the next
     checkpoint. Raises ``LedgerBroken``."""
     result = verify(db)
+    if not result.ok:
+        raise LedgerBroken(result)
+    return sign_checkpoint(db, key, result)
+
+
+def sign_checkpoint(db: Database, key: Ed25519PrivateKey, result: VerifyResult) -> dict[str, Any]:
+    """Sign the head of a verified walk (``result``), store it in the checkpoint table
+    and return the document. The caller has verified the chain up to that head."""
     if not result.ok:
         raise LedgerBroken(result)
     with db.write() as session:
@@ -394,3 +434,41 @@ def read_checkpoint(document: dict[str, Any], trusted_public_key: str | None = N
     except InvalidSignature:
         raise CheckpointInvalid("checkpoint signature does not verify") from None
     return dict(body)
+
+
+def check_public_key(value: str) -> str:
+    """A pinned public key as given (base64 of 32 raw bytes), or ``ValueError``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(value, validate=True))
+    except ValueError:
+        raise ValueError("the public key must be the base64 of a raw 32-byte Ed25519 key") from None
+    return value
+
+
+def stored_checkpoint_document(row: Checkpoint) -> dict[str, Any]:
+    body = {"seq": row.seq, "hash": row.hash, "count": row.count, "at": format_time(row.at)}
+    return {"checkpoint": body, "algorithm": "Ed25519", "public_key": row.public_key, "signature": row.signature}
+
+
+def latest_stored_checkpoint(db: Database, trusted_public_key: str) -> dict[str, Any] | None:
+    """The body of the newest checkpoint in the database whose signature verifies with
+    ``trusted_public_key`` (None when there is none). Rows signed by another key, or
+    whose signature does not verify, are passed over: whoever can write the table
+    cannot vouch for anything without the pinned key (AU-06), but an edited or deleted
+    stored checkpoint is only caught by the copies kept outside (EXHIBIT_CHECKPOINT_URL)."""
+    last_id: int | None = None
+    while True:
+        query = select(Checkpoint).order_by(Checkpoint.id.desc()).limit(500)  # type: ignore[union-attr]
+        if last_id is not None:
+            query = query.where(Checkpoint.id < last_id)  # type: ignore[operator,arg-type]
+        with db.read() as session:
+            rows = list(session.exec(query).scalars())  # type: ignore[call-overload]
+        if not rows:
+            return None
+        # Newest by the sequence it vouches for, then by when it was written.
+        for row in sorted(rows, key=lambda r: (r.seq, r.id), reverse=True):
+            try:
+                return read_checkpoint(stored_checkpoint_document(row), trusted_public_key=trusted_public_key)
+            except CheckpointInvalid:
+                continue
+        last_id = rows[-1].id

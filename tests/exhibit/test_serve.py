@@ -46,6 +46,9 @@ def _serve(tmp_path: Path, *, split: bool) -> Iterator[Served]:
     env = {**os.environ, "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
            "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "EXHIBIT_SERVE_SPLIT": "true" if split else "false"}
+    # `exhibit serve` never migrates (only the owner role does, in `exhibit db upgrade`).
+    subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
+                   timeout=120)
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--demo"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
