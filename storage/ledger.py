@@ -229,10 +229,11 @@ class VerifyResult:
         }
 
 
-def iter_events(db: Database, batch: int = 5000) -> Iterator[CustodyEvent]:
+def iter_events(db: Database, batch: int = 5000, after: int | None = None) -> Iterator[CustodyEvent]:
     """Every row of the ledger in seq order, in batches (constant memory for millions of
-    events). Every row: a forged row with seq 0 or below must be seen, not skipped."""
-    last: int | None = None
+    events). Every row: a forged row with seq 0 or below must be seen, not skipped.
+    With ``after``, only the rows past that seq."""
+    last: int | None = after
     while True:
         query = select(CustodyEvent).order_by(CustodyEvent.seq).limit(batch)  # type: ignore[arg-type]
         if last is not None:
@@ -245,7 +246,8 @@ def iter_events(db: Database, batch: int = 5000) -> Iterator[CustodyEvent]:
         last = rows[-1].seq
 
 
-def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoint: dict[str, Any] | None = None) -> VerifyResult:
+def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoint: dict[str, Any] | None = None,
+                  *, start: tuple[int, str, int] | None = None) -> VerifyResult:
     """Walk the chain. The first problem found is reported by the seq where it shows:
 
     * a row outside the sequence (seq 0 or below): that row;
@@ -265,6 +267,10 @@ def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoin
     before_prev: str | None = None  # hash of the event before the previous one
     expected_seq = 1
     count = 0
+    if start is not None:
+        # Continue a walk already made up to (seq, hash, count): ``events`` are the rows
+        # after that seq (``verify_since``).
+        expected_seq, prev, count = start[0] + 1, start[1], start[2]
     cp_seq = int(checkpoint["seq"]) if checkpoint else None
     # A checkpoint of the empty ledger (seq 0) vouches for the genesis hash.
     seen_at_checkpoint: str | None = GENESIS if cp_seq == 0 else None
@@ -313,6 +319,32 @@ def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoin
 
 def verify(db: Database, checkpoint: dict[str, Any] | None = None) -> VerifyResult:
     return verify_events(iter_events(db), checkpoint)
+
+
+def verify_since(db: Database, anchor: dict[str, Any] | None) -> VerifyResult:
+    """Verify only what was appended after a trusted checkpoint body ``anchor`` (the
+    periodic job's incremental walk): the event at the anchor's seq must still be there,
+    with the hash the anchor signed and a hash that matches its content, and every later
+    event must extend it. A cut tail, a rollback to an older backup and any change to
+    the anchored event or after it are found; a change *before* the anchor that kept
+    the anchored hash is not (it needs a forged SHA-256 chain that still ends in the
+    signed hash, i.e. a hash collision), and a full ``verify`` walks everything."""
+    if anchor is None or int(anchor["seq"]) == 0:
+        return verify(db, anchor)
+    cp_seq, cp_hash, cp_count = int(anchor["seq"]), str(anchor["hash"]), int(anchor.get("count", anchor["seq"]))
+    with db.read() as session:
+        row = session.get(CustodyEvent, cp_seq)
+        head = session.exec(select(CustodyEvent.seq).order_by(CustodyEvent.seq.desc()).limit(1)).scalars().first()  # type: ignore[call-overload,attr-defined]
+    if row is None:
+        head_seq = int(head or 0)
+        return VerifyResult(False, 0, head_seq, "", min(head_seq + 1, cp_seq),
+                            f"event {cp_seq}, which the checkpoint vouches for, is gone: events were removed", cp_seq)
+    if row.hash != cp_hash or compute_hash(row.prev_hash, event_body(row)) != row.hash:
+        return VerifyResult(False, 0, cp_seq, cp_hash, cp_seq,
+                            f"event {cp_seq} differs from the one the checkpoint signed", cp_seq)
+    result = verify_events(iter_events(db, after=cp_seq), start=(cp_seq, cp_hash, cp_count))
+    result.checkpoint_seq = cp_seq
+    return result
 
 
 # --- signed checkpoints ---------------------------------------------------------------
