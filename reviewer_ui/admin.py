@@ -73,7 +73,16 @@ def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 20
     values.setdefault("form", {})
     values.setdefault("reset", False)
     return ctx.render(request, "admin_users.html", status_code=status_code, users=_users(ctx),
-                      roles=ROLE_CHOICES, **values)
+                      roles=ROLE_CHOICES, ledger_alarms=_ledger_alarms(ctx), **values)
+
+
+def _ledger_alarms(ctx: ReviewContext) -> list[Any]:
+    """Failed rounds of the periodic ledger verifier (``storage.ledger_watch``): the
+    admin page is where a broken custody chain must not go unseen (AU-05, AU-10)."""
+    from storage.ledger_watch import failing
+
+    with ctx.db.read() as s:
+        return failing(s)
 
 
 async def users_page(request: Request) -> Response:
