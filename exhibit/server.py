@@ -159,12 +159,22 @@ def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -
         from exhibit.demo import ensure_demo
 
         ensure_demo(settings, db)
-    if settings.serve_split:
-        from exhibit.handoff import serve_split
+    # The periodic ledger verifier (it holds the signing key) runs beside the worker, in
+    # this process: in the split server that is the parent, which serves no request, so
+    # the public door never holds the key (it forbids it, AU-06).
+    from exhibit.services import start_ledger_watch
 
-        db.dispose()  # the parent serves nothing; each child opens its own pool
-        return serve_split(settings, with_worker=with_worker, is_public=is_public_path)
-    return _serve_one_process(settings, db, store, description, with_worker=with_worker)
+    watch = start_ledger_watch(settings) if with_worker else None
+    try:
+        if settings.serve_split:
+            from exhibit.handoff import serve_split
+
+            db.dispose()  # the parent serves nothing; each child opens its own pool
+            return serve_split(settings, with_worker=with_worker, is_public=is_public_path)
+        return _serve_one_process(settings, db, store, description, with_worker=with_worker)
+    finally:
+        if watch is not None:
+            watch.stop()
 
 
 def _serve_one_process(settings: Settings, db: Database, store: BlobStore, description: dict[str, Any], *,

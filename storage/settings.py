@@ -40,7 +40,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_SIGNING_KEY_FILE", "", "Ed25519 private key (PEM) that signs custody checkpoints, created on first use. Default: <data dir>/keys/ledger-ed25519.pem."),
     Setting("EXHIBIT_LEDGER_PUBLIC_KEY", "", "Base64 Ed25519 public key that custody checkpoints must be signed with (`exhibit audit verify`). Never read from a checkpoint or the data directory."),
     Setting("EXHIBIT_CHECKPOINT_URL", "", "Where the periodic ledger verifier writes signed checkpoints: a directory (file:///path) or s3://bucket/prefix (a bucket with Object Lock). Default: file://<data dir>/checkpoints, which is NOT separate from the data (logged as a warning)."),
-    Setting("EXHIBIT_CHECKPOINT_INTERVAL", "15m", "How often the ledger verifier (in `exhibit worker` and the staff side of `exhibit serve`) checks the chain and writes a checkpoint."),
+    Setting("EXHIBIT_CHECKPOINT_INTERVAL", "15m", "How often the ledger verifier (in `exhibit worker`, and in `exhibit serve` beside its worker, outside the public door) checks the chain and writes a checkpoint."),
     Setting("EXHIBIT_CLAMD_ADDRESS", "", "clamd to use: unix:///path/clamd.sock or tcp://127.0.0.1:3310. Unset: `exhibit serve` starts and supervises its own clamd."),
     Setting("EXHIBIT_CLAMD_DATABASE_DIR", "", "Signature database for the managed clamd. Unset: /var/lib/clamav when it holds signatures, otherwise the project's own test signatures (announced loudly)."),
     Setting("EXHIBIT_LINK_DEFAULT_EXPIRY", "7d", "Lifetime of a new upload link when none is given."),
