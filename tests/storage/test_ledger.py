@@ -406,6 +406,10 @@ def test_an_appender_does_not_hold_up_others_until_it_commits(db: Database) -> N
     def long_transaction() -> None:
         try:
             with db.write() as s:
+                # Start the transaction now (on SQLite: BEGIN IMMEDIATE, the write lock):
+                # ``append`` itself sends nothing before commit, so without this the other
+                # writer could take SQLite's lock first and the order below would be a race.
+                s.connection()
                 ledger.append(db, s, actor="upload", action="test.completed")
                 appended.set()
                 if db.is_postgresql:
