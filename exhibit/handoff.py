@@ -288,6 +288,11 @@ def _child_main(role: str, settings: Settings, channel: socket.socket, with_work
     # Out of the terminal's process group: Ctrl-C reaches the parent alone, which stops
     # both children in order (SIGTERM) instead of racing them.
     os.setpgrp()
+    if role == "public":
+        # The internet-facing process never holds the ledger's signing key (AU-06).
+        from storage.ledger import forbid_signing_key
+
+        forbid_signing_key()
     db = Database(settings.database_url)
     store = open_store(settings)
     backend = asyncio.run(store.describe()).get("backend")

@@ -22,7 +22,8 @@ from typing import Any
 from storage.blobs import open_store
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
-from storage.migrate import upgrade
+from storage.errors import DomainError
+from storage.migrate import SchemaOutOfDate, check_schema
 from storage.settings import Settings
 
 log = logging.getLogger("exhibit.server")
@@ -107,9 +108,17 @@ def expire_uploads_task(app: Dispatcher) -> Callable[[], object]:
 
 
 def prepare(settings: Settings) -> tuple[Database, BlobStore]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # The server never migrates: it runs as the runtime role, which owns nothing and
+    # cannot (AU-08); `exhibit db upgrade` runs as the owner. An older schema is refused
+    # with a plain instruction.
     db = Database(settings.database_url)
+    try:
+        with db.read() as session:
+            check_schema(session.connection())
+    except SchemaOutOfDate as exc:
+        db.dispose()
+        raise DomainError(str(exc), code=exc.code) from None
     store = open_store(settings)
     return db, store
 
@@ -150,12 +159,22 @@ def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -
         from exhibit.demo import ensure_demo
 
         ensure_demo(settings, db)
-    if settings.serve_split:
-        from exhibit.handoff import serve_split
+    # The periodic ledger verifier (it holds the signing key) runs beside the worker, in
+    # this process: in the split server that is the parent, which serves no request, so
+    # the public door never holds the key (it forbids it, AU-06).
+    from exhibit.services import start_ledger_watch
 
-        db.dispose()  # the parent serves nothing; each child opens its own pool
-        return serve_split(settings, with_worker=with_worker, is_public=is_public_path)
-    return _serve_one_process(settings, db, store, description, with_worker=with_worker)
+    watch = start_ledger_watch(settings) if with_worker else None
+    try:
+        if settings.serve_split:
+            from exhibit.handoff import serve_split
+
+            db.dispose()  # the parent serves nothing; each child opens its own pool
+            return serve_split(settings, with_worker=with_worker, is_public=is_public_path)
+        return _serve_one_process(settings, db, store, description, with_worker=with_worker)
+    finally:
+        if watch is not None:
+            watch.stop()
 
 
 def _serve_one_process(settings: Settings, db: Database, store: BlobStore, description: dict[str, Any], *,

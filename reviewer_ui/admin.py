@@ -76,7 +76,17 @@ def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 20
         # Accounts whose TOTP codes are paused after too many wrong ones: an alert (AC-07).
         codes_locked = [u for u, _g in throttle.totp_locked_accounts(s, ctx.clock())]
     return ctx.render(request, "admin_users.html", status_code=status_code, users=_users(ctx),
-                      roles=ROLE_CHOICES, codes_locked=codes_locked, **values)
+                      roles=ROLE_CHOICES, codes_locked=codes_locked,
+                      ledger_alarms=_ledger_alarms(ctx), **values)
+
+
+def _ledger_alarms(ctx: ReviewContext) -> list[Any]:
+    """Failed rounds of the periodic ledger verifier (``storage.ledger_watch``): the
+    admin page is where a broken custody chain must not go unseen (AU-05, AU-10)."""
+    from storage.ledger_watch import failing
+
+    with ctx.db.read() as s:
+        return failing(s)
 
 
 async def users_page(request: Request) -> Response:

@@ -422,3 +422,20 @@ class TotpGuard(SQLModel, table=True):
     failures: int = 0
     window_start: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
     locked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class LedgerStatus(SQLModel, table=True):
+    """The outcome of the last periodic ledger verification (``storage.ledger_watch``):
+    one row per verifier (``name``). The admin page and /readyz read it, so a chain that
+    stopped verifying is loud everywhere, whichever process found it (AU-05, AU-10)."""
+
+    __tablename__ = "ledger_status"
+
+    name: str = Field(primary_key=True, max_length=64)
+    ok: bool
+    checked_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    head_seq: int = big()
+    first_bad_seq: int | None = big(default=None, nullable=True)
+    reason: str | None = Field(default=None, max_length=500)
+    checkpoint_seq: int | None = big(default=None, nullable=True)
+    destination: str = Field(default="", max_length=500)

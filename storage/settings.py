@@ -29,6 +29,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_DATA_DIR", "./var", "Directory for the SQLite database, blobs, keys and clamd state."),
     Setting("EXHIBIT_DATABASE_URL", "", "SQLAlchemy URL. Default: sqlite:///<data dir>/exhibit.db. PostgreSQL: postgresql+psycopg://user:pass@host/db."),
+    Setting("EXHIBIT_MIGRATION_DATABASE_URL", "", "URL of the owner role, used only by `exhibit db upgrade` (which then grants the runtime role in EXHIBIT_DATABASE_URL its privileges). Default: EXHIBIT_DATABASE_URL (SQLite, development)."),
     Setting("EXHIBIT_STORAGE_URL", "", "Blob store. Default: file://<data dir>/blobs. S3: s3://bucket/prefix."),
     Setting("EXHIBIT_S3_ENDPOINT_URL", "", "S3 endpoint (MinIO, moto, a VPC endpoint). Unset: AWS. Credentials come from the usual AWS_* variables."),
     Setting("EXHIBIT_S3_REGION", "us-east-1", "S3 region name."),
@@ -39,6 +40,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_SERVE_SPLIT", "true", "true: `exhibit serve` runs the staff reviewer and the public upload door in two processes behind its one port, so citizens' uploads cannot slow the reviewer; false: one process."),
     Setting("EXHIBIT_SECRET_KEY_FILE", "", "File holding the server secret (random, created on first start). Default: <data dir>/keys/secret."),
     Setting("EXHIBIT_SIGNING_KEY_FILE", "", "Ed25519 private key (PEM) that signs custody checkpoints, created on first use. Default: <data dir>/keys/ledger-ed25519.pem."),
+    Setting("EXHIBIT_LEDGER_PUBLIC_KEY", "", "Base64 Ed25519 public key that custody checkpoints must be signed with (`exhibit audit verify`). Never read from a checkpoint or the data directory."),
+    Setting("EXHIBIT_CHECKPOINT_URL", "", "Where the periodic ledger verifier writes signed checkpoints: a directory (file:///path) or s3://bucket/prefix (a bucket with Object Lock). Default: file://<data dir>/checkpoints, which is NOT separate from the data (logged as a warning)."),
+    Setting("EXHIBIT_CHECKPOINT_INTERVAL", "15m", "How often the ledger verifier (in `exhibit worker`, and in `exhibit serve` beside its worker, outside the public door) checks the chain and writes a checkpoint."),
     Setting("EXHIBIT_CLAMD_ADDRESS", "", "clamd to use: unix:///path/clamd.sock or tcp://127.0.0.1:3310. Unset: `exhibit serve` starts and supervises its own clamd."),
     Setting("EXHIBIT_CLAMD_DATABASE_DIR", "", "Signature database for the managed clamd. Unset: /var/lib/clamav when it holds signatures, otherwise the project's own test signatures (announced loudly)."),
     Setting("EXHIBIT_LINK_DEFAULT_EXPIRY", "7d", "Lifetime of a new upload link when none is given."),
@@ -85,6 +89,7 @@ def parse_duration(text: str) -> int:
 class Settings:
     data_dir: Path = Path("./var")
     database_url: str = ""
+    migration_database_url: str = ""
     storage_url: str = ""
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
@@ -94,6 +99,9 @@ class Settings:
     port: int = 8000
     secret_key_file: Path | None = None
     signing_key_file: Path | None = None
+    ledger_public_key: str | None = None
+    checkpoint_url: str = ""
+    checkpoint_interval_seconds: int = 900
     clamd_address: str | None = None
     clamd_database_dir: Path | None = None
     link_default_expiry_seconds: int = 7 * 86400
@@ -122,6 +130,10 @@ class Settings:
         # Derived defaults live here so that Settings(data_dir=tmp) in a test is complete.
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir.resolve() / 'exhibit.db'}")
+        if not self.migration_database_url:
+            object.__setattr__(self, "migration_database_url", self.database_url)
+        if not self.checkpoint_url:
+            object.__setattr__(self, "checkpoint_url", f"file://{self.data_dir.resolve() / 'checkpoints'}")
         if not self.storage_url:
             object.__setattr__(self, "storage_url", f"file://{self.data_dir.resolve() / 'blobs'}")
         if self.secret_key_file is None:
@@ -168,6 +180,7 @@ class Settings:
         return cls(
             data_dir=Path(get("EXHIBIT_DATA_DIR")),
             database_url=get("EXHIBIT_DATABASE_URL"),
+            migration_database_url=get("EXHIBIT_MIGRATION_DATABASE_URL"),
             storage_url=get("EXHIBIT_STORAGE_URL"),
             s3_endpoint_url=opt("EXHIBIT_S3_ENDPOINT_URL"),
             s3_region=get("EXHIBIT_S3_REGION"),
@@ -177,6 +190,9 @@ class Settings:
             port=number("EXHIBIT_PORT"),
             secret_key_file=opt_path("EXHIBIT_SECRET_KEY_FILE"),
             signing_key_file=opt_path("EXHIBIT_SIGNING_KEY_FILE"),
+            ledger_public_key=opt("EXHIBIT_LEDGER_PUBLIC_KEY"),
+            checkpoint_url=get("EXHIBIT_CHECKPOINT_URL"),
+            checkpoint_interval_seconds=number("EXHIBIT_CHECKPOINT_INTERVAL", parse_duration),
             clamd_address=opt("EXHIBIT_CLAMD_ADDRESS"),
             clamd_database_dir=opt_path("EXHIBIT_CLAMD_DATABASE_DIR"),
             link_default_expiry_seconds=number("EXHIBIT_LINK_DEFAULT_EXPIRY", parse_duration),

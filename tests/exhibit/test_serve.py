@@ -3,6 +3,7 @@ public process, fed by a parent that only routes connections), worker and clamd.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -46,6 +47,9 @@ def _serve(tmp_path: Path, *, split: bool) -> Iterator[Served]:
     env = {**os.environ, "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
            "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "EXHIBIT_SERVE_SPLIT": "true" if split else "false"}
+    # `exhibit serve` never migrates (only the owner role does, in `exhibit db upgrade`).
+    subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
+                   timeout=120)
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--demo"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, text=True)
@@ -200,3 +204,17 @@ def test_a_stuck_reviewer_with_a_backlog_does_not_stall_the_public_door(served_s
         for s in backlog:
             s.close()
     assert _answers(served.base, "/login")
+
+
+def test_serve_runs_the_ledger_verifier_and_writes_checkpoints(served_split: Served, tmp_path: Path) -> None:
+    from storage.ledger import read_checkpoint
+
+    checkpoints = tmp_path / "data" / "checkpoints"
+    deadline = time.monotonic() + 60
+    # Polling a directory: the server has no event to hand us.
+    while not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        assert served_split.proc.poll() is None, served_split.log.read_text()
+        assert time.monotonic() < deadline, "no checkpoint written:\n" + served_split.log.read_text()
+        time.sleep(0.1)
+    [path] = list(checkpoints.iterdir())
+    assert read_checkpoint(json.loads(path.read_text()))["seq"] >= 1  # --demo appended events
