@@ -204,16 +204,41 @@ async def derivative(request: Request) -> Response:
 # --- the original, as a download with a reason -------------------------------------------
 
 
-def attachment_disposition(filename: str, fallback: str) -> str:
+# The download's suffix comes from the type we sniffed from the bytes, never from the
+# citizen's name (BF-15, i12): "photo.html.jpg" sniffed as JPEG downloads as .jpg, and a
+# name cut for length can never end on a suffix the file does not have.
+SUFFIX_BY_TYPE = {
+    "image/jpeg": ".jpg", "image/png": ".png", "image/heic": ".heic", "image/heif": ".heif",
+    "image/webp": ".webp", "image/gif": ".gif", "image/tiff": ".tif",
+    "video/mp4": ".mp4", "video/quicktime": ".mov", "video/3gpp": ".3gp", "video/x-msvideo": ".avi",
+    "video/x-matroska": ".mkv", "video/webm": ".webm", "video/mp2t": ".ts",
+}
+UNKNOWN_SUFFIX = ".bin"  # not sniffed as an allowed type: a suffix no program opens as a document
+STEM_MAX = 150
+
+
+def download_name(filename: str, detected_type: str | None) -> str:
+    """The citizen's name with its last suffix replaced by the sniffed type's, the stem
+    shortened to ``STEM_MAX`` characters (control characters removed)."""
+    cleaned = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")
+    stem, dot, _suffix = cleaned.rpartition(".")
+    if not dot:
+        stem = cleaned
+    return stem[:STEM_MAX] + SUFFIX_BY_TYPE.get(detected_type or "", UNKNOWN_SUFFIX)
+
+
+def attachment_disposition(filename: str, fallback: str, detected_type: str | None = None) -> str:
     """``attachment`` with an ASCII-only quoted name and the real name in RFC 5987 form
     (SECURITY_CHECKLIST BF-15): quotes, CR/LF, ``;`` and bidi controls from a citizen's
-    filename can neither break the header nor disguise the extension."""
-    cleaned = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")[:200]
-    ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", unicodedata.normalize("NFKD", cleaned).encode("ascii", "ignore").decode())
-    ascii_name = ascii_name.strip("._") or fallback
-    value = f'attachment; filename="{ascii_name}"'
-    if cleaned:
-        value += f"; filename*=UTF-8''{quote(cleaned, safe='')}"
+    filename can neither break the header nor disguise the extension; the stem is
+    shortened and the suffix is the sniffed type's (``download_name``)."""
+    suffix = SUFFIX_BY_TYPE.get(detected_type or "", UNKNOWN_SUFFIX)
+    cleaned = download_name(filename, detected_type)
+    stem = cleaned[: -len(suffix)]
+    ascii_stem = re.sub(r"[^A-Za-z0-9._-]", "_", unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode())
+    ascii_stem = ascii_stem.strip("._") or fallback
+    value = f'attachment; filename="{ascii_stem}{suffix}"'
+    value += f"; filename*=UTF-8''{quote(cleaned, safe='')}"
     return value
 
 
@@ -247,7 +272,7 @@ async def download_original(request: Request) -> Response:
         return Response("original unavailable", status_code=503, headers=dict(MEDIA_HEADERS), media_type="text/plain")
     headers = dict(MEDIA_HEADERS)
     headers.update({
-        "Content-Disposition": attachment_disposition(item.original_filename, f"exhibit-{item.id}"),
+        "Content-Disposition": attachment_disposition(item.original_filename, f"exhibit-{item.id}", item.detected_type),
         "Content-Length": str(item.size),
         # Raw citizen bytes: even opened as a document they can run nothing (VL-04).
         "Content-Security-Policy": "sandbox; default-src 'none'",
