@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, mfa, middleware, permissions
+from reviewer_ui import audit, context, forms, mfa, middleware, permissions
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -45,7 +45,6 @@ from storage.models import (
     User,
 )
 from storage.reports import create_report
-from storage.settings import parse_bytes
 
 PAGE_SIZE = 50
 GRID_PAGE_SIZE = 60
@@ -445,22 +444,25 @@ async def link_issue(request: Request) -> Response:
     report_id = request.path_params["report_id"]
     form = await request.form()
     user = permissions.current_user(request)
-    from storage.settings import parse_duration
-
     try:
-        expires = parse_duration(str(form.get("expires") or "7d"))
-        max_files = int(str(form.get("max_files") or ctx.settings.link_max_files))
-        max_bytes = parse_bytes(str(form.get("max_bytes") or _gib(ctx.settings.link_max_bytes)))
-        valid = 0 < expires <= 90 * 86400 and 0 < max_files <= 10000 and 0 < max_bytes <= (1 << 50)
-    except ValueError:
-        valid = False
+        expires = forms.number_field(form, "expires", label="Expiry", kind="duration", default="7d",
+                                     low=1, high=90 * 86400, rule="up to 90 days, written like 7d, 36h or 90m.")
+        max_files = forms.number_field(form, "max_files", label="Maximum files", kind="count",
+                                       default=str(ctx.settings.link_max_files), low=1, high=10000,
+                                       rule="a whole number from 1 to 10,000.")
+        max_bytes = forms.number_field(form, "max_bytes", label="Maximum size", kind="bytes",
+                                       default=_gib(ctx.settings.link_max_bytes), low=1, high=1 << 50,
+                                       rule="a positive size up to 1P, written like 500M or 2G.")
+        form_error = None
+    except forms.FieldError as exc:
+        form_error = str(exc)
         expires = max_files = max_bytes = 0
     note = str(form.get("note") or "")[:300]
 
     def apply() -> Issued | None:
         with ctx.db.write() as session:
             report = permissions.require_report(request, session, report_id, "link.issue")
-            if not valid:
+            if form_error is not None:  # checked after the access check: says nothing of the report
                 return None
             issued = create_link(ctx.db, session, report, public_url=ctx.settings.public_url,
                                  expires_in_seconds=expires, max_files=max_files, max_bytes=max_bytes,
@@ -472,8 +474,7 @@ async def link_issue(request: Request) -> Response:
 
     issued = await ctx.run_sync(apply)
     if issued is None:
-        return await report_page(request, form_error="Expiry is up to 90 days; quotas must be positive numbers "
-                                                     "(bytes may be written like 500M or 2G).", status_code=400)
+        return await report_page(request, form_error=form_error, status_code=400)
     return await report_page(request, issued=issued)
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, permissions
+from reviewer_ui import audit, context, forms, permissions
 from storage import ledger
 from storage.models import EvidenceItem, Organisation, Report, Role, Share, User
 
@@ -46,13 +46,12 @@ def _grantee(session: Session, value: str) -> tuple[str | None, str | None]:
 
 
 def _days(text: str) -> int:
+    # Strict parse (forms.number_field): "1e400", "inf", "-1" are a named 400, never a 500.
     try:
-        days = int(text)
-    except ValueError:
-        raise ShareRefused(f"Expiry is 1 to {MAX_SHARE_DAYS} days.") from None
-    if not 1 <= days <= MAX_SHARE_DAYS:
-        raise ShareRefused(f"Expiry is 1 to {MAX_SHARE_DAYS} days.")
-    return days
+        return forms.number_field({"days": text}, "days", label="Expiry in days", kind="count", default="",
+                                  low=1, high=MAX_SHARE_DAYS, rule=f"a whole number of days from 1 to {MAX_SHARE_DAYS}.")
+    except forms.FieldError as exc:
+        raise ShareRefused(str(exc)) from None
 
 
 class StepUpNeeded(Exception):
