@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, middleware, permissions
+from reviewer_ui import audit, context, coverage, middleware, permissions
 from storage import ledger
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
@@ -222,6 +222,8 @@ async def item_page(request: Request, *, download_error: str | None = None, form
         middleware.resolve_deferred(request.scope)
         view = load_item_view(request, item_id)
         audit.record_sync(ctx, request, "item.viewed", report_id=view.item.report_id, item_id=view.item.id)
+        # The poster and thumbnail the page shows are covered by that event (reviewer_ui.coverage).
+        coverage.page_showed(request, [view.item.id], ["poster", "thumbnail"])
         return view
 
     view = await ctx.run_sync(load_and_record)

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, forms, mfa, middleware, permissions
+from reviewer_ui import audit, context, coverage, forms, mfa, middleware, permissions
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -397,6 +397,8 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
         # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
         audit.record_sync(ctx, request, "report.viewed", report_id=view.report.id,
                           detail={"items_shown": len(view.cards)})
+        # The thumbnails this grid shows are covered by that event (reviewer_ui.coverage).
+        coverage.page_showed(request, [c.item.id for c in view.cards if c.has_thumbnail], ["thumbnail"])
         return view
 
     view = await ctx.run_sync(load_and_record)
