@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 from starlette.requests import Request
@@ -221,7 +222,13 @@ async def report_new(request: Request) -> Response:
     user = permissions.current_user(request)
     if not permissions.can_act(user, "report.create"):
         raise permissions.Denied("report:new", reason="report.create")
-    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], error=None, values={})
+    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], error=None, values={}, existing=None)
+
+
+# One answer for a malformed reference and for one taken by a report the officer may not
+# see: telling them apart would confirm that someone else's matter exists (AC-01).
+REFERENCE_REFUSED = ("This reference cannot be used. A reference is 1 to 64 letters, digits or / _ . : -, "
+                     "starts with a letter or digit, and is not already in use.")
 
 
 async def report_create(request: Request) -> Response:
@@ -232,18 +239,46 @@ async def report_create(request: Request) -> Response:
     form = await request.form()
     values = {k: str(form.get(k) or "").strip() for k in ("reference", "kind", "title")}
 
-    def apply() -> str:
-        with ctx.db.write() as session:
-            report = create_report(ctx.db, session, values["reference"], values["kind"], title=values["title"][:300],
-                                   owner_id=user.id, unit=user.unit, actor=user.email,
-                                   request_id=audit.request_id_of(request))
-            return report.id
+    def apply() -> tuple[str, str | None]:
+        """("created", id), ("visible", id of the existing report this user may see) or
+        ("refused", None)."""
+        try:
+            with ctx.db.write() as session:
+                report = create_report(ctx.db, session, values["reference"], values["kind"],
+                                       title=values["title"][:300], owner_id=user.id, unit=user.unit,
+                                       actor=user.email, request_id=audit.request_id_of(request))
+                return "created", report.id
+        except (Conflict, IntegrityError):
+            # Conflict: the reference is taken. IntegrityError: a create racing this one
+            # committed the same reference between our check and our insert (the unique
+            # index decides); the same answer, never a 500.
+            pass
+        with ctx.db.read() as session:
+            existing = session.exec(select(Report).where(col(Report.reference) == values["reference"])).first()
+            if existing is not None and permissions.can_view_report(
+                    session, user, existing, now=ctx.clock(), unit_access=ctx.settings.officer_unit_access):
+                return "visible", existing.id
+        # Someone else's report (AC-01, no existence oracle): the answer is the one any
+        # invalid reference gets, and the probe is recorded like any other refusal.
+        audit.record_sync(ctx, request, "access.denied", subject="report:new",
+                          detail={"subject": "report:new", "reason": "report.create.reference_taken",
+                                  "method": request.method, "path": request.url.path[:200]})
+        return "refused", None
+
+    def form_again(status: int, error: str, existing: str | None = None) -> Response:
+        return ctx.render(request, "report_new.html", status_code=status, kinds=[k.value for k in ReportKind],
+                          error=error, values=values, existing=existing)
 
     try:
-        report_id = await ctx.run_sync(apply)
-    except (Invalid, Conflict) as exc:
-        return ctx.render(request, "report_new.html", status_code=400 if isinstance(exc, Invalid) else 409,
-                          kinds=[k.value for k in ReportKind], error=str(exc), values=values)
+        outcome, report_id = await ctx.run_sync(apply)
+    except Invalid as exc:
+        # A malformed reference and a reference taken by a report this user cannot see
+        # get the same words (REFERENCE_REFUSED).
+        return form_again(400, REFERENCE_REFUSED if exc.code == "ERR_REFERENCE_INVALID" else str(exc))
+    if outcome == "visible":
+        return form_again(409, f"Report {values['reference']} already exists.", existing=report_id)
+    if outcome == "refused":
+        return form_again(400, REFERENCE_REFUSED)
     return RedirectResponse(f"/reports/{report_id}", status_code=303)
 
 
