@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import accounts, audit, permissions
+from reviewer_ui import accounts, audit, permissions, stepup
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from storage import links as storage_links
@@ -91,6 +91,12 @@ async def users_add(request: Request) -> Response:
     ctx = get_ctx(request)
     admin = _require(request, "admin.users")
     form = await _form(request)
+    # A fresh code before an account is made (AC-13): a hijacked admin session must not
+    # mint itself a second admin. Without one, the form is held, not lost.
+    gate = await stepup.gate(request, form, what=f"add the account {form.get('email', '')} "
+                                                 f"with the role {form.get('role', '')}")
+    if isinstance(gate, Response):
+        return gate
     password = secrets.token_urlsafe(15)  # 120 bits, shown once
 
     def create() -> tuple[User | None, str | None]:
@@ -107,13 +113,18 @@ async def users_add(request: Request) -> Response:
 
     user, error = await ctx.run_sync(create)
     if user is None:
-        return await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error], form=form))
-    return await ctx.run_sync(lambda: _render_users(ctx, request, created={"email": user.email, "password": password}))
+        page = await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error], form=form))
+        return stepup.finish(page, request, gate)
+    page = await ctx.run_sync(lambda: _render_users(ctx, request, created={"email": user.email, "password": password}))
+    return stepup.finish(page, request, gate)
 
 
 # Actions an admin may not take on their own account: another admin must (no one locks
 # themselves out, or resets their own factors from a hijacked session).
 NOT_ON_SELF = frozenset({"disable", "reset-mfa", "reset-password"})
+ACTION_WORDS = {"disable": "disable the account", "enable": "enable the account",
+                "signout": "sign out everywhere", "reset-mfa": "reset two-step sign-in",
+                "reset-password": "issue a new password"}
 
 
 def _user_action(action: str) -> Any:
@@ -121,6 +132,21 @@ def _user_action(action: str) -> Any:
         ctx = get_ctx(request)
         admin = _require(request, "admin.users")
         user_id = str(request.path_params["user_id"])[:64]
+        form = await _form(request)
+
+        def target_email() -> str | None:
+            with ctx.db.read() as s:
+                found = s.get(User, user_id)
+                return found.email if found is not None else None
+
+        email = await ctx.run_sync(target_email)
+        if email is None:
+            raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
+        # Every account change needs a fresh code (AC-13), like an original download; the
+        # held form is carried out once the code passes (reviewer_ui.stepup).
+        gate = await stepup.gate(request, form, what=f"{ACTION_WORDS[action]} for {email}")
+        if isinstance(gate, Response):
+            return gate
         rid = audit.request_id_of(request)
         now = ctx.clock()
 
@@ -149,10 +175,11 @@ def _user_action(action: str) -> Any:
             raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
         if reset is not None:
             # Shown once, in this response only (no redirect: it must not sit in a URL).
-            return await ctx.run_sync(lambda: _render_users(ctx, request, created=reset, reset=True))
+            page = await ctx.run_sync(lambda: _render_users(ctx, request, created=reset, reset=True))
+            return stepup.finish(page, request, gate)
         done = {"disable": "disabled", "enable": "enabled", "signout": "signedout",
                 "reset-mfa": "mfareset", "reset-password": "signedout"}[action]
-        return RedirectResponse(f"/admin/users?done={done}", status_code=303)
+        return stepup.finish(RedirectResponse(f"/admin/users?done={done}", status_code=303), request, gate)
 
     return handler
 
