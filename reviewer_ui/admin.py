@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from reviewer_ui import accounts, audit, permissions, stepup
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
+from storage import ledger
 from storage import links as storage_links
 from storage.errors import DomainError
 from storage.models import Organisation, Report, Role, StaffSession, UploadLink, User
@@ -82,7 +83,8 @@ async def users_page(request: Request) -> Response:
     notices = {"disabled": "The account is disabled and signed out everywhere.",
                "enabled": "The account is enabled.",
                "signedout": "The account is signed out everywhere.",
-               "mfareset": "Two-step sign-in is reset: the account sets up a new authenticator at its next sign-in."}
+               "mfareset": "Two-step sign-in is reset: the account sets up a new authenticator at its next sign-in.",
+               "role": "The role is changed; the account's sessions have ended."}
     notice = notices.get(request.query_params.get("done", ""))
     return await ctx.run_sync(lambda: _render_users(ctx, request, notice=notice))
 
@@ -184,6 +186,59 @@ def _user_action(action: str) -> Any:
     return handler
 
 
+async def users_role(request: Request) -> Response:
+    """Change an account's role (never one's own: another admin must). Needs a fresh code
+    like every account change (AC-13); the account's sessions end, so the new role starts
+    with a new sign-in."""
+    ctx = get_ctx(request)
+    admin = _require(request, "admin.users")
+    user_id = str(request.path_params["user_id"])[:64]
+    form = await _form(request)
+    new_role = form.get("role", "")
+
+    def target_email() -> str | None:
+        with ctx.db.read() as s:
+            found = s.get(User, user_id)
+            return found.email if found is not None else None
+
+    email = await ctx.run_sync(target_email)
+    if email is None:
+        raise permissions.Denied(f"user:{user_id}", reason="admin.users.role")
+    gate = await stepup.gate(request, form, what=f"change the role of {email} to {new_role}")
+    if isinstance(gate, Response):
+        return gate
+    now = ctx.clock()
+    rid = audit.request_id_of(request)
+
+    def change() -> str | None:
+        with ctx.db.write() as s:
+            target = s.get(User, user_id)
+            if target is None:
+                return "The account no longer exists."
+            if target.id == admin.id:
+                return "Another admin must change your own role."
+            if new_role not in ROLE_CHOICES:
+                return "Choose one of the roles listed."
+            if new_role == Role.PARTNER and not target.org_id:
+                return "A partner needs an organisation: add the account again with one."
+            old = str(target.role)
+            if old == new_role:
+                return None
+            target.role = new_role
+            s.add(target)
+            ended = accounts.end_sessions(s, target.id, now)
+            ledger.append(ctx.db, s, actor=admin.email, action="user.role_changed", subject=f"user:{target.id}",
+                                detail={"email": target.email, "from": old, "to": new_role, "sessions_ended": ended},
+                                request_id=rid)
+            return None
+
+    error = await ctx.run_sync(change)
+    if error is not None:
+        page = await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error]))
+        return stepup.finish(page, request, gate)
+    return stepup.finish(RedirectResponse("/admin/users?done=role", status_code=303), request, gate)
+
+
 @dataclass(frozen=True)
 class LinkRow:
     link: UploadLink
@@ -245,6 +300,7 @@ def routes(ctx: ReviewContext) -> list[BaseRoute]:
         Route("/admin/users/{user_id}/signout", _user_action("signout"), methods=["POST"]),
         Route("/admin/users/{user_id}/reset-mfa", _user_action("reset-mfa"), methods=["POST"]),
         Route("/admin/users/{user_id}/reset-password", _user_action("reset-password"), methods=["POST"]),
+        Route("/admin/users/{user_id}/role", users_role, methods=["POST"]),
         Route("/admin/links", links_page, methods=["GET"]),
         Route("/admin/links/{link_id}/revoke", link_revoke, methods=["POST"]),
     ]

@@ -53,6 +53,8 @@ CASES: list[Case] = [
      lambda r, t: bool(r.events("user.reset_password"))),
     ("signout", lambda t: f"/admin/users/{t.user_id}/signout", {},
      lambda r, t: bool(r.events("user.signed_out_everywhere"))),
+    ("change-role", lambda t: f"/admin/users/{t.user_id}/role", {"role": "admin"},
+     lambda r, t: r.user(t).role == "admin"),
 ]
 
 
@@ -107,3 +109,28 @@ def test_a_fresh_session_acts_at_once_and_the_created_password_is_shown(review: 
     r = client.post("/admin/users", data={"email": "quick@force.example", "role": "officer",
                                           "csrf_token": csrf_of(client.get("/admin/users").text)})
     assert r.status_code == 200 and re.search(r'id="new-password">([^<]+)<', r.text)
+
+
+def test_a_role_change_is_recorded_ends_sessions_and_never_applies_to_oneself(review: ReviewHarness) -> None:
+    admin = review.make_user("admin")
+    client = review.client()
+    review.signed_in_session(client, admin)
+    officer = review.make_user("officer")
+    officer_client = review.client(ip="192.0.2.90")
+    review.signed_in_session(officer_client, officer)
+    assert officer_client.get("/reports").status_code == 200
+    token = csrf_of(client.get("/admin/users").text)
+    r = client.post(f"/admin/users/{officer.user_id}/role", data={"role": "auditor", "csrf_token": token})
+    assert r.status_code == 303 and review.user(officer).role == "auditor"
+    [event] = review.events("user.role_changed")
+    assert event.actor == admin.email and event.detail is not None
+    assert (event.detail["from"], event.detail["to"]) == ("officer", "auditor")
+    assert officer_client.get("/reports").status_code == 303  # signed out: the new role needs a new sign-in
+    token = csrf_of(client.get("/admin/users").text)
+    for data in ({"role": "officer"}, {"role": "superuser"}):
+        target = admin if data["role"] == "officer" else officer
+        r = client.post(f"/admin/users/{target.user_id}/role", data={**data, "csrf_token": token})
+        assert r.status_code == 400
+    assert review.user(admin).role == "admin" and review.user(officer).role == "auditor"
+    r = client.post(f"/admin/users/{officer.user_id}/role", data={"role": "partner", "csrf_token": token})
+    assert r.status_code == 400 and review.user(officer).role == "auditor"  # a partner needs an organisation
