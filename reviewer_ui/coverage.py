@@ -21,6 +21,7 @@ is not found here is always audited first.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -29,30 +30,38 @@ from starlette.requests import Request
 
 from reviewer_ui import context
 
-MAX_ENTRIES = 200_000  # (session, item, kind) triples held; the oldest go first
+# (session, item, kind) triples held, each as a 16-byte digest (about 150 bytes an entry
+# with the table's own overhead: 15 MB at most); the least recently used go first.
+MAX_ENTRIES = 100_000
 EXTRAS_KEY = "media_coverage"
+
+
+def _digest(key: tuple[str, str, str]) -> bytes:
+    return hashlib.blake2b("\x00".join(key).encode(), digest_size=16).digest()
 
 
 class Coverage:
     """A bounded, thread-safe set of (session id, item id, kind) already audited."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
 
     def covered(self, key: tuple[str, str, str]) -> bool:
+        digest = _digest(key)
         with self._lock:
-            if key in self._seen:
-                self._seen.move_to_end(key)
+            if digest in self._seen:
+                self._seen.move_to_end(digest)
                 return True
             return False
 
     def add(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        digests = [_digest(key) for key in keys]
         with self._lock:
-            for key in keys:
-                self._seen[key] = None
-                self._seen.move_to_end(key)
+            for digest in digests:
+                self._seen[digest] = None
+                self._seen.move_to_end(digest)
             while len(self._seen) > self._max:
                 self._seen.popitem(last=False)
 

@@ -219,3 +219,16 @@ def test_cross_site_embedding_is_refused(casework_video: Casework) -> None:
     denied = casework_video.events("access.denied")
     assert [(e.detail or {}).get("subject") for e in denied] == [f"item:{item_id}"]
     assert denied[0].detail is not None and denied[0].detail["reason"] == "media.cross_site"
+
+
+def test_a_forgotten_coverage_entry_means_one_more_event_never_one_fewer(casework_video: Casework) -> None:
+    """The per-process record of audited reads is bounded; what it forgets is audited again."""
+    from reviewer_ui import coverage
+
+    casework_video.ctx.extras[coverage.EXTRAS_KEY] = coverage.Coverage(max_entries=1)
+    client, first, _proxy = _video(casework_video)
+    second = casework_video.item(casework_video.report(client.user), media="video").item.id
+    for item_id in (first, second, first, second):
+        client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=1-"})
+    assert len(casework_video.events("media.stream", first)) == 2
+    assert len(casework_video.events("media.stream", second)) == 2
