@@ -21,9 +21,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import accounts, audit, permissions, throttle
+from reviewer_ui import accounts, audit, permissions, stepup, throttle
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
+from storage import ledger
 from storage import links as storage_links
 from storage.errors import DomainError
 from storage.models import Organisation, Report, Role, StaffSession, UploadLink, User
@@ -96,6 +97,7 @@ async def users_page(request: Request) -> Response:
                "enabled": "The account is enabled.",
                "signedout": "The account is signed out everywhere.",
                "mfareset": "Two-step sign-in is reset: the account sets up a new authenticator at its next sign-in.",
+               "role": "The role is changed; the account's sessions have ended.",
                "codesallowed": "The account may use its authenticator codes again."}
     notice = notices.get(request.query_params.get("done", ""))
     return await ctx.run_sync(lambda: _render_users(ctx, request, notice=notice))
@@ -105,6 +107,12 @@ async def users_add(request: Request) -> Response:
     ctx = get_ctx(request)
     admin = _require(request, "admin.users")
     form = await _form(request)
+    # A fresh code before an account is made (AC-13): a hijacked admin session must not
+    # mint itself a second admin. Without one, the form is held, not lost.
+    gate = await stepup.gate(request, form, what=f"add the account {form.get('email', '')} "
+                                                 f"with the role {form.get('role', '')}")
+    if isinstance(gate, Response):
+        return gate
     password = secrets.token_urlsafe(15)  # 120 bits, shown once
 
     def create() -> tuple[User | None, str | None]:
@@ -121,13 +129,18 @@ async def users_add(request: Request) -> Response:
 
     user, error = await ctx.run_sync(create)
     if user is None:
-        return await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error], form=form))
-    return await ctx.run_sync(lambda: _render_users(ctx, request, created={"email": user.email, "password": password}))
+        page = await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error], form=form))
+        return stepup.finish(page, request, gate)
+    page = await ctx.run_sync(lambda: _render_users(ctx, request, created={"email": user.email, "password": password}))
+    return stepup.finish(page, request, gate)
 
 
 # Actions an admin may not take on their own account: another admin must (no one locks
 # themselves out, or resets their own factors from a hijacked session).
 NOT_ON_SELF = frozenset({"disable", "reset-mfa", "reset-password"})
+ACTION_WORDS = {"disable": "disable the account", "enable": "enable the account",
+                "signout": "sign out everywhere", "reset-mfa": "reset two-step sign-in",
+                "reset-password": "issue a new password"}
 
 
 def _user_action(action: str) -> Any:
@@ -135,6 +148,21 @@ def _user_action(action: str) -> Any:
         ctx = get_ctx(request)
         admin = _require(request, "admin.users")
         user_id = str(request.path_params["user_id"])[:64]
+        form = await _form(request)
+
+        def target_email() -> str | None:
+            with ctx.db.read() as s:
+                found = s.get(User, user_id)
+                return found.email if found is not None else None
+
+        email = await ctx.run_sync(target_email)
+        if email is None:
+            raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
+        # Every account change needs a fresh code (AC-13), like an original download; the
+        # held form is carried out once the code passes (reviewer_ui.stepup).
+        gate = await stepup.gate(request, form, what=f"{ACTION_WORDS[action]} for {email}")
+        if isinstance(gate, Response):
+            return gate
         rid = audit.request_id_of(request)
         now = ctx.clock()
 
@@ -163,12 +191,66 @@ def _user_action(action: str) -> Any:
             raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
         if reset is not None:
             # Shown once, in this response only (no redirect: it must not sit in a URL).
-            return await ctx.run_sync(lambda: _render_users(ctx, request, created=reset, reset=True))
+            page = await ctx.run_sync(lambda: _render_users(ctx, request, created=reset, reset=True))
+            return stepup.finish(page, request, gate)
         done = {"disable": "disabled", "enable": "enabled", "signout": "signedout",
                 "reset-mfa": "mfareset", "reset-password": "signedout"}[action]
-        return RedirectResponse(f"/admin/users?done={done}", status_code=303)
+        return stepup.finish(RedirectResponse(f"/admin/users?done={done}", status_code=303), request, gate)
 
     return handler
+
+
+async def users_role(request: Request) -> Response:
+    """Change an account's role (never one's own: another admin must). Needs a fresh code
+    like every account change (AC-13); the account's sessions end, so the new role starts
+    with a new sign-in."""
+    ctx = get_ctx(request)
+    admin = _require(request, "admin.users")
+    user_id = str(request.path_params["user_id"])[:64]
+    form = await _form(request)
+    new_role = form.get("role", "")
+
+    def target_email() -> str | None:
+        with ctx.db.read() as s:
+            found = s.get(User, user_id)
+            return found.email if found is not None else None
+
+    email = await ctx.run_sync(target_email)
+    if email is None:
+        raise permissions.Denied(f"user:{user_id}", reason="admin.users.role")
+    gate = await stepup.gate(request, form, what=f"change the role of {email} to {new_role}")
+    if isinstance(gate, Response):
+        return gate
+    now = ctx.clock()
+    rid = audit.request_id_of(request)
+
+    def change() -> str | None:
+        with ctx.db.write() as s:
+            target = s.get(User, user_id)
+            if target is None:
+                return "The account no longer exists."
+            if target.id == admin.id:
+                return "Another admin must change your own role."
+            if new_role not in ROLE_CHOICES:
+                return "Choose one of the roles listed."
+            if new_role == Role.PARTNER and not target.org_id:
+                return "A partner needs an organisation: add the account again with one."
+            old = str(target.role)
+            if old == new_role:
+                return None
+            target.role = new_role
+            s.add(target)
+            ended = accounts.end_sessions(s, target.id, now)
+            ledger.append(ctx.db, s, actor=admin.email, action="user.role_changed", subject=f"user:{target.id}",
+                          detail={"email": target.email, "from": old, "to": new_role, "sessions_ended": ended},
+                          request_id=rid)
+            return None
+
+    error = await ctx.run_sync(change)
+    if error is not None:
+        page = await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error]))
+        return stepup.finish(page, request, gate)
+    return stepup.finish(RedirectResponse("/admin/users?done=role", status_code=303), request, gate)
 
 
 async def allow_codes(request: Request) -> Response:
@@ -177,6 +259,12 @@ async def allow_codes(request: Request) -> Response:
     ctx = get_ctx(request)
     admin = _require(request, "admin.users")
     user_id = str(request.path_params["user_id"])[:64]
+    form = await _form(request)
+    # Letting code guessing resume on an account is an account change: a fresh code
+    # first, like every other one on /admin (AC-13).
+    gate = await stepup.gate(request, form, what="allow authenticator codes again for an account")
+    if isinstance(gate, Response):
+        return gate
 
     def act() -> bool:
         with ctx.db.write() as s:
@@ -188,7 +276,7 @@ async def allow_codes(request: Request) -> Response:
 
     if not await ctx.run_sync(act):
         raise permissions.Denied(f"user:{user_id}", reason="admin.users.allow-codes")
-    return RedirectResponse("/admin/users?done=codesallowed", status_code=303)
+    return stepup.finish(RedirectResponse("/admin/users?done=codesallowed", status_code=303), request, gate)
 
 
 @dataclass(frozen=True)
@@ -252,6 +340,7 @@ def routes(ctx: ReviewContext) -> list[BaseRoute]:
         Route("/admin/users/{user_id}/signout", _user_action("signout"), methods=["POST"]),
         Route("/admin/users/{user_id}/reset-mfa", _user_action("reset-mfa"), methods=["POST"]),
         Route("/admin/users/{user_id}/reset-password", _user_action("reset-password"), methods=["POST"]),
+        Route("/admin/users/{user_id}/role", users_role, methods=["POST"]),
         Route("/admin/users/{user_id}/allow-codes", allow_codes, methods=["POST"]),
         Route("/admin/links", links_page, methods=["GET"]),
         Route("/admin/links/{link_id}/revoke", link_revoke, methods=["POST"]),

@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_
@@ -42,7 +43,7 @@ from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from reviewer_ui.middleware import client_ip
 from reviewer_ui.throttle import Attempt, LoginThrottle
-from storage.models import User
+from storage.models import StaffSession, User
 from storage.passwords import hash_password, needs_rehash, verify_password
 
 log = logging.getLogger("exhibit.reviewer.auth")
@@ -339,27 +340,40 @@ async def reauth_page(request: Request) -> Response:
     return ctx.render(request, "reauth.html", errors=[], next=safe_next(request.query_params.get("next", "/")))
 
 
-async def reauth_submit(request: Request) -> Response:
-    """Step-up: a fresh TOTP code re-issues the session (new cookie, same absolute
-    deadline), so ``permissions.recently_verified`` holds for the next few minutes."""
+@dataclass(frozen=True)
+class StepUp:
+    """The outcome of a step-up code: ``cookie`` is the re-issued session's cookie value
+    when the code passed; ``wait`` the seconds to wait when throttled."""
+
+    cookie: str | None
+    wait: int = 0
+    locked: bool = False  # the account's codes are paused (per-account TOTP bound)
+
+
+async def step_up(request: Request, code: str) -> StepUp:
+    """Check a fresh TOTP code for the signed-in user and, when it passes, re-issue the
+    session (new cookie, same absolute deadline: AC-09) so that
+    ``permissions.recently_verified`` holds for the next few minutes. The rest of this
+    request then runs as the new session (its row and CSRF token in ``scope["state"]``),
+    so a held action can be carried out in the same request (``reviewer_ui.stepup``).
+    Throttled and audited like every code (AC-08)."""
     ctx = get_ctx(request)
     user = permissions.current_user(request)
-    row = _state(request)["staff_session"]
-    form = await _form(request)
-    target = safe_next(form.get("next", "/"))
+    state = _state(request)
+    row = state["staff_session"]
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
     attempt = _attempt(ctx, request, user.email, client)
     wait = await ctx.run_sync(throttle.begin, attempt)
     if wait > 0:
-        minutes = max(1, (wait + 59) // 60)
-        return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[
-            f"Too many attempts. Wait {minutes} minute{'s' if minutes != 1 else ''} and try again."])
+        return StepUp(None, wait)
     now = ctx.clock()
 
-    def step_up() -> str | None:
+    def verify() -> tuple[str, StaffSession] | str | None:
         with ctx.db.write() as s:
-            fresh = _check_totp(ctx, s, request, user.id, form.get("code", "")[:20], now)
+            # Behind the per-account TOTP bound like every code: the admin step-up is not
+            # a side door around it.
+            fresh = _check_totp(ctx, s, request, user.id, code[:20], now)
             if not isinstance(fresh, User):
                 return fresh
             sessions.revoke(ctx, s, row.id)
@@ -367,22 +381,49 @@ async def reauth_submit(request: Request) -> Response:
                                     user_agent=request.headers.get("user-agent"), expires_at=row.expires_at)
             audit.record_in(ctx, s, request, "auth.step_up", subject=f"user:{fresh.id}", actor=fresh.email,
                             detail={"client": client})
-            return value
+            new_row = s.get(StaffSession, sessions.session_id(value))
+            assert new_row is not None
+            return value, new_row
 
-    value: str | None = None
+    issued: tuple[str, StaffSession] | str | None = None
     try:
-        value = await ctx.run_sync(step_up)
+        issued = await ctx.run_sync(verify)
     finally:
-        await ctx.run_sync(lambda: throttle.end(attempt, failed=value is None))
-    if value == LOCKED:
-        return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[CODES_LOCKED])
-    if value is None:
+        await ctx.run_sync(lambda: throttle.end(attempt, failed=not isinstance(issued, tuple)))
+    if issued == LOCKED:
+        return StepUp(None, locked=True)
+    if not isinstance(issued, tuple):
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
                            detail={"email": user.email, "step": "step-up", "client": client})
-        return ctx.render(request, "reauth.html", status_code=400, next=target, errors=[CODE_FAILURE])
+        return StepUp(None)
     await ctx.run_sync(throttle.succeeded, attempt)
+    value, new_row = issued
+    state["staff_session"] = new_row
+    state["csrf_token"] = new_row.csrf_token
+    return StepUp(value)
+
+
+def wait_message(wait: int) -> str:
+    minutes = max(1, (wait + 59) // 60)
+    return f"Too many attempts. Wait {minutes} minute{'s' if minutes != 1 else ''} and try again."
+
+
+async def reauth_submit(request: Request) -> Response:
+    """Step-up: a fresh TOTP code re-issues the session (``step_up``), then back to
+    ``next``."""
+    ctx = get_ctx(request)
+    permissions.current_user(request)
+    form = await _form(request)
+    target = safe_next(form.get("next", "/"))
+    result = await step_up(request, form.get("code", ""))
+    if result.wait > 0:
+        return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[wait_message(result.wait)])
+    if result.locked:
+        return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[CODES_LOCKED])
+    if result.cookie is None:
+        return ctx.render(request, "reauth.html", status_code=400, next=target, errors=[CODE_FAILURE])
     response = RedirectResponse(target, status_code=303)
-    sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), value)
+    sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), result.cookie)
     return response
 
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, middleware, permissions
+from reviewer_ui import audit, context, coverage, middleware, partner, permissions
 from storage import ledger
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
@@ -215,16 +215,24 @@ async def item_page(request: Request, *, download_error: str | None = None, form
     ctx = context.get(request)
     item_id = request.path_params["item_id"]
 
-    def load_and_record() -> ItemView:
+    def load_and_record() -> ItemView | partner.PartnerItemView:
         # The view's reads and its custody event in one worker call (a thread hop costs a
         # wake-up; under upload load, a wait for a CPU), the session check first of all.
         # A refusal raises before the event.
         middleware.resolve_deferred(request.scope)
+        if partner.is_partner(request):
+            # A partner's page is built from its own field list, never this staff view
+            # with parts hidden (AC-04, reviewer_ui/partner.py).
+            return partner.load_and_record(request, item_id)
         view = load_item_view(request, item_id)
         audit.record_sync(ctx, request, "item.viewed", report_id=view.item.report_id, item_id=view.item.id)
+        # The poster and thumbnail the page shows are covered by that event (reviewer_ui.coverage).
+        coverage.page_showed(request, [view.item.id], ["poster", "thumbnail"])
         return view
 
     view = await ctx.run_sync(load_and_record)
+    if isinstance(view, partner.PartnerItemView):
+        return partner.render(request, view, download_error=download_error, status_code=status_code)
     user = permissions.current_user(request)
     now = ctx.clock()
     return ctx.render(
@@ -248,6 +256,8 @@ async def progress_json(request: Request) -> Response:
             return permissions.require_item(request, session, item_id, "item.view")
 
     item = await ctx.run_sync(load)
+    if partner.is_partner(request):
+        return partner.progress(item)  # the partner fields only: no triage (AC-04)
     return JSONResponse({
         "id": item.id, "state": item.state, "progress": max(0, min(100, item.progress)),
         "verdict": item.verdict, "triage": item.triage, "terminal": item.state in TERMINAL,

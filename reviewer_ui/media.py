@@ -13,12 +13,13 @@ only as an audited download (DESIGN.md §4 "Review"; SECURITY_CHECKLIST VL-01..V
   cross-site``) is refused like any other denial (VL-05).
 * Items not in a viewable state (infected, unscannable, rejected, still processing...)
   have no media at all: the request is a denial (404 + ``access.denied``).
-* Audit: a *stream start* of the viewer media (preview image, proxy video) is a custody
-  event - a GET without Range or whose range starts at byte 0; later segments of the same
-  playback are not (a seek would otherwise write one event per second of video).
-  Thumbnails and posters are covered by the audited report and item page views that
-  show them. The event is written before the first byte is sent; if it cannot be
-  written the request fails (AU-10).
+* Audit (AU-03, AU-10; ``reviewer_ui.coverage``): every read of evidence bytes is covered
+  by a custody event, whatever its Range. A session's first read of an item's preview or
+  proxy writes ``media.stream`` (later segments of the same playback do not: a seek would
+  otherwise write one event per second of video); a thumbnail or poster is covered by
+  the audited page view that showed it, and audited itself when fetched without one.
+  The event is written before the first byte is sent; if it cannot be written the
+  request fails (AU-10).
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, middleware, permissions
+from reviewer_ui import audit, context, coverage, middleware, permissions
 from reviewer_ui.ranges import ByteRange, Unsatisfiable, parse_range
 from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError
 from storage.lifecycle import VIEWABLE
 from storage.models import Derivative, EvidenceItem, Report
 
 MEDIA_KINDS = frozenset({"thumbnail", "preview", "poster", "proxy"})
-AUDITED_KINDS = frozenset({"preview", "proxy"})
 # Types a browser may render inline from us. Anything else a derivative row claims is
 # refused: an HTML or SVG "derivative" must never reach the page's origin (VL-04).
 INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "video/mp4", "video/webm"})
@@ -133,10 +133,10 @@ class Plan:
     headers: dict[str, str]
     start: int
     end_exclusive: int
-    audited: bool  # a stream start of viewer media: its custody event is already written
+    audited: bool  # a read this session is not yet covered for: its custody event is written first
 
 
-def _plan(request: Request, target: MediaTarget, audit_kind: str | None) -> Plan:
+def _plan(request: Request, target: MediaTarget, kind: str) -> Plan:
     size = target.size
     header = request.headers.get("range")
     rng = parse_range(header, size) if _if_range_allows(request, target.etag) else None
@@ -151,7 +151,10 @@ def _plan(request: Request, target: MediaTarget, audit_kind: str | None) -> Plan
     else:
         start, end_exclusive, status = 0, size, 200
     headers["Content-Length"] = str(end_exclusive - start)
-    audited = audit_kind is not None and start == 0 and request.method != "HEAD"
+    # Not "start == 0": "Range: bytes=1-" took all but one byte unaudited. Any read that
+    # sends bytes and is not yet covered for this session, item and kind is audited.
+    sends_bytes = request.method != "HEAD" and end_exclusive > start
+    audited = sends_bytes and not coverage.is_covered(request, target.item.id, kind)
     return Plan(status, headers, start, end_exclusive, audited=audited)
 
 
@@ -163,12 +166,13 @@ def _prepare(request: Request, item_id: str, kind: str) -> tuple[MediaTarget, Pl
     target = _derivative_target(request, item_id, kind)
     if target is None:
         return None
-    plan = _plan(request, target, kind if kind in AUDITED_KINDS else None)
+    plan = _plan(request, target, kind)
     if plan.audited:
         # Written before the first byte is sent; if it cannot be, nothing is (AU-10).
         audit.record_sync(context.get(request), request, "media.stream", report_id=target.item.report_id,
                           item_id=target.item.id,
                           detail={"kind": kind, "range": (request.headers.get("range") or "")[:60]})
+        coverage.mark(request, target.item.id, kind)
     return target, plan
 
 
@@ -204,16 +208,41 @@ async def derivative(request: Request) -> Response:
 # --- the original, as a download with a reason -------------------------------------------
 
 
-def attachment_disposition(filename: str, fallback: str) -> str:
+# The download's suffix comes from the type we sniffed from the bytes, never from the
+# citizen's name (BF-15, i12): "photo.html.jpg" sniffed as JPEG downloads as .jpg, and a
+# name cut for length can never end on a suffix the file does not have.
+SUFFIX_BY_TYPE = {
+    "image/jpeg": ".jpg", "image/png": ".png", "image/heic": ".heic", "image/heif": ".heif",
+    "image/webp": ".webp", "image/gif": ".gif", "image/tiff": ".tif",
+    "video/mp4": ".mp4", "video/quicktime": ".mov", "video/3gpp": ".3gp", "video/x-msvideo": ".avi",
+    "video/x-matroska": ".mkv", "video/webm": ".webm", "video/mp2t": ".ts",
+}
+UNKNOWN_SUFFIX = ".bin"  # not sniffed as an allowed type: a suffix no program opens as a document
+STEM_MAX = 150
+
+
+def download_name(filename: str, detected_type: str | None) -> str:
+    """The citizen's name with its last suffix replaced by the sniffed type's, the stem
+    shortened to ``STEM_MAX`` characters (control characters removed)."""
+    cleaned = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")
+    stem, dot, _suffix = cleaned.rpartition(".")
+    if not dot:
+        stem = cleaned
+    return stem[:STEM_MAX] + SUFFIX_BY_TYPE.get(detected_type or "", UNKNOWN_SUFFIX)
+
+
+def attachment_disposition(filename: str, fallback: str, detected_type: str | None = None) -> str:
     """``attachment`` with an ASCII-only quoted name and the real name in RFC 5987 form
     (SECURITY_CHECKLIST BF-15): quotes, CR/LF, ``;`` and bidi controls from a citizen's
-    filename can neither break the header nor disguise the extension."""
-    cleaned = "".join(ch for ch in filename if unicodedata.category(ch)[0] != "C")[:200]
-    ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", unicodedata.normalize("NFKD", cleaned).encode("ascii", "ignore").decode())
-    ascii_name = ascii_name.strip("._") or fallback
-    value = f'attachment; filename="{ascii_name}"'
-    if cleaned:
-        value += f"; filename*=UTF-8''{quote(cleaned, safe='')}"
+    filename can neither break the header nor disguise the extension; the stem is
+    shortened and the suffix is the sniffed type's (``download_name``)."""
+    suffix = SUFFIX_BY_TYPE.get(detected_type or "", UNKNOWN_SUFFIX)
+    cleaned = download_name(filename, detected_type)
+    stem = cleaned[: -len(suffix)]
+    ascii_stem = re.sub(r"[^A-Za-z0-9._-]", "_", unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode())
+    ascii_stem = ascii_stem.strip("._") or fallback
+    value = f'attachment; filename="{ascii_stem}{suffix}"'
+    value += f"; filename*=UTF-8''{quote(cleaned, safe='')}"
     return value
 
 
@@ -247,7 +276,7 @@ async def download_original(request: Request) -> Response:
         return Response("original unavailable", status_code=503, headers=dict(MEDIA_HEADERS), media_type="text/plain")
     headers = dict(MEDIA_HEADERS)
     headers.update({
-        "Content-Disposition": attachment_disposition(item.original_filename, f"exhibit-{item.id}"),
+        "Content-Disposition": attachment_disposition(item.original_filename, f"exhibit-{item.id}", item.detected_type),
         "Content-Length": str(item.size),
         # Raw citizen bytes: even opened as a document they can run nothing (VL-04).
         "Content-Security-Policy": "sandbox; default-src 'none'",

@@ -252,6 +252,19 @@ def _partner_sees_item(session: Session, user: User, item: EvidenceItem, now: dt
     return session.exec(by_report).first() is not None
 
 
+def live_shares_of_item(session: Session, user: User, item: EvidenceItem, now: dt.datetime) -> list[Share]:
+    """The live shares through which partner ``user`` reaches ``item`` (of the item, or of
+    its whole report): what they grant (download, contact, location) is the union of
+    these. Empty for an item a partner may not see."""
+    if item.state not in PARTNER_STATES:
+        return []
+    live = _live_share_clause(user, now)
+    return list(session.exec(select(Share).where(
+        live, col(Share.report_id) == item.report_id,
+        or_(col(Share.item_id) == item.id, col(Share.item_id).is_(None)),
+    ).limit(100)))
+
+
 def _partner_sees_report(session: Session, user: User, report: Report, now: dt.datetime) -> bool:
     live = _live_share_clause(user, now)
     # A live share of one of its items that passed the scan...

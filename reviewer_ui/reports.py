@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, mfa, middleware, permissions
+from reviewer_ui import audit, context, coverage, forms, mfa, middleware, permissions
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -45,7 +46,6 @@ from storage.models import (
     User,
 )
 from storage.reports import create_report
-from storage.settings import parse_bytes
 
 PAGE_SIZE = 50
 GRID_PAGE_SIZE = 60
@@ -222,7 +222,13 @@ async def report_new(request: Request) -> Response:
     user = permissions.current_user(request)
     if not permissions.can_act(user, "report.create"):
         raise permissions.Denied("report:new", reason="report.create")
-    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], error=None, values={})
+    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], error=None, values={}, existing=None)
+
+
+# One answer for a malformed reference and for one taken by a report the officer may not
+# see: telling them apart would confirm that someone else's matter exists (AC-01).
+REFERENCE_REFUSED = ("This reference cannot be used. A reference is 1 to 64 letters, digits or / _ . : -, "
+                     "starts with a letter or digit, and is not already in use.")
 
 
 async def report_create(request: Request) -> Response:
@@ -233,18 +239,46 @@ async def report_create(request: Request) -> Response:
     form = await request.form()
     values = {k: str(form.get(k) or "").strip() for k in ("reference", "kind", "title")}
 
-    def apply() -> str:
-        with ctx.db.write() as session:
-            report = create_report(ctx.db, session, values["reference"], values["kind"], title=values["title"][:300],
-                                   owner_id=user.id, unit=user.unit, actor=user.email,
-                                   request_id=audit.request_id_of(request))
-            return report.id
+    def apply() -> tuple[str, str | None]:
+        """("created", id), ("visible", id of the existing report this user may see) or
+        ("refused", None)."""
+        try:
+            with ctx.db.write() as session:
+                report = create_report(ctx.db, session, values["reference"], values["kind"],
+                                       title=values["title"][:300], owner_id=user.id, unit=user.unit,
+                                       actor=user.email, request_id=audit.request_id_of(request))
+                return "created", report.id
+        except (Conflict, IntegrityError):
+            # Conflict: the reference is taken. IntegrityError: a create racing this one
+            # committed the same reference between our check and our insert (the unique
+            # index decides); the same answer, never a 500.
+            pass
+        with ctx.db.read() as session:
+            existing = session.exec(select(Report).where(col(Report.reference) == values["reference"])).first()
+            if existing is not None and permissions.can_view_report(
+                    session, user, existing, now=ctx.clock(), unit_access=ctx.settings.officer_unit_access):
+                return "visible", existing.id
+        # Someone else's report (AC-01, no existence oracle): the answer is the one any
+        # invalid reference gets, and the probe is recorded like any other refusal.
+        audit.record_sync(ctx, request, "access.denied", subject="report:new",
+                          detail={"subject": "report:new", "reason": "report.create.reference_taken",
+                                  "method": request.method, "path": request.url.path[:200]})
+        return "refused", None
+
+    def form_again(status: int, error: str, existing: str | None = None) -> Response:
+        return ctx.render(request, "report_new.html", status_code=status, kinds=[k.value for k in ReportKind],
+                          error=error, values=values, existing=existing)
 
     try:
-        report_id = await ctx.run_sync(apply)
-    except (Invalid, Conflict) as exc:
-        return ctx.render(request, "report_new.html", status_code=400 if isinstance(exc, Invalid) else 409,
-                          kinds=[k.value for k in ReportKind], error=str(exc), values=values)
+        outcome, report_id = await ctx.run_sync(apply)
+    except Invalid as exc:
+        # A malformed reference and a reference taken by a report this user cannot see
+        # get the same words (REFERENCE_REFUSED).
+        return form_again(400, REFERENCE_REFUSED if exc.code == "ERR_REFERENCE_INVALID" else str(exc))
+    if outcome == "visible":
+        return form_again(409, f"Report {values['reference']} already exists.", existing=report_id)
+    if outcome == "refused":
+        return form_again(400, REFERENCE_REFUSED)
     return RedirectResponse(f"/reports/{report_id}", status_code=303)
 
 
@@ -398,6 +432,8 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
         # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
         audit.record_sync(ctx, request, "report.viewed", report_id=view.report.id,
                           detail={"items_shown": len(view.cards)})
+        # The thumbnails this grid shows are covered by that event (reviewer_ui.coverage).
+        coverage.page_showed(request, [c.item.id for c in view.cards if c.has_thumbnail], ["thumbnail"])
         return view
 
     view = await ctx.run_sync(load_and_record)
@@ -445,22 +481,25 @@ async def link_issue(request: Request) -> Response:
     report_id = request.path_params["report_id"]
     form = await request.form()
     user = permissions.current_user(request)
-    from storage.settings import parse_duration
-
     try:
-        expires = parse_duration(str(form.get("expires") or "7d"))
-        max_files = int(str(form.get("max_files") or ctx.settings.link_max_files))
-        max_bytes = parse_bytes(str(form.get("max_bytes") or _gib(ctx.settings.link_max_bytes)))
-        valid = 0 < expires <= 90 * 86400 and 0 < max_files <= 10000 and 0 < max_bytes <= (1 << 50)
-    except ValueError:
-        valid = False
+        expires = forms.number_field(form, "expires", label="Expiry", kind="duration", default="7d",
+                                     low=1, high=90 * 86400, rule="up to 90 days, written like 7d, 36h or 90m.")
+        max_files = forms.number_field(form, "max_files", label="Maximum files", kind="count",
+                                       default=str(ctx.settings.link_max_files), low=1, high=10000,
+                                       rule="a whole number from 1 to 10,000.")
+        max_bytes = forms.number_field(form, "max_bytes", label="Maximum size", kind="bytes",
+                                       default=_gib(ctx.settings.link_max_bytes), low=1, high=1 << 50,
+                                       rule="a positive size up to 1P, written like 500M or 2G.")
+        form_error = None
+    except forms.FieldError as exc:
+        form_error = str(exc)
         expires = max_files = max_bytes = 0
     note = str(form.get("note") or "")[:300]
 
     def apply() -> Issued | None:
         with ctx.db.write() as session:
             report = permissions.require_report(request, session, report_id, "link.issue")
-            if not valid:
+            if form_error is not None:  # checked after the access check: says nothing of the report
                 return None
             issued = create_link(ctx.db, session, report, public_url=ctx.settings.public_url,
                                  expires_in_seconds=expires, max_files=max_files, max_bytes=max_bytes,
@@ -472,8 +511,7 @@ async def link_issue(request: Request) -> Response:
 
     issued = await ctx.run_sync(apply)
     if issued is None:
-        return await report_page(request, form_error="Expiry is up to 90 days; quotas must be positive numbers "
-                                                     "(bytes may be written like 500M or 2G).", status_code=400)
+        return await report_page(request, form_error=form_error, status_code=400)
     return await report_page(request, issued=issued)
 
 

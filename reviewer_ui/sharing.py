@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, permissions
+from reviewer_ui import audit, context, forms, permissions
 from storage import ledger
 from storage.models import EvidenceItem, Organisation, Report, Role, Share, User
 
@@ -46,13 +47,12 @@ def _grantee(session: Session, value: str) -> tuple[str | None, str | None]:
 
 
 def _days(text: str) -> int:
+    # Strict parse (forms.number_field): "1e400", "inf", "-1" are a named 400, never a 500.
     try:
-        days = int(text)
-    except ValueError:
-        raise ShareRefused(f"Expiry is 1 to {MAX_SHARE_DAYS} days.") from None
-    if not 1 <= days <= MAX_SHARE_DAYS:
-        raise ShareRefused(f"Expiry is 1 to {MAX_SHARE_DAYS} days.")
-    return days
+        return forms.number_field({"days": text}, "days", label="Expiry in days", kind="count", default="",
+                                  low=1, high=MAX_SHARE_DAYS, rule=f"a whole number of days from 1 to {MAX_SHARE_DAYS}.")
+    except forms.FieldError as exc:
+        raise ShareRefused(str(exc)) from None
 
 
 class StepUpNeeded(Exception):
@@ -60,7 +60,8 @@ class StepUpNeeded(Exception):
 
 
 def make_share(ctx: context.ReviewContext, session: Session, request: Request, *, report: Report,
-               item: EvidenceItem | None, partner: str, days: str, allow_download: bool) -> Share:
+               item: EvidenceItem | None, partner: str, days: str, allow_download: bool,
+               grant_contact: bool = False, grant_location: bool = False) -> Share:
     user = permissions.current_user(request)
     if not permissions.recently_verified(request):
         raise StepUpNeeded()
@@ -69,7 +70,8 @@ def make_share(ctx: context.ReviewContext, session: Session, request: Request, *
     org_id, partner_user_id = _grantee(session, partner)
     now = ctx.clock()
     share = Share(report_id=report.id, item_id=item.id if item else None, partner_org_id=org_id,
-                  partner_user_id=partner_user_id, allow_download=allow_download, created_by=user.id,
+                  partner_user_id=partner_user_id, allow_download=allow_download,
+                  grant_contact=grant_contact, grant_location=grant_location, created_by=user.id,
                   created_at=now, expires_at=now + dt.timedelta(days=_days(days)))
     session.add(share)
     session.flush()
@@ -77,13 +79,26 @@ def make_share(ctx: context.ReviewContext, session: Session, request: Request, *
                     subject=f"share:{share.id}",
                     detail={"share_id": share.id, "scope": "item" if item else "report",
                             "partner_org_id": org_id, "partner_user_id": partner_user_id,
-                            "allow_download": allow_download, "expires_at": ledger.format_time(share.expires_at)})
+                            "allow_download": allow_download, "grant_contact": grant_contact,
+                            "grant_location": grant_location, "expires_at": ledger.format_time(share.expires_at)})
     return share
 
 
-async def _form(request: Request) -> tuple[str, str, bool]:
+@dataclass(frozen=True)
+class ShareForm:
+    partner: str
+    days: str
+    allow_download: bool
+    grant_contact: bool  # the citizen's contact details (default off)
+    grant_location: bool  # the precise location: place typed, GPS in metadata (default off)
+
+
+async def _form(request: Request) -> ShareForm:
     form = await request.form()
-    return (str(form.get("partner") or ""), str(form.get("days") or ""), form.get("allow_download") == "yes")
+    return ShareForm(partner=str(form.get("partner") or ""), days=str(form.get("days") or ""),
+                     allow_download=form.get("allow_download") == "yes",
+                     grant_contact=form.get("grant_contact") == "yes",
+                     grant_location=form.get("grant_location") == "yes")
 
 
 async def _share(
@@ -96,14 +111,15 @@ async def _share(
     make the share in one writing transaction, and answer with a step-up, the page again
     with the refusal, or a redirect back."""
     ctx = context.get(request)
-    partner, days, allow_download = await _form(request)
+    asked = await _form(request)
 
     def apply() -> str | None:
         with ctx.db.write() as session:
             report, item = target(session)
             try:
-                make_share(ctx, session, request, report=report, item=item, partner=partner, days=days,
-                           allow_download=allow_download)
+                make_share(ctx, session, request, report=report, item=item, partner=asked.partner,
+                           days=asked.days, allow_download=asked.allow_download,
+                           grant_contact=asked.grant_contact, grant_location=asked.grant_location)
             except ShareRefused as exc:  # raised before anything was added
                 return str(exc)
         return None

@@ -345,6 +345,11 @@ class Share(SQLModel, table=True):
     partner_org_id: str | None = Field(default=None, foreign_key="organisation.id", index=True, max_length=32)
     partner_user_id: str | None = Field(default=None, foreign_key="user.id", index=True, max_length=32)
     allow_download: bool = False
+    # What of the citizen's submission a partner sees beyond the evidence and the
+    # statement (reviewer_ui/partner.py): contact details, and the precise location
+    # (the place typed, GPS in the metadata). Off unless the sharer ticks them (0007).
+    grant_contact: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    grant_location: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_by: str = Field(max_length=32)
     created_at: dt.datetime = created()
     expires_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)

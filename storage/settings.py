@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from storage.netaddr import parse_networks
@@ -67,22 +69,47 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 
+# Strict number parsing for settings, the command line and every staff form. A float
+# parse let "infd" or "1e400G" through as infinity (an OverflowError, a 500 in a form)
+# and "nan"/"-1G" as nonsense: only ASCII digits with an optional short fraction and one
+# known unit are numbers here; the value is computed exactly (Decimal) and every failure
+# is a ValueError, so callers have one thing to catch.
+_NUMBER = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,6}))?\s*([a-z]*)", re.ASCII)
+_BYTE_UNITS = {"": 1, "b": 1} | {
+    spelling: 1 << (10 * (i + 1)) for i, p in enumerate("kmgtp") for spelling in (p, f"{p}b", f"{p}ib")
+}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_scaled(text: str, units: Mapping[str, int], what: str) -> int:
+    match = _NUMBER.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"{text[:40]!r} is not {what}")
+    whole, fraction, unit = match.groups()
+    if unit not in units:
+        raise ValueError(f"{text[:40]!r} is not {what}")
+    value = Decimal(f"{whole}.{fraction or 0}") * units[unit]
+    return int(value)
+
+
 def parse_bytes(text: str) -> int:
-    """'10G' -> 10 GiB, '512M' -> 512 MiB, '1024' -> 1024 bytes."""
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    """'10G' -> 10 GiB, '512M' / '512MB' / '512MiB' -> 512 MiB, '1024' -> 1024 bytes.
+    Raises ValueError for anything else (signs, exponents, inf, nan, unknown units)."""
+    return _parse_scaled(text, _BYTE_UNITS, "a size")
 
 
 def parse_duration(text: str) -> int:
-    """'7d' -> seconds, '12h', '30m', '45s', or a bare number of seconds."""
-    text = text.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    """'7d' -> seconds, '12h', '30m', '45s', '2w', or a bare number of seconds.
+    Raises ValueError for anything else (signs, exponents, inf, nan, unknown units)."""
+    return _parse_scaled(text, _DURATION_UNITS, "a duration")
+
+
+def parse_count(text: str) -> int:
+    """A whole number written in ASCII digits, nothing else (no sign, no fraction)."""
+    stripped = text.strip()
+    if not re.fullmatch(r"[0-9]{1,15}", stripped, re.ASCII):
+        raise ValueError(f"{text[:40]!r} is not a whole number")
+    return int(stripped)
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,32 @@ def test_image_viewer_zooms_and_pans_by_keyboard(officer_page: Page, live_review
     assert officer_page.locator("[data-zoom-level]").inner_text() == "100%"
     officer_page.get_by_role("button", name="Zoom in").click()
     assert officer_page.locator("[data-zoom-level]").inner_text() == "125%"
+
+
+def test_the_partner_item_page_has_no_axe_violations(chromium: Browser, live_review: LiveReview,
+                                                     casework_video: Casework) -> None:
+    """The partner's own item page (reviewer_ui/partner.py), image and video, with the
+    contact and location grants on so every section is drawn."""
+    import datetime as dt
+
+    from storage.models import Share, utcnow
+
+    officer = casework_video.user("officer")
+    partner = casework_video.user("partner", org="CPS Accessibility")
+    report = casework_video.report(officer, "RTC/2026/0043")
+    image = casework_video.item(report, filename="scene.jpg",
+                                metadata={"exif": {"GPSInfo": {"GPSLatitude": "51.5"}}}).item
+    video = casework_video.item(report, media="video", filename="dashcam.mp4").item
+    with casework_video.db.write() as session:
+        session.add(Share(report_id=report.id, partner_user_id=partner.id, allow_download=True, grant_contact=True,
+                          grant_location=True, created_by=officer.id, expires_at=utcnow() + dt.timedelta(days=1)))
+    context: BrowserContext = new_context(chromium, bypass_csp=True)
+    context.add_cookies(live_review.cookies(partner))  # type: ignore[arg-type]
+    page = context.new_page()
+    try:
+        for item in (image, video):
+            page.goto(f"{live_review.base_url}/items/{item.id}")
+            assert page.get_by_role("heading", name="Integrity").is_visible()
+            _assert_no_violations(page)
+    finally:
+        context.close()

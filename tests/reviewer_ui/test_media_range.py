@@ -154,8 +154,9 @@ def test_head_gives_headers_and_no_body(casework_video: Casework) -> None:
     assert r.content == b""
 
 
-def test_only_stream_starts_are_custody_events(casework_video: Casework) -> None:
+def test_one_custody_event_per_session_and_item_whatever_the_range(casework_video: Casework) -> None:
     client, item_id, _proxy = _video(casework_video)
+    client.get(f"/items/{item_id}")  # the page view covers the poster it shows
     client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-"})
     client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=500-"})
     client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=1000-1999"})
@@ -166,6 +167,51 @@ def test_only_stream_starts_are_custody_events(casework_video: Casework) -> None
     assert starts[0].actor == client.user.email
 
 
+@pytest.mark.parametrize("first_range", ["bytes=1-", "bytes=-100000", "bytes=500-", "bytes=1-1", None])
+def test_a_stream_that_does_not_start_at_zero_is_audited_before_its_bytes(casework_video: Casework,
+                                                                         first_range: str | None) -> None:
+    """i11 item 5: ``Range: bytes=1-`` returned all but the first byte with no custody
+    event. A session's first read of an item's media is audited whatever its range."""
+    client, item_id, proxy = _video(casework_video)
+    headers = {"Range": first_range} if first_range else {}
+    r = client.get(f"/items/{item_id}/media/proxy", headers=headers)
+    assert r.status_code in (200, 206) and r.content and r.content in proxy
+    [start] = casework_video.events("media.stream", item_id)
+    assert start.actor == client.user.email and start.detail == {"kind": "proxy", "range": first_range or ""}
+    # Later segments of the same session are covered by that event...
+    client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=0-"})
+    assert len(casework_video.events("media.stream", item_id)) == 1
+    # ...another session (even of the same officer) is a new stream start.
+    other = casework_video.client(client.user)
+    other.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=2-"})
+    assert len(casework_video.events("media.stream", item_id)) == 2
+    # A HEAD or an unsatisfiable range sends no bytes and writes nothing.
+    third = casework_video.client(client.user)
+    third.head(f"/items/{item_id}/media/proxy")
+    third.get(f"/items/{item_id}/media/proxy", headers={"Range": f"bytes={len(proxy)}-"})
+    assert len(casework_video.events("media.stream", item_id)) == 2
+
+
+@pytest.mark.parametrize("kind", ["thumbnail", "poster"])
+def test_thumbnails_and_posters_without_a_page_view_are_audited_themselves(casework_video: Casework,
+                                                                           kind: str) -> None:
+    client, item_id, _proxy = _video(casework_video)
+    for headers in ({}, {"Range": "bytes=1-"}):
+        fresh = casework_video.client(client.user)
+        r = fresh.get(f"/items/{item_id}/media/{kind}", headers=headers)
+        assert r.status_code in (200, 206) and r.content
+    events = casework_video.events("media.stream", item_id)
+    assert [(e.detail or {}).get("kind") for e in events] == [kind, kind]
+    # After an audited page view that shows them, they are covered by that view's event.
+    viewer = casework_video.client(client.user)
+    report_id = events[0].report_id
+    viewer.get(f"/reports/{report_id}" if kind == "thumbnail" else f"/items/{item_id}")
+    viewer.get(f"/items/{item_id}/media/{kind}", headers={"Range": "bytes=1-"})
+    assert len(casework_video.events("media.stream", item_id)) == 2
+    viewed = "report.viewed" if kind == "thumbnail" else "item.viewed"
+    assert [e for e in casework_video.events(viewed) if e.report_id == report_id]
+
+
 def test_cross_site_embedding_is_refused(casework_video: Casework) -> None:
     client, item_id, _proxy = _video(casework_video)
     r = client.get(f"/items/{item_id}/media/proxy", headers={"Sec-Fetch-Site": "cross-site"})
@@ -173,3 +219,16 @@ def test_cross_site_embedding_is_refused(casework_video: Casework) -> None:
     denied = casework_video.events("access.denied")
     assert [(e.detail or {}).get("subject") for e in denied] == [f"item:{item_id}"]
     assert denied[0].detail is not None and denied[0].detail["reason"] == "media.cross_site"
+
+
+def test_a_forgotten_coverage_entry_means_one_more_event_never_one_fewer(casework_video: Casework) -> None:
+    """The per-process record of audited reads is bounded; what it forgets is audited again."""
+    from reviewer_ui import coverage
+
+    casework_video.ctx.extras[coverage.EXTRAS_KEY] = coverage.Coverage(max_entries=1)
+    client, first, _proxy = _video(casework_video)
+    second = casework_video.item(casework_video.report(client.user), media="video").item.id
+    for item_id in (first, second, first, second):
+        client.get(f"/items/{item_id}/media/proxy", headers={"Range": "bytes=1-"})
+    assert len(casework_video.events("media.stream", first)) == 2
+    assert len(casework_video.events("media.stream", second)) == 2

@@ -117,12 +117,32 @@ def test_download_needs_a_reason_and_is_an_attachment(casework: Casework) -> Non
     assert r.content == seeded.original
     assert r.headers["content-type"] == "application/octet-stream"
     disposition = r.headers["content-disposition"]
-    assert disposition.startswith('attachment; filename="evil_X-Injected__1_.html"')
+    # The suffix is the sniffed type's (JPEG), not the citizen's ".html" (BF-15).
+    assert disposition.startswith('attachment; filename="evil_X-Injected__1.jpg"')
     assert "\r" not in disposition and "\n" not in disposition and "x-injected" not in r.headers
     assert r.headers["content-security-policy"] == "sandbox; default-src 'none'"
     assert r.headers["cache-control"] == "no-store" and r.headers["x-content-type-options"] == "nosniff"
     [event] = casework.events("item.original_downloaded", seeded.item.id)
     assert event.detail is not None and event.detail["reason"] == reason and event.detail["sha256"] == seeded.item.sha256
+
+
+def test_a_long_name_keeps_the_sniffed_suffix_not_the_citizens(casework: Casework) -> None:
+    """i12 item 3: cutting a long name at 200 characters turned "<stem>.html.jpg" into
+    ".html"; the stem is shortened instead and the suffix comes from the sniffed type."""
+    officer = casework.user("officer")
+    report = casework.report(officer)
+    client = casework.client(officer)
+    reason = "Disclosure to CPS under case file 12"
+    for name in ["a" * 196 + ".html.jpg", "é" * 190 + ".html.jpg", "b" * 240 + ".jpg.html", "noext" + "c" * 240]:
+        seeded = casework.item(report, filename=name)  # sniffed as image/jpeg
+        r = client.post(f"/items/{seeded.item.id}/original", {"reason": reason})
+        assert r.status_code == 200
+        disposition = r.headers["content-disposition"]
+        ascii_name = disposition.split('filename="', 1)[1].split('"', 1)[0]
+        utf8_name = disposition.split("filename*=UTF-8''", 1)[1]
+        assert ascii_name.endswith(".jpg") and utf8_name.endswith(".jpg"), name
+        assert ".html" not in ascii_name[-10:] and "html" not in utf8_name[-10:], name
+        assert len(ascii_name) <= 160
 
 
 def test_original_is_never_reachable_by_get(casework: Casework) -> None:
