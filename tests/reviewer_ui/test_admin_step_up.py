@@ -134,3 +134,45 @@ def test_a_role_change_is_recorded_ends_sessions_and_never_applies_to_oneself(re
     assert review.user(admin).role == "admin" and review.user(officer).role == "auditor"
     r = client.post(f"/admin/users/{officer.user_id}/role", data={"role": "partner", "csrf_token": token})
     assert r.status_code == 400 and review.user(officer).role == "auditor"  # a partner needs an organisation
+
+
+def _lock_codes(review: ReviewHarness, user_id: str) -> None:
+    """Pause an account's codes as ten wrong ones would (reviewer_ui.throttle)."""
+    from reviewer_ui import throttle
+    from storage.models import TotpGuard
+
+    with review.db.write() as s:
+        throttle.totp_locked(s, user_id, review.clock())
+        guard = s.get(TotpGuard, user_id)
+        assert guard is not None
+        guard.failures, guard.locked_at = throttle.TOTP_LIMIT, review.clock()
+        s.add(guard)
+
+
+def test_allowing_codes_again_also_needs_a_fresh_code(review: ReviewHarness) -> None:
+    # Letting code guessing resume on an account is an account change (AC-13): a hijacked
+    # admin session without a fresh code must not lift the pause it may have caused.
+    admin, client = stale_admin(review)
+    target = review.make_user("officer")
+    _lock_codes(review, target.user_id)
+    path = f"/admin/users/{target.user_id}/allow-codes"
+    held = _post(client, path, {})
+    assert held.status_code == 403 and "Confirm it is you" in held.text
+    assert not review.events("auth.totp_unlocked")
+    r = client.post(path, data={"step_up_code": review.next_code(admin), "csrf_token": csrf_of(held.text)})
+    assert r.status_code == 303 and [e.actor for e in review.events("auth.totp_unlocked")] == [admin.email]
+
+
+def test_the_admin_step_up_obeys_the_accounts_code_pause(review: ReviewHarness) -> None:
+    # The step-up is a TOTP check like the sign-in's: it must not be a way round the
+    # per-account bound on code guessing (AU, i11 item 4). With the admin's codes paused,
+    # even the right code changes nothing.
+    admin, client = stale_admin(review)
+    target = review.make_user("officer")
+    held = _post(client, f"/admin/users/{target.user_id}/disable", {})
+    assert held.status_code == 403
+    _lock_codes(review, admin.user_id)
+    r = client.post(f"/admin/users/{target.user_id}/disable",
+                    data={"step_up_code": review.next_code(admin), "csrf_token": csrf_of(held.text)})
+    assert r.status_code == 429 and "Codes are paused" in r.text
+    assert not review.user(target).disabled
