@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, mfa, middleware, permissions
+from reviewer_ui import audit, context, form_errors, mfa, middleware, permissions
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -222,7 +222,7 @@ async def report_new(request: Request) -> Response:
     user = permissions.current_user(request)
     if not permissions.can_act(user, "report.create"):
         raise permissions.Denied("report:new", reason="report.create")
-    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], error=None, values={})
+    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], values={})
 
 
 async def report_create(request: Request) -> Response:
@@ -244,7 +244,8 @@ async def report_create(request: Request) -> Response:
         report_id = await ctx.run_sync(apply)
     except (Invalid, Conflict) as exc:
         return ctx.render(request, "report_new.html", status_code=400 if isinstance(exc, Invalid) else 409,
-                          kinds=[k.value for k in ReportKind], error=str(exc), values=values)
+                          kinds=[k.value for k in ReportKind], values=values,
+                          errors=form_errors.for_code(str(exc), exc.code, form_errors.REPORT_FIELDS))
     return RedirectResponse(f"/reports/{report_id}", status_code=303)
 
 
@@ -402,7 +403,8 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
 
     view = await ctx.run_sync(load_and_record)
     return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
-                      form_error=form_error, issued=issued, expiry_choices=EXPIRY_CHOICES,
+                      errors=await form_errors.casework(request, form_error), issued=issued,
+                      expiry_choices=EXPIRY_CHOICES,
                       default_max_files=ctx.settings.link_max_files,
                       default_max_bytes=_gib(ctx.settings.link_max_bytes), fmt_time=ledger.format_time,
                       fmt_bytes=_fmt_bytes, now=ctx.clock())
