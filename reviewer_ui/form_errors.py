@@ -57,7 +57,16 @@ async def casework(request: Request, form_error: str | None, download_error: str
     form = await request.form()
     field: str | None = None
     if path.endswith("/triage"):
-        field = "decision-accept" if form.get("decision") not in ("accepted", "declined") else "triage-reason"
+        if form.get("decision") not in ("accepted", "declined"):
+            # items.triage stops at the first problem; the summary lists every one (as the
+            # citizen form does), so a missing reason is named alongside the decision.
+            from reviewer_ui.items import TRIAGE_REASON_MAX
+
+            errors.append(FieldError(form_error, "decision-accept"))
+            if not str(form.get("reason") or "").strip():
+                errors.append(FieldError(f"Give a reason (up to {TRIAGE_REASON_MAX} characters).", "triage-reason"))
+            return errors
+        field = "triage-reason"
     elif path.endswith("/tags"):
         field = "tag-new"
     elif path.endswith("/notes"):

@@ -133,7 +133,7 @@ def test_casework_forms_on_the_item_page(browser_context: BrowserContext, live_r
     triage = page.locator("form[action$='/triage']")
     assert triage.get_attribute("novalidate") is not None
     triage.get_by_role("button", name="Record decision").click()
-    assert_errors_identified(page, {"decision-accept": "Choose accept or decline"})
+    assert_errors_identified(page, {"decision-accept": "Choose accept or decline", "triage-reason": "Give a reason"})
     page.get_by_label("Decline").check()
     page.locator("form[action$='/triage']").get_by_role("button", name="Record decision").click()
     assert_errors_identified(page, {"triage-reason": "Give a reason"})
