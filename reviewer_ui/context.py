@@ -102,6 +102,7 @@ def make_templates() -> jinja2.Environment:
     env.globals["field_error"] = form_errors.field_error
     env.globals["field_attrs"] = form_errors.field_attrs
     env.globals["group_class"] = form_errors.group_class
+    env.globals["posted"] = form_errors.posted
     env.filters["bytes"] = format_bytes
     env.filters["when"] = format_when
     return env

@@ -49,12 +49,15 @@ async def casework(request: Request, form_error: str | None, download_error: str
     errors: list[FieldError] = []
     if download_error:
         errors.append(FieldError(download_error, "download-reason"))
-    if not form_error:
-        return errors
-    if request.method != "POST":
-        return [*errors, FieldError(form_error)]
+    if request.method != "POST" or not (form_error or download_error):
+        return [*errors, *normalise([form_error])]
     path = request.url.path
     form = await request.form()
+    # What was typed goes back into the form (autoescaped), so a refusal costs no retyping.
+    request.scope.setdefault("state", {})[POSTED] = {
+        k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
+    if not form_error:
+        return errors
     field: str | None = None
     if path.endswith("/triage"):
         if form.get("decision") not in ("accepted", "declined"):
@@ -111,6 +114,16 @@ USER_FIELDS = {"ERR_EMAIL_INVALID": "new-email", "ERR_USER_EXISTS": "new-email",
 
 def for_code(message: str, code: str | None, fields: dict[str, str]) -> list[FieldError]:
     return [FieldError(message, fields.get(code or ""))]
+
+
+POSTED = "form_errors.posted"
+
+
+def posted(request: Request, name: str, default: str = "") -> str:
+    """The value the refused form sent for ``name`` (or ``default`` on a fresh page)."""
+    values = request.scope.get("state", {}).get(POSTED) or {}
+    value = values.get(name, default)
+    return value if isinstance(value, str) else default
 
 
 # --- template helpers (globals of the Jinja environment, see context.make_templates) ------

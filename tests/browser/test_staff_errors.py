@@ -137,10 +137,21 @@ def test_casework_forms_on_the_item_page(browser_context: BrowserContext, live_r
     page.get_by_label("Decline").check()
     page.locator("form[action$='/triage']").get_by_role("button", name="Record decision").click()
     assert_errors_identified(page, {"triage-reason": "Give a reason"})
+    expect(page.get_by_label("Decline")).to_be_checked()  # what was chosen is kept
+    # A reason typed without a decision is kept too.
+    page.goto(url)
+    page.get_by_label("Reason", exact=True).fill("Shows the junction clearly.")
+    page.get_by_role("button", name="Record decision").click()
+    assert_errors_identified(page, {"decision-accept": "Choose accept or decline"})
+    expect(page.get_by_label("Reason", exact=True)).to_have_value("Shows the junction clearly.")
 
     page.goto(url)
     page.get_by_role("button", name="Add tag").click()
     assert_errors_identified(page, {"tag-new": "A tag is 1 to 64"})
+    page.get_by_label("Add a tag").fill("plate?!")
+    page.get_by_role("button", name="Add tag").click()
+    assert_errors_identified(page, {"tag-new": "A tag is 1 to 64"})
+    expect(page.get_by_label("Add a tag")).to_have_value("plate?!")
 
     page.goto(url)
     page.get_by_role("button", name="Add note").click()
@@ -162,8 +173,10 @@ def test_casework_forms_on_the_item_page(browser_context: BrowserContext, live_r
     assert_errors_identified(page, {"days-item": "Expiry is 1 to"})
 
     page.goto(url)
+    page.get_by_label("Reason for downloading the original").fill("court")
     page.get_by_role("button", name="Download original").click()
     assert_errors_identified(page, {"download-reason": "Give a reason"})
+    expect(page.get_by_label("Reason for downloading the original")).to_have_value("court")
 
 
 def test_report_and_admin_forms(browser_context: BrowserContext, live_review: LiveReview, casework: Casework) -> None:
