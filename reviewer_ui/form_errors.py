@@ -85,12 +85,13 @@ async def casework(request: Request, form_error: str | None, download_error: str
         elif "days" in form_error.lower() or "expir" in form_error.lower():
             field = f"days-{scope}"
     elif path.endswith("/links"):
-        field = _link_field(form.get("expires"), form.get("max_files"), form.get("max_bytes"))
+        field = _link_field(form.get("expires"), form.get("max_files"))
     return [*errors, FieldError(form_error, field)]
 
 
-def _link_field(expires: object, max_files: object, max_bytes: object) -> str:
-    """The first of the link form's three limits that reports.link_issue refuses."""
+def _link_field(expires: object, max_files: object) -> str:
+    """The first of the link form's three limits that reports.link_issue refuses (when the
+    expiry and the file count pass, it is the byte quota)."""
     from storage.settings import parse_duration
 
     try:
