@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import accounts, audit, permissions, stepup, throttle
+from reviewer_ui import accounts, audit, form_errors, permissions, stepup, throttle
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from storage import ledger
@@ -115,7 +115,7 @@ async def users_add(request: Request) -> Response:
         return gate
     password = secrets.token_urlsafe(15)  # 120 bits, shown once
 
-    def create() -> tuple[User | None, str | None]:
+    def create() -> tuple[User | None, list[form_errors.FieldError]]:
         try:
             with ctx.db.write() as s:
                 user = add_user(
@@ -123,13 +123,13 @@ async def users_add(request: Request) -> Response:
                     org_name=form.get("org") or None, display_name=form.get("display_name", ""),
                     password=password, unit=form.get("unit") or None, actor=admin.email,
                 )
-                return user, None
+                return user, []
         except DomainError as exc:
-            return None, exc.message
+            return None, form_errors.for_code(exc.message, exc.code, form_errors.USER_FIELDS)
 
-    user, error = await ctx.run_sync(create)
+    user, errors = await ctx.run_sync(create)
     if user is None:
-        page = await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=[error], form=form))
+        page = await ctx.run_sync(lambda: _render_users(ctx, request, status_code=400, errors=errors, form=form))
         return stepup.finish(page, request, gate)
     page = await ctx.run_sync(lambda: _render_users(ctx, request, created={"email": user.email, "password": password}))
     return stepup.finish(page, request, gate)

@@ -41,6 +41,7 @@ from reviewer_ui import audit, devices, mfa, permissions, sessions
 from reviewer_ui import throttle as throttles
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
+from reviewer_ui.form_errors import FieldError
 from reviewer_ui.middleware import client_ip
 from reviewer_ui.throttle import Attempt, LoginThrottle
 from storage.models import StaffSession, User
@@ -55,6 +56,10 @@ GENERIC_FAILURE = "The email address or password is not right."
 CODE_FAILURE = "That code is not right, or it has already been used. Wait for the next code and try again."
 CODES_LOCKED = ("Too many wrong codes for this account. Codes are paused for it; an administrator has been "
                 "alerted and can allow them again.")
+# The same messages tied to their fields for the error summary and the fields' descriptions
+# (WCAG 3.3.1); a failed sign-in marks both fields and never says which was wrong (AC-05).
+LOGIN_FAILED = FieldError(GENERIC_FAILURE, "email", also=("password",))
+CODE_FAILED = FieldError(CODE_FAILURE, "code")
 LOCKED = "locked"  # what a TOTP check returns when the account's codes are paused
 
 
@@ -140,6 +145,12 @@ async def login_submit(request: Request) -> Response:
     form = await _form(request)
     email = form.get("email", "").strip().lower()[:MAX_EMAIL]
     password = form.get("password", "")[:MAX_PASSWORD]
+    if not email or not password:
+        # A form sent with a field empty tries no password, so it is neither counted by the
+        # throttle nor recorded as a failed sign-in; it is answered field by field (WCAG 3.3.1).
+        missing = [FieldError(m, f) for f, m, v in (("email", "Enter your email address", email),
+                                                     ("password", "Enter your password", password)) if not v]
+        return ctx.render(request, "login.html", status_code=400, errors=missing, email=email)
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
     attempt = _attempt(ctx, request, email, client)
@@ -167,7 +178,7 @@ async def login_submit(request: Request) -> Response:
         digest = typed_email_digest(ctx.secret, email)
         await audit.record(ctx, request, "auth.failed", subject=f"login:{digest[:32]}", actor="anonymous",
                            detail={"email_hmac": digest, "step": "password", "client": client})
-        return ctx.render(request, "login.html", status_code=400, errors=[GENERIC_FAILURE], email=email)
+        return ctx.render(request, "login.html", status_code=400, errors=[LOGIN_FAILED], email=email)
 
     previous = _state(request).get("staff_session")
 
@@ -206,7 +217,7 @@ def _enrolment_secret(ctx: ReviewContext, user: User) -> str:
 
 
 def _mfa_page(ctx: ReviewContext, request: Request, user: User, *, status_code: int = 200,
-              errors: list[str] | None = None) -> Response:
+              errors: list[str | FieldError] | None = None) -> Response:
     if user.mfa_enrolled:
         return ctx.render(request, "mfa_verify.html", status_code=status_code, errors=errors or [])
     secret = _enrolment_secret(ctx, user)
@@ -294,7 +305,7 @@ async def mfa_submit(request: Request) -> Response:
     if value is None:
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
                            detail={"email": user.email, "step": "totp", "client": client})
-        return await ctx.run_sync(lambda: _mfa_page(ctx, request, user, status_code=400, errors=[CODE_FAILURE]))
+        return await ctx.run_sync(lambda: _mfa_page(ctx, request, user, status_code=400, errors=[CODE_FAILED]))
     await ctx.run_sync(throttle.succeeded, attempt)
     response = RedirectResponse("/", status_code=303)
     sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), value)
@@ -421,7 +432,7 @@ async def reauth_submit(request: Request) -> Response:
     if result.locked:
         return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[CODES_LOCKED])
     if result.cookie is None:
-        return ctx.render(request, "reauth.html", status_code=400, next=target, errors=[CODE_FAILURE])
+        return ctx.render(request, "reauth.html", status_code=400, next=target, errors=[CODE_FAILED])
     response = RedirectResponse(target, status_code=303)
     sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), result.cookie)
     return response

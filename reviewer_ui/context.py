@@ -33,6 +33,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from reviewer_ui import form_errors
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
 from storage.models import utcnow
@@ -71,6 +72,9 @@ class ReviewContext:
         values.setdefault("user", state.get("user"))
         values.setdefault("csrf_token", state.get("csrf_token", ""))
         values.setdefault("settings", self.settings)
+        # Every page gets ``errors`` as FieldErrors (the summary, the fields and the title
+        # read it): a view may pass plain strings.
+        values["errors"] = form_errors.normalise(values.get("errors"))
         html = self.templates.get_template(name).render(**values)
         return HTMLResponse(html, status_code=status_code)
 
@@ -93,6 +97,12 @@ def make_templates() -> jinja2.Environment:
         return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token)
 
     env.globals["csrf_field"] = csrf_field
+    # Form errors as the citizen pages show them (form_errors.py): {{ field_error(errors, 'id') }}
+    # before a control, {{ field_attrs(errors, 'id', 'hint-id') }} on it.
+    env.globals["field_error"] = form_errors.field_error
+    env.globals["field_attrs"] = form_errors.field_attrs
+    env.globals["group_class"] = form_errors.group_class
+    env.globals["posted"] = form_errors.posted
     env.filters["bytes"] = format_bytes
     env.filters["when"] = format_when
     return env

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, middleware, partner, permissions
+from reviewer_ui import audit, context, coverage, form_errors, middleware, partner, permissions
 from storage import ledger
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
@@ -239,7 +239,7 @@ async def item_page(request: Request, *, download_error: str | None = None, form
         request, "item.html", status_code=status_code, view=view, item=view.item, report=view.report,
         explanation=STATE_EXPLANATIONS.get(view.item.state, ""), fmt_bytes=_fmt_bytes,
         fmt_time=ledger.format_time, watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
-        download_error=download_error, form_error=form_error, now=now,
+        now=now, errors=await form_errors.casework(request, form_error, download_error),
     )
 
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, forms, mfa, middleware, permissions
+from reviewer_ui import audit, context, coverage, form_errors, forms, mfa, middleware, permissions
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -222,7 +222,7 @@ async def report_new(request: Request) -> Response:
     user = permissions.current_user(request)
     if not permissions.can_act(user, "report.create"):
         raise permissions.Denied("report:new", reason="report.create")
-    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], error=None, values={}, existing=None)
+    return ctx.render(request, "report_new.html", kinds=[k.value for k in ReportKind], values={}, existing=None)
 
 
 # One answer for a malformed reference and for one taken by a report the officer may not
@@ -265,20 +265,24 @@ async def report_create(request: Request) -> Response:
                                   "method": request.method, "path": request.url.path[:200]})
         return "refused", None
 
-    def form_again(status: int, error: str, existing: str | None = None) -> Response:
+    def form_again(status: int, error: str, code: str, existing: str | None = None) -> Response:
         return ctx.render(request, "report_new.html", status_code=status, kinds=[k.value for k in ReportKind],
-                          error=error, values=values, existing=existing)
+                          errors=form_errors.for_code(error, code, form_errors.REPORT_FIELDS), values=values,
+                          existing=existing)
 
     try:
         outcome, report_id = await ctx.run_sync(apply)
     except Invalid as exc:
         # A malformed reference and a reference taken by a report this user cannot see
         # get the same words (REFERENCE_REFUSED).
-        return form_again(400, REFERENCE_REFUSED if exc.code == "ERR_REFERENCE_INVALID" else str(exc))
+        if exc.code == "ERR_REFERENCE_INVALID":
+            return form_again(400, REFERENCE_REFUSED, exc.code)
+        return form_again(400, str(exc), exc.code)
     if outcome == "visible":
-        return form_again(409, f"Report {values['reference']} already exists.", existing=report_id)
+        return form_again(409, f"Report {values['reference']} already exists.", "ERR_REPORT_EXISTS",
+                          existing=report_id)
     if outcome == "refused":
-        return form_again(400, REFERENCE_REFUSED)
+        return form_again(400, REFERENCE_REFUSED, "ERR_REFERENCE_INVALID")
     return RedirectResponse(f"/reports/{report_id}", status_code=303)
 
 
@@ -438,7 +442,8 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
 
     view = await ctx.run_sync(load_and_record)
     return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
-                      form_error=form_error, issued=issued, expiry_choices=EXPIRY_CHOICES,
+                      errors=await form_errors.casework(request, form_error), issued=issued,
+                      expiry_choices=EXPIRY_CHOICES,
                       default_max_files=ctx.settings.link_max_files,
                       default_max_bytes=_gib(ctx.settings.link_max_bytes), fmt_time=ledger.format_time,
                       fmt_bytes=_fmt_bytes, now=ctx.clock())

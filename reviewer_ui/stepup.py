@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from reviewer_ui import auth, permissions, sessions
 from reviewer_ui.context import get as get_ctx
+from reviewer_ui.form_errors import FieldError
 
 CODE_FIELD = "step_up_code"
 NOT_HELD = frozenset({CODE_FIELD, "csrf_token"})  # the CSRF token is re-rendered for the new page
@@ -34,18 +35,18 @@ async def gate(request: Request, form: dict[str, str], *, what: str) -> Response
         return None
     ctx = get_ctx(request)
     code = form.get(CODE_FIELD, "")
-    errors: list[str] = []
+    errors: list[str | FieldError] = []
     status = 403
     if code:
         result = await auth.step_up(request, code)
         if result.cookie is not None:
             return result.cookie
         if result.locked:
-            status, errors = 429, [auth.CODES_LOCKED]
+            status, errors = 429, [FieldError(auth.CODES_LOCKED, "step-up-code")]
         elif result.wait:
-            status, errors = 429, [auth.wait_message(result.wait)]
+            status, errors = 429, [FieldError(auth.wait_message(result.wait), "step-up-code")]
         else:
-            status, errors = 400, [auth.CODE_FAILURE]
+            status, errors = 400, [FieldError(auth.CODE_FAILURE, "step-up-code")]
     held = {k: v for k, v in form.items() if k not in NOT_HELD}
     return ctx.render(request, "step_up_held.html", status_code=status, action=request.url.path, held=held,
                       what=what, errors=errors, code_field=CODE_FIELD)
