@@ -24,6 +24,9 @@ socket longer than that. Idle keep-alive connections are closed sooner by uvicor
 ``timeout_keep_alive``. Request bodies have their own idle limit in the upload app
 (``EXHIBIT_UPLOAD_IDLE_TIMEOUT``).
 
+Bytes sent before a request is being served are capped too (``MAX_HEAD_BYTES``): a header
+block that never ends is cut off by size as well as by time.
+
 Refusals are logged once per address per ``LOG_INTERVAL`` seconds with the count since
 the last line, never one line per socket (a flood must not flood the log too).
 """
@@ -42,6 +45,13 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 log = logging.getLogger("exhibit.guard")
 
 LOG_INTERVAL = 60.0
+# Bytes a connection may send while no request of it is being served: the request line and
+# headers, plus at most one read of body that came with them. uvicorn's httptools parser
+# sets no limit of its own on header size (``h11_max_incomplete_event_size`` applies to h11
+# only), so without this a client could grow a process's memory for the whole header
+# deadline at line speed.
+MAX_HEAD_BYTES = 1 << 20
+NOTED_MAX = 10_000  # addresses remembered for rate-limited logging before old ones go
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
            b"Connection: close\r\nRetry-After: 10\r\n\r\nTry again.\r\n")
 
@@ -54,6 +64,7 @@ class _Conn:
     transport: asyncio.Transport
     address: str
     in_request: int = 0
+    head_bytes: int = 0
     deadline: asyncio.TimerHandle | None = None
 
 
@@ -107,6 +118,7 @@ class ConnectionGuard:
         conn = self._find(client)
         if conn is not None:
             conn.in_request += 1
+            conn.head_bytes = 0
             if conn.deadline is not None:
                 conn.deadline.cancel()
                 conn.deadline = None
@@ -116,7 +128,20 @@ class ConnectionGuard:
         if conn is not None:
             conn.in_request = max(0, conn.in_request - 1)
             if conn.in_request == 0:
+                conn.head_bytes = 0
                 self._arm(conn)
+
+    def received(self, conn: _Conn, size: int) -> bool:
+        """Count bytes that arrive while no request is being served; False (and the
+        connection is aborted) past ``MAX_HEAD_BYTES``."""
+        if conn.in_request:
+            return True
+        conn.head_bytes += size
+        if conn.head_bytes <= MAX_HEAD_BYTES:
+            return True
+        self._note(conn.address, "request headers too large")
+        conn.transport.abort()
+        return False
 
     def _find(self, client: Any) -> _Conn | None:
         if isinstance(client, (tuple, list)) and len(client) >= 2:
@@ -137,6 +162,11 @@ class ConnectionGuard:
     def _note(self, address: str, why: str) -> None:
         """Log a refusal or cut-off: who and why, once per address and reason per interval."""
         key = (address, why)
+        if len(self._last_logged) > NOTED_MAX:  # many addresses: forget those logged long ago
+            cutoff = time.monotonic() - LOG_INTERVAL
+            for old in [k for k, t in self._last_logged.items() if t < cutoff]:
+                del self._last_logged[old]
+                self._refused.pop(old, None)
         self._refused[key] = self._refused.get(key, 0) + 1
         now = time.monotonic()
         if now - self._last_logged.get(key, -LOG_INTERVAL) >= LOG_INTERVAL:
@@ -172,7 +202,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
                 self._inner.connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._conn is not None:
+            if self._conn is not None and guard.received(self._conn, len(data)):
                 self._inner.data_received(data)
 
         def eof_received(self) -> bool | None:

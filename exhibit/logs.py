@@ -2,7 +2,7 @@
 place secrets leak from.
 
 ``configure(settings)``: one JSON object per line on stderr with ``time``, ``level``,
-``logger``, ``message``, ``request_id`` (of the request being served, when there is one)
+``logger``, ``message``, ``request_id`` and ``client_address`` (of the request being served, when there is one)
 and every ``extra=`` field the code logged (the default formatter drops them, so a
 refusal said nothing of who or why). ``EXHIBIT_LOG_FORMAT=text`` keeps the same fields in
 a readable line.
@@ -42,11 +42,11 @@ _SECRET_TEXT = [
     (re.compile(r"(?i)\b(password|passwd|token|secret)(\s*[:=]\s*)[^\s,;&]+"), r"\1\2" + REDACTED),
 ]
 
-# The request being served: the state dict of its ASGI scope (the apps put their request
-# id there), set by ``RequestContext``. A contextvar follows the request into tasks and
-# thread-pool calls.
-_request_state: contextvars.ContextVar[MutableMapping[str, Any] | None] = contextvars.ContextVar(
-    "exhibit_request_state", default=None)
+# The request being served: its ASGI scope (the apps put their request id in its state),
+# set by ``RequestContext``. A contextvar follows the request into tasks and thread-pool
+# calls.
+_request_scope: contextvars.ContextVar[MutableMapping[str, Any] | None] = contextvars.ContextVar(
+    "exhibit_request_scope", default=None)
 
 
 def redact_text(text: str) -> str:
@@ -76,10 +76,16 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "message": redact_text(record.getMessage()),
     }
-    state = _request_state.get()
-    request_id = state.get("request_id") if state is not None else None
-    if request_id is not None:
-        data["request_id"] = str(request_id)
+    scope = _request_scope.get()
+    if scope is not None:
+        # Who, on every line written while serving a request (a refusal says who it refused);
+        # the peer address as the server saw it, never a client-supplied header (AC-15).
+        request_id = scope.get("state", {}).get("request_id")
+        if request_id is not None:
+            data["request_id"] = str(request_id)
+        client = scope.get("client")
+        if client:
+            data["client_address"] = str(client[0])
     for key, value in vars(record).items():
         if key not in _STANDARD and not key.startswith("_") and key not in data:
             data[key] = redact(key, value)
@@ -117,8 +123,9 @@ Scope = MutableMapping[str, Any]
 
 
 class RequestContext:
-    """Outer ASGI layer: makes the request's scope state (and so its request id, which the
-    apps' own middleware sets) visible to every log line written while serving it."""
+    """Outer ASGI layer: makes the request's scope (its client address, and its request
+    id, which the apps' own middleware sets) visible to every log line written while
+    serving it."""
 
     def __init__(self, app: Callable[[Scope, Any, Any], Awaitable[None]]) -> None:
         self.app = app
@@ -127,8 +134,9 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = _request_state.set(scope.setdefault("state", {}))
+        scope.setdefault("state", {})
+        token = _request_scope.set(scope)
         try:
             await self.app(scope, receive, send)
         finally:
-            _request_state.reset(token)
+            _request_scope.reset(token)

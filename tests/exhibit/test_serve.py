@@ -61,7 +61,8 @@ class Served:
         return link.group(1), password.group(1)
 
 
-def _serve(tmp_path: Path, database_url: str | None = None, **extra_env: str) -> Iterator[Served]:
+def _serve(tmp_path: Path, database_url: str | None = None, *, role: str = "all",
+           **extra_env: str) -> Iterator[Served]:
     port, staff_port = _free_port(), _free_port()
     out, err = tmp_path / "serve.out", tmp_path / "serve.err"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
@@ -73,12 +74,13 @@ def _serve(tmp_path: Path, database_url: str | None = None, **extra_env: str) ->
     # operator (and `make run`) does.
     subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True)
     with out.open("w") as o, err.open("w") as e:
-        proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--demo"], env=env, stdout=o, stderr=e,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--demo", "--role", role], env=env,
+                                stdout=o, stderr=e, text=True)
     served = Served(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{staff_port}", out, err, env)
     deadline = time.monotonic() + 120
     try:
-        for base in (served.public, served.staff):
+        doors = {"all": (served.public, served.staff), "public": (served.public,), "staff": (served.staff,)}[role]
+        for base in doors:
             while True:
                 assert proc.poll() is None, err.read_text()
                 try:
@@ -88,6 +90,9 @@ def _serve(tmp_path: Path, database_url: str | None = None, **extra_env: str) ->
                     pass
                 assert time.monotonic() < deadline, "server did not come up:\n" + err.read_text()
                 time.sleep(0.1)  # polling a readiness endpoint: there is no event to await
+        # Still ours: a server of another test run that took the port first would have
+        # answered the polls while this one failed to bind and exited.
+        assert proc.poll() is None, err.read_text()
         yield served
     finally:
         if proc.poll() is None:
@@ -231,6 +236,74 @@ def _other_local_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
+def _answers(base: str, path: str) -> bool:
+    try:
+        return httpx.get(f"{base}{path}", timeout=3).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_frozen_staff_door_does_not_stop_citizens_and_a_frozen_public_door_does_not_stop_staff(
+        served: Served) -> None:
+    """The doors are separate processes: one stopped (or flooded) leaves the other answering."""
+    doors = [pid for pid in _children_of(served.proc.pid)
+             if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(doors) == 2
+    frozen_answers = []
+    for pid in doors:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            frozen_answers.append((_answers(served.public, "/healthz"), _answers(served.staff, "/login")))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    # Each freeze stops exactly one door, and not the same one.
+    assert sorted(frozen_answers) == [(False, True), (True, False)]
+    assert _answers(served.public, "/healthz") and _answers(served.staff, "/login")
+
+
+@pytest.mark.parametrize("role", ["public", "staff"])
+def test_one_role_serves_one_door(tmp_path: Path, role: str) -> None:
+    """`--role public` is an upload node: the public door, and no staff door, worker or
+    clamd. `--role staff`: the staff door (with the worker and clamd), and no public door."""
+    gen = _serve(tmp_path, role=role)
+    served = next(gen)
+    try:
+        mine, other = (served.public, served.staff) if role == "public" else (served.staff, served.public)
+        assert httpx.get(f"{mine}/healthz", timeout=5).status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{other}/healthz", timeout=3)
+        clamd = _processes_mentioning(str(tmp_path / "data" / "clamd"))
+        if role == "public":
+            assert clamd == []
+            assert httpx.get(f"{mine}/login", timeout=5).status_code == 404
+            assert "worker" not in httpx.get(f"{mine}/healthz", timeout=5).text
+        else:
+            assert clamd
+            assert httpx.get(f"{mine}/healthz", timeout=5).json()["worker"]["alive"] is True
+            assert httpx.get(f"{mine}/u/x", timeout=5).status_code == 404
+    finally:
+        gen.close()
+
+
+@pytest.mark.parametrize("door", ["public", "staff"])
+def test_a_header_block_that_never_ends_is_cut_off_by_size(served: Served, door: str) -> None:
+    """httptools, uvicorn's parser here, has no header size limit: 4 MiB of one header at
+    line speed would be buffered for the whole header deadline. The guard cuts it."""
+    port = served.public_port if door == "public" else served.staff_port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):
+                s.sendall(b"a" * 65536)
+            cut = s.recv(1) == b""
+        except TimeoutError:
+            cut = False  # still open, still buffering
+        except OSError:
+            cut = True  # reset by the server
+    assert cut
+    assert _answers(served.public, "/healthz") and _answers(served.staff, "/login")
+
+
 # -- JSON logs ----------------------------------------------------------------------------------
 
 
@@ -253,6 +326,7 @@ def test_log_lines_are_json_with_request_id_and_fields(served: Served) -> None:
     line = refused[-1]
     assert line["request_id"] == request_id
     assert line["why"] and line["path"] == "/login"
+    assert line["client_address"] == "127.0.0.1"  # who was refused
     assert {"time", "level", "logger", "message"} <= set(line)
     text = served.err.read_text()
     for secret in ("hunter2-typed-here", "cookie-secret-value", "abcdefgh"):
