@@ -286,6 +286,26 @@ def test_one_role_serves_one_door(tmp_path: Path, role: str) -> None:
 
 
 @pytest.mark.parametrize("door", ["public", "staff"])
+def test_an_idle_keep_alive_connection_is_closed(served: Served, door: str) -> None:
+    """EXHIBIT_KEEPALIVE_TIMEOUT (5 s by default; it was 30 s): an idle connection after a
+    response is closed by the server, well inside the 15 s this waits for it."""
+    port = served.public_port if door == "public" else served.staff_port
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        try:
+            while s.recv(65536):  # the rest of the body, then the server's close
+                pass
+            closed = True
+        except TimeoutError:
+            closed = False
+    assert closed
+
+
+@pytest.mark.parametrize("door", ["public", "staff"])
 def test_a_header_block_that_never_ends_is_cut_off_by_size(served: Served, door: str) -> None:
     """httptools, uvicorn's parser here, has no header size limit: 4 MiB of one header at
     line speed would be buffered for the whole header deadline. The guard cuts it."""
