@@ -108,13 +108,21 @@ class TextFormatter(logging.Formatter):
         return "\n".join(part for part in (f"{head} {rest}".rstrip(), exception) if part)
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Ours, so that a second ``configure`` replaces it rather than adding another."""
+
+
 def configure(settings: Settings) -> None:
-    """Replace the root logger's handlers with one on stderr in the configured format."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    """One handler on stderr in the configured format on the root logger. Like
+    ``logging.basicConfig``, it leaves alone a root logger that its host has already
+    configured (pytest running ``exhibit.cli.main`` in-process, an embedding program)."""
     root = logging.getLogger()
+    if any(not isinstance(h, _Handler) for h in root.handlers):
+        return
     for old in list(root.handlers):
         root.removeHandler(old)
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(settings.log_level)
 
