@@ -157,6 +157,9 @@ def uvicorn_config(app: Any, settings: Settings, door: str, *, guard: Any | None
         guard = ConnectionGuard(door=door, per_address=settings.max_connections_per_address,
                                 total=max(1, min(settings.max_connections, limit - FD_RESERVE)),
                                 header_timeout=float(settings.header_timeout_seconds))
+        log.info("serve.limits", extra={
+            "door": door, "per_address": guard.per_address, "total": guard.total, "open_files": limit,
+            "header_timeout_seconds": guard.header_timeout, "keepalive_timeout_seconds": settings.keepalive_timeout_seconds})
     host, port = (settings.host, settings.port) if door == "public" else (settings.staff_host, settings.staff_port)
     return uvicorn.Config(
         GuardedApp(RequestContext(app), guard), host=host, port=port, http=guarded_protocol(guard),
