@@ -7,6 +7,7 @@ EXHIBIT_DATA_DIR ?= ./var
 export EXHIBIT_DATA_DIR
 
 run: bootstrap-run
+	.venv/bin/exhibit db upgrade
 	.venv/bin/exhibit serve --demo
 
 test: bootstrap-test lint typecheck pytest

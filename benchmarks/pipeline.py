@@ -155,7 +155,9 @@ class Rig:
         start = time.perf_counter()
         thread = threading.Thread(target=run_worker, args=(self.settings,), kwargs={
             "concurrency": concurrency, "stop_event": stop, "scanner": self.scanner, "db": self.db,
-            "poll_seconds": 0.1}, daemon=True)
+            # Every slot serves every lane: exactly `concurrency` slots, as the option says
+            # (a default worker has at least two, one of them for video).
+            "poll_seconds": 0.1, "lanes": ["default", "video"]}, daemon=True)
         thread.start()
         pending = set(ids)
         while pending:

@@ -54,38 +54,67 @@ _opened: list[Database] = []
 
 
 def _open_db(settings: Settings) -> Database:
-    from storage.migrate import current_heads
+    from storage.migrate import SchemaOutOfDate, check_schema
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     db = Database(settings.database_url)
     _opened.append(db)
     # Refuse to work on an unmigrated database with a clear instruction, rather than
     # failing later with "no such table".
-    from sqlalchemy import inspect, text
-
-    with db.read() as session:
-        tables = inspect(session.connection()).get_table_names()
-        version = (
-            session.exec(text("SELECT version_num FROM alembic_version")).scalars().all()  # type: ignore[call-overload]
-            if "alembic_version" in tables
-            else []
-        )
-    if set(version) != set(current_heads()):
+    try:
+        with db.read() as session:
+            check_schema(session.connection())
+    except SchemaOutOfDate as exc:
         db.dispose()
-        raise DomainError("the database is not up to date: run `exhibit db upgrade`", code="ERR_DB_NOT_MIGRATED")
+        raise DomainError(str(exc), code=exc.code) from None
     return db
 
 
 # --- commands --------------------------------------------------------------------------
 
 
+def _runtime_role(settings: Settings) -> str | None:
+    """The role to grant after an upgrade: the user of EXHIBIT_DATABASE_URL, when it is a
+    PostgreSQL role other than the owner's (EXHIBIT_MIGRATION_DATABASE_URL)."""
+    from storage.roles import role_of
+
+    if not settings.database_url.startswith("postgresql") or settings.migration_database_url == settings.database_url:
+        return None
+    runtime, owner = role_of(settings.database_url), role_of(settings.migration_database_url)
+    return runtime if runtime and runtime != owner else None
+
+
 def cmd_db_upgrade(settings: Settings, args: argparse.Namespace, out: Output) -> int:
     from storage.migrate import current_heads, upgrade
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    role = _runtime_role(settings)
+    # Only this command connects as the owner; the grants are applied in the same run,
+    # so tables a new migration created are usable by the runtime role at once.
+    granted = upgrade(settings.migration_database_url, runtime_role=role)
     heads = list(current_heads())
-    out.emit({"ok": True, "revision": heads}, f"database upgraded to {', '.join(heads)}")
+    out.emit({"ok": True, "revision": heads, "runtime_role": role, "grants": granted},
+             f"database upgraded to {', '.join(heads)}"
+             + (f"; runtime role {role} granted its privileges on {len(granted)} tables" if role else ""))
+    return 0
+
+
+def cmd_db_grant(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from storage.roles import RoleError, grant_runtime
+
+    engine = create_engine(settings.migration_database_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            granted = grant_runtime(conn, args.runtime_role)
+    except RoleError as exc:
+        raise DomainError(str(exc), code="ERR_ROLE_UNSAFE") from None
+    finally:
+        engine.dispose()
+    out.emit({"ok": True, "runtime_role": args.runtime_role, "grants": granted},
+             lambda: "\n".join(f"{t:<24} {p}" for t, p in granted.items()))
     return 0
 
 
@@ -200,33 +229,41 @@ def _read_json_file(path: str) -> Any:
 
 
 def cmd_audit_verify(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    # The only keys a checkpoint's signature is checked against: one given on the command
+    # line (an auditor on another machine) or the configured EXHIBIT_LEDGER_PUBLIC_KEY.
+    # Never one found in the checkpoint or beside the data: whoever could write the
+    # checkpoint or the data directory could have signed with a key of their own
+    # (SECURITY_CHECKLIST AU-06, issue 11 item 3).
+    pinned = args.public_key or settings.ledger_public_key
+    if pinned is not None:
+        ledger.check_public_key(pinned)
+    if args.checkpoint and pinned is None:
+        raise DomainError("refusing an unpinned checkpoint: give the signer's public key with --public-key "
+                          "or EXHIBIT_LEDGER_PUBLIC_KEY", code="ERR_CHECKPOINT_UNPINNED")
     db = _open_db(settings)
     checkpoint = None
-    signer: dict[str, Any] | None = None
+    source: str | None = None
     if args.checkpoint:
         document = _read_json_file(args.checkpoint)
-        # Whose signature counts: the key given on the command line (an auditor on
-        # another machine pins it), else this installation's own key. With neither, any
-        # well-formed signature passes, and the output says the signer was not pinned:
-        # whoever could write the checkpoint file could have signed it with a key of
-        # their own (SECURITY_CHECKLIST AU-06).
-        trusted = args.public_key
-        assert settings.signing_key_file is not None
-        if trusted is None and settings.signing_key_file.exists():
-            trusted = ledger.public_key_b64(ledger.load_or_create_signing_key(settings.signing_key_file))
         try:
-            checkpoint = ledger.read_checkpoint(document, trusted_public_key=trusted)
+            checkpoint = ledger.read_checkpoint(document, trusted_public_key=pinned)
         except ledger.CheckpointInvalid as exc:
             out.emit({"ok": False, "reason": str(exc), "first_bad_seq": None}, f"checkpoint refused: {exc}")
             return 1
-        signer = {"public_key": document.get("public_key"), "pinned": trusted is not None}
+        source = args.checkpoint
+    elif pinned is not None:
+        # The checkpoints the database already holds: the newest that the pinned key
+        # signed (issue 12 item 4). A cut tail or a rolled-back history shows against it.
+        checkpoint = ledger.latest_stored_checkpoint(db, pinned)
+        source = "database" if checkpoint is not None else None
     result = ledger.verify(db, checkpoint)
     data = result.as_dict()
-    if signer is not None:
-        data["signer"] = signer
+    data["signer"] = {"public_key": pinned, "pinned": pinned is not None}
+    data["checkpoint_source"] = source
     if result.ok:
-        out.emit(data, f"ledger intact: {result.count} events, head {result.head_seq} {result.head_hash}"
-                 + (f", consistent with checkpoint at {result.checkpoint_seq}" if checkpoint else ""))
+        against = (f", consistent with the checkpoint at {result.checkpoint_seq} ({source})" if checkpoint
+                   else ", no signed checkpoint checked" + ("" if pinned else " (no pinned public key)"))
+        out.emit(data, f"ledger intact: {result.count} events, head {result.head_seq} {result.head_hash}{against}")
         return 0
     out.emit(data, f"LEDGER BROKEN at seq {result.first_bad_seq}: {result.reason}")
     return 1
@@ -271,9 +308,10 @@ def cmd_apikeys_add(settings: Settings, args: argparse.Namespace, out: Output) -
 
     db = _open_db(settings)
     with db.write() as session:
-        key, plaintext = add_api_key(db, session, args.name, actor=_actor())
-        data = {"id": key.id, "name": key.name, "key": plaintext}
-    out.emit(data, lambda: f"id    {data['id']}\nkey   {data['key']}\n"
+        key, plaintext = add_api_key(db, session, args.name, actor=_actor(), unit=args.unit)
+        data = {"id": key.id, "name": key.name, "unit": key.unit, "key": plaintext}
+    out.emit(data, lambda: f"id    {data['id']}\nunit  {data['unit'] or '(none: only the reports it creates)'}\n"
+             f"key   {data['key']}\n"
              "The key is shown once and only its hash is kept: store it in the reporting system now.")
     return 0
 
@@ -283,10 +321,11 @@ def cmd_apikeys_list(settings: Settings, args: argparse.Namespace, out: Output) 
 
     db = _open_db(settings)
     with db.read() as session:
-        rows = [{"id": k.id, "name": k.name, "created_at": ledger.format_time(k.created_at),
+        rows = [{"id": k.id, "name": k.name, "unit": k.unit, "created_at": ledger.format_time(k.created_at),
                  "revoked_at": ledger.format_time(k.revoked_at) if k.revoked_at else None}
                 for k in list_api_keys(session)]
-    out.emit(rows, lambda: "\n".join(f"{r['id']}  {r['name']}  {'revoked' if r['revoked_at'] else 'active'}"
+    out.emit(rows, lambda: "\n".join(f"{r['id']}  {r['name']}  unit={r['unit'] or '-'}  "
+                                      f"{'revoked' if r['revoked_at'] else 'active'}"
                                       for r in rows) or "no API keys")
     return 0
 
@@ -320,7 +359,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace, out: Output) -> int
     from exhibit.server import run_worker_forever
 
     concurrency = args.concurrency or settings.worker_concurrency
-    return run_worker_forever(settings, concurrency=concurrency)
+    return run_worker_forever(settings, concurrency=concurrency, lanes=args.lane)
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -338,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="sub", required=True)
-    add(db, "upgrade", cmd_db_upgrade, "apply migrations")
+    add(db, "upgrade", cmd_db_upgrade, "apply migrations as the owner role (EXHIBIT_MIGRATION_DATABASE_URL), "
+        "then grant the runtime role of EXHIBIT_DATABASE_URL its privileges")
+    p = add(db, "grant", cmd_db_grant, "grant a runtime role exactly its privileges (PostgreSQL)")
+    p.add_argument("--runtime-role", required=True)
 
     users = sub.add_parser("users", help="accounts").add_subparsers(dest="sub", required=True)
     p = add(users, "add", cmd_users_add, "add a user")
@@ -370,16 +412,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("item_id")
 
     audit = sub.add_parser("audit", help="custody ledger").add_subparsers(dest="sub", required=True)
-    p = add(audit, "verify", cmd_audit_verify, "verify the hash chain (and a signed checkpoint)")
+    p = add(audit, "verify", cmd_audit_verify, "verify the hash chain against a signed checkpoint: the --checkpoint "
+            "file, else the newest one stored in the database that the pinned key signed")
     p.add_argument("--checkpoint")
-    p.add_argument("--public-key", help="base64 Ed25519 public key the checkpoint must be signed with "
-                   "(default: this installation's signing key)")
+    p.add_argument("--public-key", help="base64 Ed25519 public key checkpoints must be signed with "
+                   "(default: EXHIBIT_LEDGER_PUBLIC_KEY; never taken from the checkpoint or the data directory)")
     p = add(audit, "checkpoint", cmd_audit_checkpoint, "write a signed checkpoint of the head")
     p.add_argument("--out", required=True)
 
     apikeys = sub.add_parser("apikeys", help="intake API keys").add_subparsers(dest="sub", required=True)
-    p = add(apikeys, "add", cmd_apikeys_add, "create an API key for the force's reporting system (shown once)")
-    p.add_argument("name")
+    for verb in ("create", "add"):  # "add": the name it had first
+        p = add(apikeys, verb, cmd_apikeys_add, "create an API key for the force's reporting system (shown once); "
+                "it reaches the reports it creates and, with --unit, that unit's reports")
+        p.add_argument("name")
+        p.add_argument("--unit", help="the unit whose reports the key may read and issue links into")
     add(apikeys, "list", cmd_apikeys_list, "list API keys")
     p = add(apikeys, "revoke", cmd_apikeys_revoke, "revoke an API key")
     p.add_argument("key_id")
@@ -398,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "worker", cmd_worker, "processing worker(s)")
     p.add_argument("--concurrency", type=int)
+    # Without --lane the worker serves every lane (one slot may take long video, the
+    # others only photos); --lane video / --lane default make a dedicated worker.
+    p.add_argument("--lane", action="append", choices=["default", "video"],
+                   help="serve only this job lane (repeatable); default: all lanes")
     return parser
 
 

@@ -41,7 +41,8 @@ from typing import Any
 from storage.blobs import open_store
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
-from storage.migrate import upgrade
+from storage.errors import DomainError
+from storage.migrate import SchemaOutOfDate, check_schema
 from storage.settings import Settings
 
 log = logging.getLogger("exhibit.server")
@@ -124,9 +125,17 @@ async def _queue(db: Database) -> dict[str, Any]:
 
 
 def prepare(settings: Settings) -> tuple[Database, BlobStore]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # The server never migrates: it runs as the runtime role, which owns nothing and
+    # cannot (AU-08); `exhibit db upgrade` runs as the owner. An older schema is refused
+    # with a plain instruction.
     db = Database(settings.database_url)
+    try:
+        with db.read() as session:
+            check_schema(session.connection())
+    except SchemaOutOfDate as exc:
+        db.dispose()
+        raise DomainError(str(exc), code=exc.code) from None
     store = open_store(settings)
     return db, store
 
@@ -196,19 +205,28 @@ def build_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
 
 
 def start_staff_services(settings: Settings, db: Database, store: BlobStore, stop: threading.Event,
-                         health: dict[str, Any]) -> list[threading.Thread]:
+                         health: dict[str, Any]) -> Callable[[], None]:
     """THE place where staff-side background services start: the processing worker, a
-    supervised clamd, and housekeeping. Only the staff role runs them (and ``exhibit
-    worker``), never the public role: the public door holds no scanner, no worker and no
-    signing key. Services that need staff-side secrets (the ledger checkpointer) start
-    here too."""
-    from exhibit.services import start_background_services
+    supervised clamd, housekeeping and the periodic ledger verifier (it holds the signing
+    key). Only the staff role runs them (and ``exhibit worker``), never the public role:
+    the public door holds no scanner, no worker and no signing key. Returns the function
+    that stops them all."""
+    from exhibit.services import start_background_services, start_ledger_watch
     from upload_api.app import create_app as create_public_app
     from upload_api.ingest import expire_uploads
 
     # The upload app's context (not served here) for expiring unfinished uploads.
     upload_ctx = create_public_app(settings, db, store).state.ctx
-    return start_background_services(settings, stop, health, [lambda: asyncio.run(expire_uploads(upload_ctx))])
+    threads = start_background_services(settings, stop, health, [lambda: asyncio.run(expire_uploads(upload_ctx))])
+    watch = start_ledger_watch(settings, health)
+
+    def stop_all() -> None:
+        stop.set()
+        watch.stop()
+        for t in threads:
+            t.join(timeout=30)
+
+    return stop_all
 
 
 def run_until_signalled(server: Any) -> None:
@@ -245,20 +263,24 @@ def serve_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
     """Serve one door until signalled, then stop what it started."""
     import uvicorn
 
+    if door == "public":
+        # The internet-facing process never holds the ledger's signing key: taken over, it
+        # must not be able to sign a forged history (AU-06).
+        from storage.ledger import forbid_signing_key
+
+        forbid_signing_key()
     health: dict[str, Any] = {"storage": {"backend": backend}}
     stop = threading.Event()
-    threads: list[threading.Thread] = []
+    stop_services: Callable[[], None] = stop.set
     app, _ctx = build_door(settings, db, store, door, health=health)
     if door == "staff" and with_services:
-        threads = start_staff_services(settings, db, store, stop, health)
+        stop_services = start_staff_services(settings, db, store, stop, health)
     host, port = (settings.host, settings.port) if door == "public" else (settings.staff_host, settings.staff_port)
     log.info("serve.door", extra={"door": door, "address": f"http://{host}:{port}", "pid": os.getpid()})
     try:
         run_until_signalled((server_class or uvicorn.Server)(uvicorn_config(app, settings, door)))
     finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
+        stop_services()
         db.dispose()
     return 0
 
@@ -330,7 +352,7 @@ def _stop(processes: Any) -> None:
             p.join()
 
 
-def run_worker_forever(settings: Settings, *, concurrency: int) -> int:
+def run_worker_forever(settings: Settings, *, concurrency: int, lanes: list[str] | None = None) -> int:
     from exhibit.services import run_worker_process
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -342,4 +364,4 @@ def run_worker_forever(settings: Settings, *, concurrency: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return run_worker_process(settings, concurrency=concurrency, stop=stop)
+    return run_worker_process(settings, concurrency=concurrency, stop=stop, lanes=lanes)

@@ -1,7 +1,8 @@
 """Background services of the staff side of ``exhibit serve``: the supervised clamd, the
-processing worker, and periodic housekeeping (expiring unfinished uploads). Also `exhibit
-worker`. The ``health`` dict they keep is shown only by the staff door's /healthz: the
-public door says "ok" and nothing about the scanner (issue 11 item 5)."""
+processing worker, periodic housekeeping (expiring unfinished uploads) and the periodic
+ledger verifier (``start_ledger_watch``). Also `exhibit worker`. The ``health`` dict they
+keep is shown only by the staff door's /healthz: the public door says "ok" and nothing
+about the scanner (issue 11 item 5)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from processing.clamd_manager import ClamdManager
 from processing.scanning import ClamdScanner
 from processing.worker import run_worker, start_worker_thread
 from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from storage.ledger_watch import LedgerWatch
 
 log = logging.getLogger("exhibit.services")
 
@@ -85,14 +89,32 @@ def start_background_services(
     return [worker, keeper]
 
 
-def run_worker_process(settings: Settings, *, concurrency: int, stop: threading.Event) -> int:
+def start_ledger_watch(settings: Settings, health: dict[str, Any] | None = None) -> LedgerWatch:
+    """The periodic ledger verifier as a running service (``storage.ledger_watch``): it
+    verifies the chain from the last good checkpoint and writes a new signed one to
+    EXHIBIT_CHECKPOINT_URL every EXHIBIT_CHECKPOINT_INTERVAL; a failure goes to the log,
+    the ``ledger_status`` table and ``health["ledger"]``. Call ``.stop()`` to end it.
+
+    Only for processes that may hold the signing key: `exhibit worker` and the staff
+    side of `exhibit serve`. The public door calls ``storage.ledger.forbid_signing_key()``
+    instead, so that a compromised internet-facing process cannot sign (AU-06)."""
+    from storage.ledger_watch import LedgerWatch
+
+    return LedgerWatch(settings, health=health).start()
+
+
+def run_worker_process(
+    settings: Settings, *, concurrency: int, stop: threading.Event, lanes: list[str] | None = None
+) -> int:
     """`exhibit worker`: with EXHIBIT_CLAMD_ADDRESS it uses that clamd; without, it starts
-    and supervises its own."""
+    and supervises its own. It also runs the periodic ledger verifier."""
     health: dict[str, Any] = {}
     scanner, manager = _start_scanner(settings, stop, health)
+    watch = start_ledger_watch(settings, health)
     try:
-        run_worker(settings, concurrency=concurrency, stop_event=stop, scanner=scanner)
+        run_worker(settings, concurrency=concurrency, stop_event=stop, scanner=scanner, lanes=lanes)
     finally:
+        watch.stop()
         if manager is not None:
             manager.stop()
     return 0

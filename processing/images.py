@@ -7,8 +7,12 @@ Hostile input (SECURITY_CHECKLIST BF-05..BF-09):
   not a process-wide filter), and ``Image.MAX_IMAGE_PIXELS`` is left at its default:
   a pixel flood raises before the pixels are allocated.
 * ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False: a truncated image is an error.
-* Derivatives are re-encoded pixels with no metadata copied (no EXIF, no XMP, no ICC
-  payload, no comment segments), so a polyglot's payload does not survive (BF-06).
+* Derivatives are re-encoded pixels and nothing else (BF-06, BF-18): ``info`` is
+  emptied before every save (Pillow's JPEG writer falls back to ``im.info["comment"]``,
+  and ``copy()``/``convert()`` keep ``info``) and every metadata argument is passed
+  explicitly empty: no EXIF, XMP, IPTC, ICC profile (its text tags could carry a payload;
+  the pixels are converted to sRGB instead), comment, PNG text or GIF extension of the
+  original's reaches a copy, so neither a polyglot's payload nor a home address does.
 * EXIF values are untrusted text: length-capped here, escaped wherever shown.
 """
 
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pillow_heif
-from PIL import ExifTags, Image, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps
 
 # Register the HEIF opener once; harmless to repeat.
 pillow_heif.register_heif_opener()
@@ -64,6 +68,45 @@ class ImageDerivative:
 
 def tool_version() -> str:
     return f"Pillow {importlib_metadata.version('pillow')}; pillow-heif {importlib_metadata.version('pillow-heif')}"
+
+
+# Every writer's metadata argument, explicitly empty: nothing falls back to the source.
+_NO_METADATA: dict[str, dict[str, Any]] = {
+    "JPEG": {"exif": b"", "xmp": b"", "icc_profile": b"", "comment": b""},
+    "WEBP": {"exif": b"", "xmp": b"", "icc_profile": b""},
+}
+
+
+def save_bare(im: Image.Image, fmt: str, **options: Any) -> bytes:
+    """Encode ``im``'s pixels as ``fmt`` with no metadata at all (BF-06, BF-18).
+
+    Threat: text from the original (a ``<script>`` in a JPEG comment, a home address in
+    XMP) riding into derivatives that reviewers and partners open. ``info`` is emptied
+    because Pillow's writers read it as a fallback; the keyword arguments make the
+    emptiness explicit for the writers that read ``encoderinfo``."""
+    im.info = {}
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **options, **_NO_METADATA[fmt])
+    return buf.getvalue()
+
+
+def _to_srgb(im: Image.Image, mode: str) -> Image.Image:
+    """Pixels in ``mode`` (RGB/RGBA), colour-managed to sRGB when the original carries an
+    ICC profile, so the copy can drop the profile (and any text in it) and still show the
+    right colours. A profile lcms cannot use is ignored (the pixels are kept as they are)."""
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            if im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+                im = im.convert("RGBA" if mode == "RGBA" else "RGB")
+            converted = ImageCms.profileToProfile(im, source, srgb, outputMode=mode)
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass
+    return im.convert(mode)
 
 
 @contextmanager
@@ -189,7 +232,7 @@ def make_derivatives(path: Path, mime: str) -> list[ImageDerivative]:
             has_alpha = oriented.mode in ("RGBA", "LA", "PA") or (
                 oriented.mode == "P" and "transparency" in oriented.info
             )
-            base = oriented.convert("RGBA" if has_alpha else "RGB")
+            base = _to_srgb(oriented, "RGBA" if has_alpha else "RGB")
             out: list[ImageDerivative] = []
             source = base
             for kind, box in (("preview", PREVIEW_PX), ("thumbnail", THUMBNAIL_PX)):
@@ -197,22 +240,21 @@ def make_derivatives(path: Path, mime: str) -> list[ImageDerivative]:
                 copy = source.copy()
                 copy.thumbnail((box, box), Image.Resampling.LANCZOS)
                 source = copy
-                buf = io.BytesIO()
                 if has_alpha:
-                    copy.save(buf, format="WEBP", quality=85, method=4)
+                    data = save_bare(copy, "WEBP", quality=85, method=4)
                     mime_out, save = "image/webp", "WEBP quality=85 method=4"
                 else:
-                    copy.save(buf, format="JPEG", quality=85)
+                    data = save_bare(copy, "JPEG", quality=85)
                     mime_out, save = "image/jpeg", "JPEG quality=85"
                 resizes = [f"thumbnail(({b},{b}), LANCZOS)" for b in (PREVIEW_PX, THUMBNAIL_PX) if b >= box]
                 argv = [
                     f"Image.open(formats=[{FORMAT_FOR_MIME[mime]}])",
                     "ImageOps.exif_transpose",
-                    f"convert({base.mode})",
+                    f"convert({base.mode}, ICC profile -> sRGB)",
                     *resizes,
                     f"save({save}, no metadata)",
                 ]
-                out.append(ImageDerivative(kind, buf.getvalue(), mime_out, copy.width, copy.height, argv))
+                out.append(ImageDerivative(kind, data, mime_out, copy.width, copy.height, argv))
             return out
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageRejected(f"pixel limit exceeded: {exc}") from None
@@ -229,8 +271,7 @@ def frame_to_jpeg(data: bytes, box: int) -> tuple[bytes, int, int]:
             im = Image.open(io.BytesIO(data), formats=["JPEG"])
             im.thumbnail((box, box), Image.Resampling.LANCZOS)
             rgb = im.convert("RGB")
-            buf = io.BytesIO()
-            rgb.save(buf, format="JPEG", quality=85)
-            return buf.getvalue(), rgb.width, rgb.height
+            # The frame's own JPEG comment (ffmpeg's encoder tag) does not pass either.
+            return save_bare(rgb, "JPEG", quality=85), rgb.width, rgb.height
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageRejected(f"poster unreadable: {str(exc)[:200]}") from None

@@ -43,7 +43,7 @@ from storage.blobs import BlobNotFound
 from storage.db import Database
 from storage.lifecycle import TERMINAL, ItemState, transition
 from storage.models import Derivative, EvidenceItem
-from storage.sniff import is_image
+from storage.sniff import is_image, is_video
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ class JobContext:
     hook: Hook | None = None
     progress: int = 0
     temp_root: Path | None = None
+    # The job's time budget (EXHIBIT_JOB_MAX_SECONDS) as a time.monotonic() deadline:
+    # every ffmpeg run is cut to what is left of it (BF-19).
+    deadline: float | None = None
 
     def set_progress(self, value: int) -> None:
         self.progress = max(self.progress, min(100, value))
@@ -286,6 +289,13 @@ def _run(ctx: JobContext, item: EvidenceItem, workdir: Path) -> str:
                      set_fields={"verified_sha256": digest, "detected_type": ident.mime},
                      events=[("item.verified", verify_detail), ("item.sniffed", sniff_detail)])
         ctx.set_progress(8)
+        if is_video(ident.mime) and ctx.claim.lane != queue.VIDEO_LANE:
+            # BF-19: a video found in another lane (the enqueuer did not know, or was told
+            # otherwise) goes to the video lane before any transcode, so it never holds
+            # a slot that photos are processed in. Verify and sniff run again there.
+            with ctx.db.write() as s:
+                queue.relane(ctx.db, s, ctx.claim, queue.VIDEO_LANE)
+            return ItemState.SCANNING
         # 3. scan, overlapped with preparing the derivatives (published only if clean).
         ctx.at("scan", item.id)
         scan = _ScanInBackground(ctx, item, workdir).start()
@@ -434,7 +444,7 @@ def _prepare(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identifi
         return ctx.cancel.is_set() or stop()
 
     if not {"poster", "thumbnail"} <= have.keys():
-        poster = video.make_poster(workdir, ident.mime, ident.probe, cancelled=cancelled)
+        poster = video.make_poster(workdir, ident.mime, ident.probe, cancelled=cancelled, deadline=ctx.deadline)
         data = poster.path.read_bytes()
         if "poster" not in have:
             out.append(Prepared("poster", poster.mime_type, poster.width, poster.height, "ffmpeg", ffmpeg_version,
@@ -455,7 +465,8 @@ def _prepare(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identifi
                 first[0] = False
                 ctx.at("transcode", item.id)
 
-        proxy = video.make_proxy(workdir, ident.mime, ident.probe, on_progress=on_progress, cancelled=cancelled)
+        proxy = video.make_proxy(workdir, ident.mime, ident.probe, on_progress=on_progress, cancelled=cancelled,
+                                 deadline=ctx.deadline)
         out.append(Prepared("proxy", proxy.mime_type, proxy.width, proxy.height, "ffmpeg", ffmpeg_version,
                             proxy.argv, path=proxy.path))
     return out

@@ -13,7 +13,21 @@ Hostile input (SECURITY_CHECKLIST BF-12..BF-14):
   the allowlist before anything is decoded;
 * the input is a file named ``input`` in a private temporary directory (the worker's
   cwd for the child), passed as ``file:input`` so no name can be read as a protocol;
-* a pre-check refuses dimensions, durations and stream counts over our limits (BF-14).
+* a pre-check refuses dimensions, durations, packet and stream counts over our limits
+  (BF-14);
+* work is bounded by the real input, never by what it claims (BF-19): ffprobe counts
+  the packets the file really holds (``-count_packets``), the proxy keeps the input's
+  timing (``-fps_mode passthrough``: a constant-rate output fills a timestamp gap with
+  duplicated frames, so ten frames whose last one claims 5.5 hours became hundreds of
+  thousands) and writes at most that many frames, and the time and CPU limits come
+  from the packet count and the file's size, capped by the job's budget, never from
+  the declared duration;
+* derivatives carry nothing of the original's but pixels and sound (BF-18): only the
+  main video stream and the first audio stream are mapped, by index (no cover art,
+  subtitle, data or attachment stream), ``-map_metadata -1 -map_chapters -1`` drop
+  tags and chapters, ``+bitexact`` keeps muxer and encoder version tags out, and the
+  H.264 SEI units (where x264 writes its version and options) are removed. The tool
+  and its version are recorded in the custody event instead.
 Everything ffprobe reports is untrusted data: length-capped, never interpreted.
 """
 
@@ -26,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -51,13 +66,26 @@ PROTOCOLS = "file,pipe"
 MAX_SIDE_PX = 8192
 MAX_DURATION_SECONDS = 6 * 3600
 MAX_STREAMS = 16
+MAX_VIDEO_PACKETS = 6 * 3600 * 120  # six hours at 120 frames per second
 PROXY_LONG_SIDE = 1920
 PROXY_SHORT_SIDE = 1080
 PROBE_TIMEOUT_SECONDS = 30
+# -count_packets demuxes the whole file: its time follows the size (a slow disk reads
+# 50 MiB/s), so a large honest file is not refused for the probe's own timeout.
+PROBE_SECONDS_PER_MIB = 1 / 50
 PROBE_MEMORY_BYTES = 2 << 30
 FFMPEG_MEMORY_BYTES = 4 << 30
 MAX_TEXT = 200
 STDERR_TAIL = 2000
+# Transcode limits from the real input (BF-19): a base, plus per video packet (a 1080p
+# frame of noisy phone footage takes ~0.05 s on this class of machine: 20x headroom),
+# plus per MiB of input (decoding cost follows the bytes). Capped by the job's budget.
+LIMIT_BASE_SECONDS = 60.0
+LIMIT_SECONDS_PER_PACKET = 1.0
+LIMIT_SECONDS_PER_MIB = 2.0
+POSTER_SECONDS = 120.0
+# Both outputs are muxed without version tags; ffmpeg's own are for the custody event.
+BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact"]
 
 
 class VideoRejected(Exception):
@@ -214,12 +242,16 @@ def probe(workdir: Path, mime: str, *, input_name: str = "input") -> tuple[dict[
     argv = [
         _binary("ffprobe"), "-hide_banner", "-v", "error",  # stdin is /dev/null
         *input_args(mime),
-        "-print_format", "json", "-show_format", "-show_streams",
+        # -count_packets: the number of packets the file really holds (a full demux, no
+        # decode), the measure every later limit is taken from (BF-19).
+        "-count_packets", "-print_format", "json", "-show_format", "-show_streams",
         f"file:{input_name}",
     ]
+    size_mib = (workdir / input_name).stat().st_size / (1 << 20)
+    limit = PROBE_TIMEOUT_SECONDS + size_mib * PROBE_SECONDS_PER_MIB
     try:
         result = run(
-            argv, cwd=workdir, timeout_seconds=PROBE_TIMEOUT_SECONDS, cpu_seconds=PROBE_TIMEOUT_SECONDS,
+            argv, cwd=workdir, timeout_seconds=limit, cpu_seconds=int(limit),
             memory_bytes=PROBE_MEMORY_BYTES,
         )
     except ToolFailed as exc:
@@ -255,6 +287,25 @@ def check_probe(info: dict[str, Any]) -> None:
     duration = _float(fmt.get("duration"))
     if duration is not None and duration > MAX_DURATION_SECONDS:
         raise VideoRejected(f"duration {duration:.0f} s is over the {MAX_DURATION_SECONDS} s limit")
+    packets = video_packets(info)
+    if packets is not None and packets > MAX_VIDEO_PACKETS:
+        raise VideoRejected(f"{packets} video packets is over the {MAX_VIDEO_PACKETS}-packet limit")
+
+
+def video_packets(info: dict[str, Any]) -> int | None:
+    """The packets the main video stream really holds (ffprobe ``-count_packets``), or
+    None when the probe did not count them."""
+    try:
+        s = main_video_stream(info)
+    except VideoRejected:
+        return None
+    value = str(s.get("nb_read_packets", ""))
+    return int(value) if value.isdigit() else None
+
+
+def input_size(info: dict[str, Any]) -> int:
+    value = str((info.get("format") or {}).get("size", ""))
+    return int(value) if value.isdigit() else 0
 
 
 def _is_attached_pic(stream: dict[str, Any]) -> bool:
@@ -368,6 +419,22 @@ def proxy_size(width: int, height: int) -> tuple[int, int]:
     return w, h
 
 
+def _maps(info: dict[str, Any], *, audio: bool) -> list[str]:
+    """``-map`` by absolute stream index: the main video stream (never a cover picture,
+    which ``0:v:0`` can be) and, for the proxy, the first audio stream. Nothing else
+    (subtitles, data, attachments, timed metadata) is ever mapped (BF-18)."""
+    index = main_video_stream(info).get("index")
+    if not isinstance(index, int):
+        raise VideoRejected("video stream without an index")
+    maps = ["-map", f"0:{index}"]
+    if audio:
+        for s in info.get("streams") or []:
+            if s.get("codec_type") == "audio" and isinstance(s.get("index"), int):
+                maps += ["-map", f"0:{s['index']}"]
+                break
+    return maps
+
+
 def poster_argv(info: dict[str, Any], mime: str, out_name: str = "poster.jpg") -> list[str]:
     duration = _float((info.get("format") or {}).get("duration")) or 0.0
     at = min(1.0, duration / 2)
@@ -377,41 +444,67 @@ def poster_argv(info: dict[str, Any], mime: str, out_name: str = "poster.jpg") -
         # Output-side seek: decodes up to the instant, robust on streams (MPEG-TS)
         # whose keyframe index an input-side seek misses.
         *input_args(mime), "-i", "file:input", "-ss", f"{at:.3f}",
-        "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={w}:{h}",
-        "-map_metadata", "-1", "-f", "image2", "-update", "1", "-c:v", "mjpeg", "-q:v", "3",
+        *_maps(info, audio=False), "-frames:v", "1", "-vf", f"scale={w}:{h}",
+        # bitexact: no "Lavc" comment segment in the JPEG (BF-18).
+        "-map_metadata", "-1", "-map_chapters", "-1", *BITEXACT,
+        "-f", "image2", "-update", "1", "-c:v", "mjpeg", "-q:v", "3",
         "-y", f"file:{out_name}",
     ]
 
 
 def proxy_argv(info: dict[str, Any], mime: str, out_name: str = "proxy.mp4") -> list[str]:
     """H.264/AAC MP4 <= 1080p, faststart; ffmpeg's autorotate bakes the rotation into
-    the pixels; no metadata copied from the input."""
+    the pixels; the input's own timing (variable frame rate) and at most as many frames
+    as it really holds; no metadata copied from the input, no version tags."""
     w, h = proxy_size(*displayed_size(info))
+    packets = video_packets(info)
+    cap = ["-frames:v", str(max(1, packets))] if packets is not None else []
     return [
         _binary("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error",
         *input_args(mime), "-i", "file:input",
-        "-map", "0:v:0", "-map", "0:a:0?",
+        *_maps(info, audio=True),
         "-vf", f"scale={w}:{h},format=yuv420p",
+        # BF-19: never duplicate frames to fill a claimed timestamp gap.
+        "-fps_mode", "passthrough", *cap,
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-profile:v", "high",
+        # x264 writes its version and every option into an SEI unit: drop SEI (BF-18).
+        "-bsf:v", "filter_units=remove_types=6",
         "-c:a", "aac", "-b:a", "128k", "-ac", "2",
-        "-map_metadata", "-1", "-map_chapters", "-1",
+        "-map_metadata", "-1", "-map_chapters", "-1", "-sn", "-dn", *BITEXACT,
         "-movflags", "+faststart",
         "-progress", "pipe:1", "-nostats",
         "-f", "mp4", "-y", f"file:{out_name}",
     ]
 
 
-def _limits(info: dict[str, Any]) -> tuple[float, int]:
-    duration = _float((info.get("format") or {}).get("duration")) or 60.0
-    return max(120.0, duration * 10), int(max(240.0, duration * 30))
+def transcode_limits(info: dict[str, Any]) -> float:
+    """Wall-clock seconds for the proxy, from what the file really holds (its video
+    packets and its size), never from its declared duration (BF-19)."""
+    packets = video_packets(info)
+    if packets is None:  # not counted: assume the worst the limits allow
+        packets = MAX_VIDEO_PACKETS
+    return LIMIT_BASE_SECONDS + packets * LIMIT_SECONDS_PER_PACKET + input_size(info) / (1 << 20) * LIMIT_SECONDS_PER_MIB
+
+
+def within_budget(seconds: float, deadline: float | None) -> float:
+    """``seconds``, cut to what is left of the job's budget (``deadline`` on the
+    monotonic clock). Raises ``ToolTimeout`` when nothing is left."""
+    if deadline is None:
+        return seconds
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ToolTimeout("the job's time budget is spent")
+    return min(seconds, left)
 
 
 def make_poster(
-    workdir: Path, mime: str, info: dict[str, Any], cancelled: Callable[[], bool] | None = None
+    workdir: Path, mime: str, info: dict[str, Any], cancelled: Callable[[], bool] | None = None,
+    *, deadline: float | None = None,
 ) -> VideoOutput:
     argv = poster_argv(info, mime)
-    run(argv, cwd=workdir, timeout_seconds=120, cpu_seconds=120, memory_bytes=FFMPEG_MEMORY_BYTES,
-        cancelled=cancelled)
+    limit = within_budget(POSTER_SECONDS, deadline)
+    run(argv, cwd=workdir, timeout_seconds=limit, cpu_seconds=max(1, int(limit) * 2),
+        memory_bytes=FFMPEG_MEMORY_BYTES, cancelled=cancelled)
     w, h = proxy_size(*displayed_size(info))
     path = workdir / "poster.jpg"
     if not path.is_file() or path.stat().st_size == 0:
@@ -426,22 +519,25 @@ def make_proxy(
     *,
     on_progress: Callable[[int], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    deadline: float | None = None,
 ) -> VideoOutput:
     argv = proxy_argv(info, mime)
-    duration_us = (_float((info.get("format") or {}).get("duration")) or 0.0) * 1e6
+    packets = video_packets(info) or 0
 
     def line(text: str) -> None:
         key, _, value = text.partition("=")
         if on_progress is None:
             return
-        if key == "out_time_us" and duration_us > 0 and value.lstrip("-").isdigit():
-            on_progress(max(0, min(99, int(int(value) * 100 / duration_us))))
+        # Progress in frames written of frames held: a claimed duration cannot skew it.
+        if key == "frame" and packets > 0 and value.isdigit():
+            on_progress(max(0, min(99, int(value) * 100 // packets)))
         elif key == "progress" and value == "end":
             on_progress(100)
 
-    timeout, cpu = _limits(info)
-    run(argv, cwd=workdir, timeout_seconds=timeout, cpu_seconds=cpu, memory_bytes=FFMPEG_MEMORY_BYTES,
-        on_stdout_line=line, cancelled=cancelled)
+    timeout = within_budget(transcode_limits(info), deadline)
+    # CPU time: two cores' worth of the wall-clock limit (x264 runs threads).
+    run(argv, cwd=workdir, timeout_seconds=timeout, cpu_seconds=max(1, int(timeout * 2)),
+        memory_bytes=FFMPEG_MEMORY_BYTES, on_stdout_line=line, cancelled=cancelled)
     w, h = proxy_size(*displayed_size(info))
     path = workdir / "proxy.mp4"
     if not path.is_file() or path.stat().st_size == 0:

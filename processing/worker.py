@@ -2,7 +2,7 @@
 
 Entry points (wired by ``exhibit/``):
 
-* ``main(settings, concurrency)`` for ``exhibit worker [--concurrency N]``: blocks,
+* ``main(settings, concurrency)`` for ``exhibit worker [--concurrency N] [--lane L]``: blocks,
   SIGTERM/SIGINT stop it gracefully.
 * ``start_worker_thread(settings, ...)`` for ``exhibit serve``: the same loop in a
   background thread; set the ``stop_event`` and ``join()`` it at shutdown.
@@ -32,6 +32,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,9 +199,12 @@ def run_one(
     hook: Hook | None = None,
     outage_retry_seconds: float = 15.0,
     temp_root: Path | None = None,
+    max_seconds: float | None = None,
 ) -> str | None:
     actor = f"worker:{claim.owner}"
-    ctx = JobContext(db=db, blobs=blobs, scanner=scanner, claim=claim, actor=actor, hook=hook, temp_root=temp_root)
+    deadline = time.monotonic() + max_seconds if max_seconds else None
+    ctx = JobContext(db=db, blobs=blobs, scanner=scanner, claim=claim, actor=actor, hook=hook, temp_root=temp_root,
+                     deadline=deadline)
     log.info("worker.job_started", extra={"job_id": claim.job_id, "item_id": claim.item_id, "attempt": claim.attempt})
     heartbeat = _Heartbeat(db, ctx, lease_seconds, stop)
     try:
@@ -239,24 +243,44 @@ def run_worker(
     outage_retry_seconds: float = 15.0,
     db: Database | None = None,
     on_ready: Callable[[], None] | None = None,
+    lanes: list[str] | None = None,
 ) -> None:
     """Run ``concurrency`` job slots until ``stop_event`` is set; returns once every slot
-    has finished or released its job."""
+    has finished or released its job.
+
+    ``lanes`` None (the default worker): at least two slots; slot 0 takes jobs of every
+    lane, the others only the default lane, so a long video holds one slot at most and
+    photos keep flowing (BF-19). ``lanes=["video"]`` (``exhibit worker --lane video``):
+    every slot serves only those lanes."""
     stop = stop_event or threading.Event()
-    slots = max(1, concurrency or settings.worker_concurrency)
+    if lanes is None:
+        slots = max(2, concurrency or settings.worker_concurrency)
+    else:
+        unknown = set(lanes) - set(queue.LANES)
+        if unknown or not lanes:
+            raise ValueError(f"unknown lane(s): {sorted(unknown)}; lanes are {', '.join(queue.LANES)}")
+        slots = max(1, concurrency or settings.worker_concurrency)
+
+    def lanes_of(index: int) -> list[str]:
+        if lanes is not None:
+            return list(lanes)
+        return list(queue.LANES) if index == 0 else [queue.DEFAULT_LANE]
+
     own_db = db is None
     database = db or Database(settings.database_url)
     blobs = BlobBridge.from_settings(settings)
     scan = scanner or default_scanner(settings)
     temp_root = Path(tempfile.gettempdir())
-    log.info("worker.started", extra={"concurrency": slots, "lease_seconds": settings.job_lease_seconds})
+    log.info("worker.started", extra={"concurrency": slots, "lease_seconds": settings.job_lease_seconds,
+                                      "lanes": lanes or "all"})
 
     def slot(index: int) -> None:
         owner = _owner(index)
         idle = 0.0
         while not stop.is_set():
             try:
-                claim = queue.claim(database, owner, kinds=[JOB_KIND], lease_seconds=settings.job_lease_seconds)
+                claim = queue.claim(database, owner, kinds=[JOB_KIND], lease_seconds=settings.job_lease_seconds,
+                                    lanes=lanes_of(index))
             except Exception as exc:  # database down: wait and try again
                 log.warning("worker.claim_failed", extra={"error": str(exc)[:200]})
                 stop.wait(poll_seconds * 4)
@@ -272,7 +296,8 @@ def run_worker(
                 stop.wait(poll_seconds)
                 continue
             run_one(database, blobs, scan, claim, lease_seconds=settings.job_lease_seconds, stop=stop,
-                    hook=hook, outage_retry_seconds=outage_retry_seconds, temp_root=temp_root)
+                    hook=hook, outage_retry_seconds=outage_retry_seconds, temp_root=temp_root,
+                    max_seconds=settings.job_max_seconds)
 
     threads = [threading.Thread(target=slot, args=(i,), name=f"worker-slot-{i}", daemon=True) for i in range(slots)]
     for t in threads:
@@ -305,7 +330,7 @@ def start_worker_thread(
 
 def main(
     settings: Settings, concurrency: int | None = None, *, hook: Hook | None = None,
-    stop_event: threading.Event | None = None,
+    stop_event: threading.Event | None = None, lanes: list[str] | None = None,
 ) -> int:
     """``exhibit worker``: run until SIGTERM/SIGINT, then release the running jobs (their
     steps are idempotent; the next worker resumes them) and exit 0. ``hook`` and
@@ -318,7 +343,7 @@ def main(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run_worker(settings, concurrency=concurrency, stop_event=stop, hook=hook)
+    run_worker(settings, concurrency=concurrency, stop_event=stop, hook=hook, lanes=lanes)
     return 0
 
 

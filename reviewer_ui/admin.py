@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import accounts, audit, permissions
+from reviewer_ui import accounts, audit, permissions, throttle
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from storage import links as storage_links
@@ -72,8 +72,21 @@ def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 20
     values.setdefault("notice", None)
     values.setdefault("form", {})
     values.setdefault("reset", False)
+    with ctx.db.read() as s:
+        # Accounts whose TOTP codes are paused after too many wrong ones: an alert (AC-07).
+        codes_locked = [u for u, _g in throttle.totp_locked_accounts(s, ctx.clock())]
     return ctx.render(request, "admin_users.html", status_code=status_code, users=_users(ctx),
-                      roles=ROLE_CHOICES, **values)
+                      roles=ROLE_CHOICES, codes_locked=codes_locked,
+                      ledger_alarms=_ledger_alarms(ctx), **values)
+
+
+def _ledger_alarms(ctx: ReviewContext) -> list[Any]:
+    """Failed rounds of the periodic ledger verifier (``storage.ledger_watch``): the
+    admin page is where a broken custody chain must not go unseen (AU-05, AU-10)."""
+    from storage.ledger_watch import failing
+
+    with ctx.db.read() as s:
+        return failing(s)
 
 
 async def users_page(request: Request) -> Response:
@@ -82,7 +95,8 @@ async def users_page(request: Request) -> Response:
     notices = {"disabled": "The account is disabled and signed out everywhere.",
                "enabled": "The account is enabled.",
                "signedout": "The account is signed out everywhere.",
-               "mfareset": "Two-step sign-in is reset: the account sets up a new authenticator at its next sign-in."}
+               "mfareset": "Two-step sign-in is reset: the account sets up a new authenticator at its next sign-in.",
+               "codesallowed": "The account may use its authenticator codes again."}
     notice = notices.get(request.query_params.get("done", ""))
     return await ctx.run_sync(lambda: _render_users(ctx, request, notice=notice))
 
@@ -157,6 +171,26 @@ def _user_action(action: str) -> Any:
     return handler
 
 
+async def allow_codes(request: Request) -> Response:
+    """Lift the per-account TOTP pause (``reviewer_ui.throttle``): a custody event names
+    the admin, so letting guessing resume is never silent."""
+    ctx = get_ctx(request)
+    admin = _require(request, "admin.users")
+    user_id = str(request.path_params["user_id"])[:64]
+
+    def act() -> bool:
+        with ctx.db.write() as s:
+            if not throttle.allow_codes(s, user_id):
+                return False
+            audit.record_in(ctx, s, request, "auth.totp_unlocked", subject=f"user:{user_id}", actor=admin.email,
+                            detail={"user_id": user_id})
+            return True
+
+    if not await ctx.run_sync(act):
+        raise permissions.Denied(f"user:{user_id}", reason="admin.users.allow-codes")
+    return RedirectResponse("/admin/users?done=codesallowed", status_code=303)
+
+
 @dataclass(frozen=True)
 class LinkRow:
     link: UploadLink
@@ -218,6 +252,7 @@ def routes(ctx: ReviewContext) -> list[BaseRoute]:
         Route("/admin/users/{user_id}/signout", _user_action("signout"), methods=["POST"]),
         Route("/admin/users/{user_id}/reset-mfa", _user_action("reset-mfa"), methods=["POST"]),
         Route("/admin/users/{user_id}/reset-password", _user_action("reset-password"), methods=["POST"]),
+        Route("/admin/users/{user_id}/allow-codes", allow_codes, methods=["POST"]),
         Route("/admin/links", links_page, methods=["GET"]),
         Route("/admin/links/{link_id}/revoke", link_revoke, methods=["POST"]),
     ]

@@ -35,6 +35,7 @@ from reviewer_ui.middleware import CSRF, SecurityHeaders, Sessions, SessionStore
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
 from storage.models import utcnow
+from storage.netaddr import TrustedProxies, parse_networks
 from storage.secrets import load_or_create_secret
 from storage.settings import Settings
 
@@ -50,7 +51,9 @@ class ReviewerApp(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         inner = super().build_middleware_stack()
         ctx = self.state.ctx
-        return SecurityHeaders(Sessions(CSRF(inner, ctx), ctx), hsts=ctx.settings.secure_cookies)
+        app = SecurityHeaders(Sessions(CSRF(inner, ctx), ctx), hsts=ctx.settings.secure_cookies)
+        # Outermost: every part below sees the real client address (AC-15).
+        return TrustedProxies(app, parse_networks(ctx.settings.trusted_proxies))
 
 
 def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clock | None = None) -> Starlette:

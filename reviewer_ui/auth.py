@@ -12,15 +12,21 @@ Flow::
     GET  /reauth?next=/path   step-up: a fresh TOTP code before a sensitive action
     POST /reauth  code checked -> session re-issued (same absolute deadline) -> next
 
-Every evaluated failure counts in the throttle (``reviewer_ui.throttle``) and is a
-``auth.failed`` custody event; a success is ``auth.signed_in``; enrolment is
-``auth.mfa_enrolled``; sign-out is ``auth.signed_out``. Messages never say whether the
-account exists (AC-07).
+Every evaluated failure counts in the throttle (``reviewer_ui.throttle``, counters in the
+database) and is a ``auth.failed`` custody event; a success is ``auth.signed_in`` and
+leaves a device cookie (``reviewer_ui.devices``); enrolment is ``auth.mfa_enrolled``;
+sign-out is ``auth.signed_out``. Messages never say whether the account exists (AC-07).
+A failed password step records a keyed hash of the typed e-mail, never the text: people
+type passwords into the e-mail field, and the ledger keeps what it is given forever.
+Ten wrong TOTP codes for one account in 24 hours stop codes for it (``auth.totp_locked``)
+until the window ends or an admin allows them again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
 from typing import Any
 
@@ -30,11 +36,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import audit, mfa, permissions, sessions
+from reviewer_ui import audit, devices, mfa, permissions, sessions
+from reviewer_ui import throttle as throttles
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from reviewer_ui.middleware import client_ip
-from reviewer_ui.throttle import LoginThrottle
+from reviewer_ui.throttle import Attempt, LoginThrottle
 from storage.models import User
 from storage.passwords import hash_password, needs_rehash, verify_password
 
@@ -45,13 +52,49 @@ MAX_PASSWORD = 1024  # Argon2 hashes any length; the cap bounds the work an atta
 
 GENERIC_FAILURE = "The email address or password is not right."
 CODE_FAILURE = "That code is not right, or it has already been used. Wait for the next code and try again."
+CODES_LOCKED = ("Too many wrong codes for this account. Codes are paused for it; an administrator has been "
+                "alerted and can allow them again.")
+LOCKED = "locked"  # what a TOTP check returns when the account's codes are paused
 
 
 def throttle_of(ctx: ReviewContext) -> LoginThrottle:
     found = ctx.extras.get("throttle")
     if not isinstance(found, LoginThrottle):
-        found = ctx.extras["throttle"] = LoginThrottle(ctx.clock)
+        found = ctx.extras["throttle"] = LoginThrottle(ctx.db, ctx.secret, ctx.clock)
     return found
+
+
+def typed_email_digest(secret: bytes, email: str) -> str:
+    """What ``auth.failed`` records of a typed e-mail: HMAC-SHA-256 under the server secret.
+    Threat: a password typed into the e-mail field would stay in the append-only ledger in
+    clear; an unkeyed hash of it could be brute-forced from a copy of the ledger. The same
+    typed text gives the same value, so repeated attempts still line up."""
+    key = hmac.new(secret, b"exhibit-auth-failed-email-v1", hashlib.sha256).digest()
+    return hmac.new(key, email.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+
+
+def _attempt(ctx: ReviewContext, request: Request, account: str, client: str) -> Attempt:
+    return Attempt(account, client, devices.device_of(request, ctx.settings, ctx.secret, account))
+
+
+def _check_totp(ctx: ReviewContext, s: Session, request: Request, user_id: str, code: str,
+                now: dt.datetime) -> User | str | None:
+    """``_consume_code`` behind the per-account TOTP bound, in the caller's write
+    transaction: the user, None (wrong code, counted) or ``LOCKED``. The guard row is
+    locked for the transaction, so processes racing on one account take turns and the
+    bound holds across all of them."""
+    if throttles.totp_locked(s, user_id, now):
+        return LOCKED
+    fresh = _consume_code(ctx, s, request, user_id, code, now)
+    if fresh is not None:
+        return fresh
+    if throttles.totp_failed(s, user_id, now):
+        # Reaching the bound is a custody event and alerts admins (banner on /admin/users).
+        log.warning("auth.totp_locked", extra={"user_id": user_id, "client": client_ip(request.scope)})
+        audit.record_in(ctx, s, request, "auth.totp_locked", subject=f"user:{user_id}", actor="system",
+                        detail={"user_id": user_id, "limit": throttles.TOTP_LIMIT,
+                                "window_seconds": throttles.TOTP_WINDOW_SECONDS})
+    return None
 
 
 def _state(request: Request) -> dict[str, Any]:
@@ -98,7 +141,8 @@ async def login_submit(request: Request) -> Response:
     password = form.get("password", "")[:MAX_PASSWORD]
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
-    wait = throttle.begin(email, client)
+    attempt = _attempt(ctx, request, email, client)
+    wait = await ctx.run_sync(throttle.begin, attempt)
     if wait > 0:
         return _throttled(ctx, request, "login.html", wait, email=email)
 
@@ -117,10 +161,11 @@ async def login_submit(request: Request) -> Response:
     try:
         user = await ctx.run_sync(check)
     finally:
-        throttle.end(email, client, failed=user is None)
+        await ctx.run_sync(lambda: throttle.end(attempt, failed=user is None))
     if user is None:
-        await audit.record(ctx, request, "auth.failed", subject=f"login:{email[:80]}", actor="anonymous",
-                           detail={"email": email[:200], "step": "password", "client": client})
+        digest = typed_email_digest(ctx.secret, email)
+        await audit.record(ctx, request, "auth.failed", subject=f"login:{digest[:32]}", actor="anonymous",
+                           detail={"email_hmac": digest, "step": "password", "client": client})
         return ctx.render(request, "login.html", status_code=400, errors=[GENERIC_FAILURE], email=email)
 
     previous = _state(request).get("staff_session")
@@ -215,7 +260,8 @@ async def mfa_submit(request: Request) -> Response:
     code = form.get("code", "")[:20]
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
-    wait = throttle.begin(user.email, client)
+    attempt = _attempt(ctx, request, user.email, client)
+    wait = await ctx.run_sync(throttle.begin, attempt)
     if wait > 0:
         log.warning("auth.throttled", extra={"client": client, "wait_seconds": wait})
         minutes = max(1, (wait + 59) // 60)
@@ -225,11 +271,11 @@ async def mfa_submit(request: Request) -> Response:
     now = ctx.clock()
 
     def verify_and_sign_in() -> str | None:
-        """The new cookie value, or None when the code is not accepted."""
+        """The new cookie value, None when the code is not accepted, or ``LOCKED``."""
         with ctx.db.write() as s:
-            fresh = _consume_code(ctx, s, request, user.id, code, now)
-            if fresh is None:
-                return None
+            fresh = _check_totp(ctx, s, request, user.id, code, now)
+            if not isinstance(fresh, User):
+                return fresh
             sessions.revoke(ctx, s, half.id)
             value = sessions.create(ctx, s, fresh, mfa_passed=True, client_ip=client,
                                     user_agent=request.headers.get("user-agent"))
@@ -241,14 +287,18 @@ async def mfa_submit(request: Request) -> Response:
     try:
         value = await ctx.run_sync(verify_and_sign_in)
     finally:
-        throttle.end(user.email, client, failed=value is None)
+        await ctx.run_sync(lambda: throttle.end(attempt, failed=value is None))
+    if value == LOCKED:
+        return await ctx.run_sync(lambda: _mfa_page(ctx, request, user, status_code=429, errors=[CODES_LOCKED]))
     if value is None:
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
                            detail={"email": user.email, "step": "totp", "client": client})
         return await ctx.run_sync(lambda: _mfa_page(ctx, request, user, status_code=400, errors=[CODE_FAILURE]))
-    throttle.succeeded(user.email, client)
+    await ctx.run_sync(throttle.succeeded, attempt)
     response = RedirectResponse("/", status_code=303)
     sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), value)
+    # This browser has now signed in to this account: its device cookie (AC-07).
+    devices.set_cookie(response, ctx.settings, devices.issue(ctx.secret, user.email))
     return response
 
 
@@ -267,8 +317,11 @@ async def logout(request: Request) -> Response:
         await ctx.run_sync(end)
     response = RedirectResponse("/login", status_code=303)
     sessions.clear_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings))
-    # Nothing of the session stays in the browser: cached pages, storage (VL-10).
-    response.headers["Clear-Site-Data"] = '"cache", "cookies", "storage"'
+    sessions.clear_cookie(response, ctx.settings, sessions.pre_cookie_name(ctx.settings))
+    # Nothing of the session stays in the browser: cached pages, storage, the session
+    # cookies above (VL-10). Not "cookies": that would also drop the device cookie, which
+    # must outlive sign-out to keep this browser out of other people's throttles (AC-07).
+    response.headers["Clear-Site-Data"] = '"cache", "storage"'
     return response
 
 
@@ -296,7 +349,8 @@ async def reauth_submit(request: Request) -> Response:
     target = safe_next(form.get("next", "/"))
     client = client_ip(request.scope)
     throttle = throttle_of(ctx)
-    wait = throttle.begin(user.email, client)
+    attempt = _attempt(ctx, request, user.email, client)
+    wait = await ctx.run_sync(throttle.begin, attempt)
     if wait > 0:
         minutes = max(1, (wait + 59) // 60)
         return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[
@@ -305,9 +359,9 @@ async def reauth_submit(request: Request) -> Response:
 
     def step_up() -> str | None:
         with ctx.db.write() as s:
-            fresh = _consume_code(ctx, s, request, user.id, form.get("code", "")[:20], now)
-            if fresh is None:
-                return None
+            fresh = _check_totp(ctx, s, request, user.id, form.get("code", "")[:20], now)
+            if not isinstance(fresh, User):
+                return fresh
             sessions.revoke(ctx, s, row.id)
             value = sessions.create(ctx, s, fresh, mfa_passed=True, client_ip=client,
                                     user_agent=request.headers.get("user-agent"), expires_at=row.expires_at)
@@ -319,12 +373,14 @@ async def reauth_submit(request: Request) -> Response:
     try:
         value = await ctx.run_sync(step_up)
     finally:
-        throttle.end(user.email, client, failed=value is None)
+        await ctx.run_sync(lambda: throttle.end(attempt, failed=value is None))
+    if value == LOCKED:
+        return ctx.render(request, "reauth.html", status_code=429, next=target, errors=[CODES_LOCKED])
     if value is None:
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
                            detail={"email": user.email, "step": "step-up", "client": client})
         return ctx.render(request, "reauth.html", status_code=400, next=target, errors=[CODE_FAILURE])
-    throttle.succeeded(user.email, client)
+    await ctx.run_sync(throttle.succeeded, attempt)
     response = RedirectResponse(target, status_code=303)
     sessions.set_cookie(response, ctx.settings, sessions.cookie_name(ctx.settings), value)
     return response

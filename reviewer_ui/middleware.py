@@ -122,9 +122,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def client_ip(scope: Scope) -> str:
-    """The peer address as the ASGI server reports it. X-Forwarded-For is honoured only
-    by the server for configured proxies (uvicorn --forwarded-allow-ips), never read here,
-    so a client cannot pick its own throttling bucket or audit address (AC-15)."""
+    """The client address: the TCP peer, or for a peer in EXHIBIT_TRUSTED_PROXIES what the
+    proxy says (``storage.netaddr.TrustedProxies`` put it in the scope). Forwarding headers
+    are never read here, so a client cannot pick its own throttling bucket or audit
+    address (AC-15)."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

@@ -39,6 +39,7 @@ class Database:
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
+            secure_sqlite_file(url, create_dir=False)
             self.engine = _sqlite_engine(url, echo)
         elif self.dialect == "postgresql":
             self.engine = _postgresql_engine(url, echo)
@@ -88,6 +89,35 @@ class Database:
 
 
 READ_ONLY = "exhibit_read_only"
+
+
+def secure_sqlite_file(url: str, *, create_dir: bool = True) -> None:
+    """Create a SQLite database file 0600 in a 0700 directory before SQLite opens it, and
+    tighten an existing one that others can read. SQLite gives its -wal and -shm files the
+    database file's mode, so they are 0600 too. The threat: another local account reading
+    the evidence index, the ledger and password hashes, or writing to the file and
+    rewriting history (README, "Custody ledger on SQLite")."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:" \
+            or parsed.database.startswith("file:"):
+        return
+    path = os.path.abspath(parsed.database)
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        if not create_dir:
+            return  # opening it fails as before: a reading command never creates a home for one
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            try:
+                if os.stat(name).st_mode & 0o077:
+                    os.chmod(name, 0o600)
+            except FileNotFoundError:
+                pass
+    else:
+        os.close(fd)
 
 
 class ReadOnlySession(RuntimeError):

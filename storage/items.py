@@ -12,6 +12,7 @@ from storage.db import Database
 from storage.errors import NotFound
 from storage.lifecycle import ItemState
 from storage.models import Derivative, EvidenceItem, Job, Report
+from storage.sniff import is_video
 
 PROCESS_JOB = "process_item"
 
@@ -72,9 +73,12 @@ def create_item(
         db, session, actor=actor, action="item.received", subject=f"item:{item.id}",
         report_id=report_id, item_id=item.id, detail=event_detail, request_id=request_id,
     )
+    # A video (by its magic bytes at intake) waits in the video lane, so it never holds
+    # a slot photos need (BF-19); the worker re-checks after its own sniff.
+    lane = queue.VIDEO_LANE if detected_type and is_video(detected_type) else queue.DEFAULT_LANE
     queue.enqueue(
         session, PROCESS_JOB, item_id=item.id, dedup_key=f"{PROCESS_JOB}:{item.id}",
-        max_attempts=max_attempts, now=db.now(session),
+        max_attempts=max_attempts, now=db.now(session), lane=lane,
     )
     return item
 
@@ -111,7 +115,7 @@ def item_summary(session: Session, item_id: str) -> dict[str, Any]:
             for d in derivatives
         ],
         "jobs": [
-            {"id": j.id, "kind": j.kind, "state": j.state, "attempts": j.attempts,
+            {"id": j.id, "kind": j.kind, "lane": j.lane, "state": j.state, "attempts": j.attempts,
              "max_attempts": j.max_attempts, "last_error": j.last_error, "progress": j.progress}
             for j in jobs
         ],

@@ -229,10 +229,11 @@ class VerifyResult:
         }
 
 
-def iter_events(db: Database, batch: int = 5000) -> Iterator[CustodyEvent]:
+def iter_events(db: Database, batch: int = 5000, after: int | None = None) -> Iterator[CustodyEvent]:
     """Every row of the ledger in seq order, in batches (constant memory for millions of
-    events). Every row: a forged row with seq 0 or below must be seen, not skipped."""
-    last: int | None = None
+    events). Every row: a forged row with seq 0 or below must be seen, not skipped.
+    With ``after``, only the rows past that seq."""
+    last: int | None = after
     while True:
         query = select(CustodyEvent).order_by(CustodyEvent.seq).limit(batch)  # type: ignore[arg-type]
         if last is not None:
@@ -245,7 +246,8 @@ def iter_events(db: Database, batch: int = 5000) -> Iterator[CustodyEvent]:
         last = rows[-1].seq
 
 
-def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoint: dict[str, Any] | None = None) -> VerifyResult:
+def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoint: dict[str, Any] | None = None,
+                  *, start: tuple[int, str, int] | None = None) -> VerifyResult:
     """Walk the chain. The first problem found is reported by the seq where it shows:
 
     * a row outside the sequence (seq 0 or below): that row;
@@ -265,6 +267,10 @@ def verify_events(events: Iterator[CustodyEvent] | list[CustodyEvent], checkpoin
     before_prev: str | None = None  # hash of the event before the previous one
     expected_seq = 1
     count = 0
+    if start is not None:
+        # Continue a walk already made up to (seq, hash, count): ``events`` are the rows
+        # after that seq (``verify_since``).
+        expected_seq, prev, count = start[0] + 1, start[1], start[2]
     cp_seq = int(checkpoint["seq"]) if checkpoint else None
     # A checkpoint of the empty ledger (seq 0) vouches for the genesis hash.
     seen_at_checkpoint: str | None = GENESIS if cp_seq == 0 else None
@@ -315,24 +321,82 @@ def verify(db: Database, checkpoint: dict[str, Any] | None = None) -> VerifyResu
     return verify_events(iter_events(db), checkpoint)
 
 
+def verify_since(db: Database, anchor: dict[str, Any] | None) -> VerifyResult:
+    """Verify only what was appended after a trusted checkpoint body ``anchor`` (the
+    periodic job's incremental walk): the event at the anchor's seq must still be there,
+    with the hash the anchor signed and a hash that matches its content, and every later
+    event must extend it. A cut tail, a rollback to an older backup and any change to
+    the anchored event or after it are found; a change *before* the anchor that kept
+    the anchored hash is not (it needs a forged SHA-256 chain that still ends in the
+    signed hash, i.e. a hash collision), and a full ``verify`` walks everything."""
+    if anchor is None or int(anchor["seq"]) == 0:
+        return verify(db, anchor)
+    cp_seq, cp_hash, cp_count = int(anchor["seq"]), str(anchor["hash"]), int(anchor.get("count", anchor["seq"]))
+    with db.read() as session:
+        row = session.get(CustodyEvent, cp_seq)
+        head = session.exec(select(CustodyEvent.seq).order_by(CustodyEvent.seq.desc()).limit(1)).scalars().first()  # type: ignore[call-overload,attr-defined]
+    if row is None:
+        head_seq = int(head or 0)
+        return VerifyResult(False, 0, head_seq, "", min(head_seq + 1, cp_seq),
+                            f"event {cp_seq}, which the checkpoint vouches for, is gone: events were removed", cp_seq)
+    if row.hash != cp_hash or compute_hash(row.prev_hash, event_body(row)) != row.hash:
+        return VerifyResult(False, 0, cp_seq, cp_hash, cp_seq,
+                            f"event {cp_seq} differs from the one the checkpoint signed", cp_seq)
+    result = verify_events(iter_events(db, after=cp_seq), start=(cp_seq, cp_hash, cp_count))
+    result.checkpoint_seq = cp_seq
+    return result
+
+
 # --- signed checkpoints ---------------------------------------------------------------
 
 
+class SigningKeyForbidden(RuntimeError):
+    """This process declared it must never hold the ledger's signing key."""
+
+
+_signing_key_forbidden = False
+
+
+def forbid_signing_key() -> None:
+    """Declare that this process must never load the checkpoint signing key: from now on
+    ``load_or_create_signing_key`` raises. The public door calls it at start: a process
+    that faces the internet and is taken over must not be able to sign a forged history
+    (SECURITY_CHECKLIST AU-06). It cannot be undone in the process."""
+    global _signing_key_forbidden
+    _signing_key_forbidden = True
+
+
+def signing_key_forbidden() -> bool:
+    return _signing_key_forbidden
+
+
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 key at ``path`` (EXHIBIT_SIGNING_KEY_FILE), created 0600 in a 0700
+    directory when missing. Refused in a process that called ``forbid_signing_key``."""
+    if _signing_key_forbidden:
+        raise SigningKeyForbidden("this process may not load the ledger signing key")
+    path = Path(path)
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 private key")
         return key
+    # 0700 directory, 0600 file: no other local account reads the key (AU-06).
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     # The private key is created 0600 and never world-readable, even for an instant.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # O_EXCL: two processes starting at once agree on one key (the loser reads it).
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return load_or_create_signing_key(path)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
     return key
 
 
@@ -362,6 +426,14 @@ def make_checkpoint(db: Database, key: Ed25519PrivateKey) -> dict[str, Any]:
     statements could). Events appended after the walk are covered by the next
     checkpoint. Raises ``LedgerBroken``."""
     result = verify(db)
+    if not result.ok:
+        raise LedgerBroken(result)
+    return sign_checkpoint(db, key, result)
+
+
+def sign_checkpoint(db: Database, key: Ed25519PrivateKey, result: VerifyResult) -> dict[str, Any]:
+    """Sign the head of a verified walk (``result``), store it in the checkpoint table
+    and return the document. The caller has verified the chain up to that head."""
     if not result.ok:
         raise LedgerBroken(result)
     with db.write() as session:
@@ -394,3 +466,41 @@ def read_checkpoint(document: dict[str, Any], trusted_public_key: str | None = N
     except InvalidSignature:
         raise CheckpointInvalid("checkpoint signature does not verify") from None
     return dict(body)
+
+
+def check_public_key(value: str) -> str:
+    """A pinned public key as given (base64 of 32 raw bytes), or ``ValueError``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(value, validate=True))
+    except ValueError:
+        raise ValueError("the public key must be the base64 of a raw 32-byte Ed25519 key") from None
+    return value
+
+
+def stored_checkpoint_document(row: Checkpoint) -> dict[str, Any]:
+    body = {"seq": row.seq, "hash": row.hash, "count": row.count, "at": format_time(row.at)}
+    return {"checkpoint": body, "algorithm": "Ed25519", "public_key": row.public_key, "signature": row.signature}
+
+
+def latest_stored_checkpoint(db: Database, trusted_public_key: str) -> dict[str, Any] | None:
+    """The body of the newest checkpoint in the database whose signature verifies with
+    ``trusted_public_key`` (None when there is none). Rows signed by another key, or
+    whose signature does not verify, are passed over: whoever can write the table
+    cannot vouch for anything without the pinned key (AU-06), but an edited or deleted
+    stored checkpoint is only caught by the copies kept outside (EXHIBIT_CHECKPOINT_URL)."""
+    last_id: int | None = None
+    while True:
+        query = select(Checkpoint).order_by(Checkpoint.id.desc()).limit(500)  # type: ignore[union-attr]
+        if last_id is not None:
+            query = query.where(Checkpoint.id < last_id)  # type: ignore[operator,arg-type]
+        with db.read() as session:
+            rows = list(session.exec(query).scalars())  # type: ignore[call-overload]
+        if not rows:
+            return None
+        # Newest by the sequence it vouches for, then by when it was written.
+        for row in sorted(rows, key=lambda r: (r.seq, r.id), reverse=True):
+            try:
+                return read_checkpoint(stored_checkpoint_document(row), trusted_public_key=trusted_public_key)
+            except CheckpointInvalid:
+                continue
+        last_id = rows[-1].id

@@ -1,4 +1,7 @@
-"""Run the Alembic migrations programmatically (``exhibit db upgrade``, tests)."""
+"""Run the Alembic migrations programmatically (``exhibit db upgrade``, tests), apply the
+runtime role's grants (``storage.roles``), and tell whether a database's schema is the
+one this code expects (``check_schema``: ``exhibit serve`` and every command refuse an
+older one rather than migrating it themselves: only the owner role migrates)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -18,11 +23,50 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head", *, runtime_role: str | None = None) -> dict[str, str]:
+    """Migrate the database at ``url`` (the owner's URL), then, on PostgreSQL with a
+    ``runtime_role``, give that role exactly its grants on every table (``storage.roles``).
+    Returns the grants applied ({} when none)."""
+    from storage.db import secure_sqlite_file
+
+    secure_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)
+    if not runtime_role:
+        return {}
+    from storage.roles import grant_runtime
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            return grant_runtime(conn, runtime_role)
+    finally:
+        engine.dispose()
 
 
 def current_heads() -> tuple[str, ...]:
     from alembic.script import ScriptDirectory
 
     return tuple(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
+class SchemaOutOfDate(Exception):
+    code = "ERR_DB_NOT_MIGRATED"
+
+
+def schema_revisions(connection: object) -> list[str]:
+    """The revisions a database is stamped with ([] when it was never migrated)."""
+    tables = inspect(connection).get_table_names()
+    if "alembic_version" not in tables:
+        return []
+    return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all())  # type: ignore[attr-defined]
+
+
+def check_schema(connection: object) -> None:
+    """Raise ``SchemaOutOfDate`` with a plain instruction when the schema is not the one
+    this code was written for."""
+    have = set(schema_revisions(connection))
+    if have != set(current_heads()):
+        state = "has no schema" if not have else f"is at {', '.join(sorted(have))}, this code needs {', '.join(current_heads())}"
+        raise SchemaOutOfDate(
+            f"the database {state}: run `exhibit db upgrade` (as the owner role, EXHIBIT_MIGRATION_DATABASE_URL) first"
+        )

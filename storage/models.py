@@ -158,6 +158,8 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(max_length=64, unique=True)
     created_at: dt.datetime = created()
     revoked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    # Scope (AC-01): a key reaches the reports it created, and those of this unit when set.
+    unit: str | None = Field(default=None, max_length=100)
 
 
 # --- the matter ------------------------------------------------------------------------
@@ -176,6 +178,8 @@ class Report(SQLModel, table=True):
     title: str = Field(default="", max_length=300)
     owner_id: str | None = Field(default=None, foreign_key="user.id", max_length=32, index=True)
     unit: str | None = Field(default=None, max_length=100)
+    # The intake API key that created the report (None: created by staff): its scope.
+    created_by_api_key_id: str | None = Field(default=None, foreign_key="api_key.id", max_length=32, index=True)
     closed_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=True)
 
@@ -313,6 +317,9 @@ class Job(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
     kind: str = Field(max_length=32, index=True)
+    # Which workers take it (``queue.LANES``): long video has its own lane, so a slow
+    # transcode never holds the slots photos are processed in (BF-19).
+    lane: str = Field(default="default", max_length=16, sa_column_kwargs={"server_default": "default"})
     item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
     payload: dict[str, Any] | None = json_col()
     # Optional idempotency key: enqueueing the same key twice yields one job.
@@ -392,3 +399,43 @@ class Checkpoint(SQLModel, table=True):
     at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
     public_key: str = Field(max_length=100)
     signature: str = Field(max_length=200)
+
+
+class ThrottleCounter(SQLModel, table=True):
+    """A failure counter of a throttle (sign-in, link guessing), shared by every process
+    and node. ``key`` is a keyed hash of what is counted (an account + client, a client),
+    never the typed text: a password typed into the e-mail field must not be stored."""
+
+    __tablename__ = "throttle_counter"
+    key: str = Field(primary_key=True, max_length=64)
+    failures: int = 0
+    window_start: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_failure: dt.datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+
+
+class TotpGuard(SQLModel, table=True):
+    """Wrong TOTP codes per account in a window; ``locked_at`` set: codes are refused until
+    the window ends or an admin allows them again."""
+
+    __tablename__ = "totp_guard"
+    user_id: str = Field(foreign_key="user.id", primary_key=True, max_length=32)
+    failures: int = 0
+    window_start: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    locked_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class LedgerStatus(SQLModel, table=True):
+    """The outcome of the last periodic ledger verification (``storage.ledger_watch``):
+    one row per verifier (``name``). The admin page and /readyz read it, so a chain that
+    stopped verifying is loud everywhere, whichever process found it (AU-05, AU-10)."""
+
+    __tablename__ = "ledger_status"
+
+    name: str = Field(primary_key=True, max_length=64)
+    ok: bool
+    checked_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    head_seq: int = big()
+    first_bad_seq: int | None = big(default=None, nullable=True)
+    reason: str | None = Field(default=None, max_length=500)
+    checkpoint_seq: int | None = big(default=None, nullable=True)
+    destination: str = Field(default="", max_length=500)

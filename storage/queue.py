@@ -2,6 +2,10 @@
 
 * ``enqueue`` adds a job inside the caller's transaction, so a job exists exactly when
   the row it concerns does.
+* Jobs run in lanes (``enqueue(lane=)``, ``claim(lanes=)``): long video has its own,
+  so a slow transcode holds at most the slots that serve that lane and photos keep
+  flowing in the others (SECURITY_CHECKLIST BF-19). ``relane`` hands a running job to
+  another lane when the worker learns more about it than the enqueuer knew.
 * ``claim`` hands the oldest runnable job to one worker with a lease. PostgreSQL:
   ``SELECT … FOR UPDATE SKIP LOCKED``; SQLite: the claim runs inside ``BEGIN IMMEDIATE``
   (one writer), so two claimers never hold the same job.
@@ -30,6 +34,9 @@ from sqlmodel import Session
 from storage.db import Database, clock
 from storage.models import Job, JobState
 
+DEFAULT_LANE = "default"
+VIDEO_LANE = "video"
+LANES: tuple[str, ...] = (DEFAULT_LANE, VIDEO_LANE)
 BACKOFF_BASE_SECONDS = 5
 BACKOFF_MAX_SECONDS = 600
 
@@ -48,6 +55,7 @@ class Claim:
     max_attempts: int
     owner: str
     lease_expires_at: dt.datetime
+    lane: str = DEFAULT_LANE
 
 
 def enqueue(
@@ -60,6 +68,7 @@ def enqueue(
     max_attempts: int = 5,
     delay_seconds: float = 0,
     now: dt.datetime | None = None,
+    lane: str = DEFAULT_LANE,
 ) -> Job:
     """Add a job in the caller's transaction. With ``dedup_key``, a second enqueue of
     the same key returns the existing job instead of adding one, also when the two race
@@ -69,9 +78,12 @@ def enqueue(
         existing = _by_dedup_key(session, dedup_key)
         if existing is not None:
             return existing
+    if lane not in LANES:
+        raise ValueError(f"unknown lane {lane!r}")
     start = (now or clock(session)) + dt.timedelta(seconds=delay_seconds)
     job = Job(
         kind=kind,
+        lane=lane,
         item_id=item_id,
         payload=payload or {},
         dedup_key=dedup_key,
@@ -103,13 +115,15 @@ def _by_dedup_key(session: Session, dedup_key: str) -> Job | None:
 
 
 def claim(
-    db: Database, owner: str, *, kinds: list[str] | None = None, lease_seconds: int = 60
+    db: Database, owner: str, *, kinds: list[str] | None = None, lease_seconds: int = 60,
+    lanes: list[str] | None = None,
 ) -> Claim | None:
     """Take one runnable job: queued and due, or running with a lapsed lease. A job whose
     lease lapsed on its last attempt is declared dead instead (a job that kills its
     worker every time must not crash-loop the fleet: SECURITY_CHECKLIST CF-05).
-    ``kinds=[]`` asks for no kind, so it claims nothing."""
-    if kinds is not None and not kinds:
+    ``kinds=[]`` asks for no kind, so it claims nothing; ``lanes`` likewise (None: any
+    lane)."""
+    if (kinds is not None and not kinds) or (lanes is not None and not lanes):
         return None
     while True:
         with db.write() as session:
@@ -127,6 +141,8 @@ def claim(
             )
             if kinds is not None:
                 query = query.where(Job.kind.in_(kinds))  # type: ignore[attr-defined]
+            if lanes is not None:
+                query = query.where(Job.lane.in_(lanes))  # type: ignore[attr-defined]
             if db.is_postgresql:
                 query = query.with_for_update(skip_locked=True)
             job = session.exec(query).scalars().first()  # type: ignore[call-overload]
@@ -159,6 +175,7 @@ def claim(
                 max_attempts=job.max_attempts,
                 owner=owner,
                 lease_expires_at=job.lease_expires_at,
+                lane=job.lane,
             )
 
 
@@ -240,6 +257,22 @@ def backoff_seconds(attempts: int) -> float:
     outage) so that they do not all come back in the same instant."""
     ceiling = float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1)))
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - spreading load, not a secret
+
+
+def relane(db: Database, session: Session, claim: Claim, lane: str) -> None:
+    """Hand the job, inside the caller's transaction, to ``lane``: queued, due now, the
+    attempt not counted (it only found out where the job belongs)."""
+    if lane not in LANES:
+        raise ValueError(f"unknown lane {lane!r}")
+    job = _held(db, session, claim)
+    job.lane = lane
+    job.state = JobState.QUEUED
+    job.attempts = max(0, job.attempts - 1)
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.run_after = db.now(session)
+    job.updated_at = job.run_after
+    session.add(job)
 
 
 def release(db: Database, claim: Claim) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.netaddr import parse_networks
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -27,6 +29,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_DATA_DIR", "./var", "Directory for the SQLite database, blobs, keys and clamd state."),
     Setting("EXHIBIT_DATABASE_URL", "", "SQLAlchemy URL. Default: sqlite:///<data dir>/exhibit.db. PostgreSQL: postgresql+psycopg://user:pass@host/db."),
+    Setting("EXHIBIT_MIGRATION_DATABASE_URL", "", "URL of the owner role, used only by `exhibit db upgrade` (which then grants the runtime role in EXHIBIT_DATABASE_URL its privileges). Default: EXHIBIT_DATABASE_URL (SQLite, development)."),
     Setting("EXHIBIT_STORAGE_URL", "", "Blob store. Default: file://<data dir>/blobs. S3: s3://bucket/prefix."),
     Setting("EXHIBIT_S3_ENDPOINT_URL", "", "S3 endpoint (MinIO, moto, a VPC endpoint). Unset: AWS. Credentials come from the usual AWS_* variables."),
     Setting("EXHIBIT_S3_REGION", "us-east-1", "S3 region name."),
@@ -43,21 +46,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_LOG_FORMAT", "json", "json: one JSON object per log line (time, level, logger, message, request_id and the event's fields, secrets redacted); text: the same as readable text."),
     Setting("EXHIBIT_SECRET_KEY_FILE", "", "File holding the server secret (random, created on first start). Default: <data dir>/keys/secret."),
     Setting("EXHIBIT_SIGNING_KEY_FILE", "", "Ed25519 private key (PEM) that signs custody checkpoints, created on first use. Default: <data dir>/keys/ledger-ed25519.pem."),
+    Setting("EXHIBIT_LEDGER_PUBLIC_KEY", "", "Base64 Ed25519 public key that custody checkpoints must be signed with (`exhibit audit verify`). Never read from a checkpoint or the data directory."),
+    Setting("EXHIBIT_CHECKPOINT_URL", "", "Where the periodic ledger verifier writes signed checkpoints: a directory (file:///path) or s3://bucket/prefix (a bucket with Object Lock). Default: file://<data dir>/checkpoints, which is NOT separate from the data (logged as a warning)."),
+    Setting("EXHIBIT_CHECKPOINT_INTERVAL", "15m", "How often the ledger verifier (in `exhibit worker`, and in `exhibit serve` beside its worker, outside the public door) checks the chain and writes a checkpoint."),
     Setting("EXHIBIT_CLAMD_ADDRESS", "", "clamd to use: unix:///path/clamd.sock or tcp://127.0.0.1:3310. Unset: `exhibit serve` starts and supervises its own clamd."),
     Setting("EXHIBIT_CLAMD_DATABASE_DIR", "", "Signature database for the managed clamd. Unset: /var/lib/clamav when it holds signatures, otherwise the project's own test signatures (announced loudly)."),
     Setting("EXHIBIT_LINK_DEFAULT_EXPIRY", "7d", "Lifetime of a new upload link when none is given."),
     Setting("EXHIBIT_LINK_MAX_FILES", "50", "Default per-link file quota."),
     Setting("EXHIBIT_LINK_MAX_BYTES", "20G", "Default per-link byte quota."),
+    Setting("EXHIBIT_API_LINK_MAX_FILES", "100", "Most files a link issued through the intake API may allow; a request above it is refused (ERR_ABOVE_LIMIT)."),
+    Setting("EXHIBIT_API_LINK_MAX_BYTES", "50G", "Largest byte quota a link issued through the intake API may have; a request above it is refused."),
+    Setting("EXHIBIT_API_LINK_MAX_EXPIRY", "30d", "Longest lifetime of a link issued through the intake API; a request above it is refused."),
     Setting("EXHIBIT_MAX_FILE_BYTES", "10G", "Largest single file accepted."),
     Setting("EXHIBIT_UPLOAD_EXPIRY", "24h", "How long an unfinished resumable upload is kept before it is removed."),
     Setting("EXHIBIT_UPLOAD_IDLE_TIMEOUT", "60s", "An upload request that sends no bytes for this long is cut off (slow-body attacks); what it sent is kept for resuming."),
     Setting("EXHIBIT_JOB_LEASE_SECONDS", "60", "Worker job lease; a worker heartbeats well inside it."),
     Setting("EXHIBIT_JOB_MAX_ATTEMPTS", "5", "Attempts before a job is dead, its last error kept."),
-    Setting("EXHIBIT_WORKER_CONCURRENCY", "1", "Jobs one worker process runs at once."),
+    Setting("EXHIBIT_WORKER_CONCURRENCY", "2", "Jobs one worker process runs at once (at least 2 unless the worker serves one lane: one slot takes long video, the others only the default lane, so photos keep flowing behind a long transcode)."),
+    Setting("EXHIBIT_JOB_MAX_SECONDS", "4h", "Time budget of one processing job attempt; ffmpeg's own limits come from the file's real packet count and size and are cut to what is left of it."),
     Setting("EXHIBIT_SESSION_IDLE_MINUTES", "30", "Staff session idle timeout."),
     Setting("EXHIBIT_SESSION_ABSOLUTE_HOURS", "12", "Staff session absolute lifetime."),
     Setting("EXHIBIT_OFFICER_UNIT_ACCESS", "false", "true: an officer also sees every report of their own unit (the force's policy), not only those they own or are assigned to."),
     Setting("EXHIBIT_LOG_LEVEL", "INFO", "Python log level."),
+    Setting("EXHIBIT_TRUSTED_PROXIES", "", "Addresses or CIDR ranges (comma-separated) of the reverse proxies in front of Exhibit. Only from these peers are X-Forwarded-For / Forwarded believed, read from the right up to the first address that is not a trusted proxy; everyone else's are ignored. Unset: the TCP peer is the client (sign-in and link throttles, session and ledger addresses)."),
     Setting("EXHIBIT_REQUIRE_CONTACT", "false", "true: the citizen upload page requires a name and contact details; false: both are optional."),
 )
 
@@ -91,6 +102,7 @@ def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
 class Settings:
     data_dir: Path = Path("./var")
     database_url: str = ""
+    migration_database_url: str = ""
     storage_url: str = ""
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
@@ -107,28 +119,40 @@ class Settings:
     log_format: str = "json"
     secret_key_file: Path | None = None
     signing_key_file: Path | None = None
+    ledger_public_key: str | None = None
+    checkpoint_url: str = ""
+    checkpoint_interval_seconds: int = 900
     clamd_address: str | None = None
     clamd_database_dir: Path | None = None
     link_default_expiry_seconds: int = 7 * 86400
     link_max_files: int = 50
     link_max_bytes: int = 20 << 30
+    api_link_max_files: int = 100
+    api_link_max_bytes: int = 50 << 30
+    api_link_max_expiry_seconds: int = 30 * 86400
     max_file_bytes: int = 10 << 30
     upload_expiry_seconds: int = 24 * 3600
     upload_idle_timeout_seconds: float = 60.0
     job_lease_seconds: int = 60
     job_max_attempts: int = 5
-    worker_concurrency: int = 1
+    worker_concurrency: int = 2
+    job_max_seconds: int = 4 * 3600
     session_idle_minutes: int = 30
     session_absolute_hours: int = 12
     officer_unit_access: bool = False
     log_level: str = "INFO"
     require_contact: bool = False
+    trusted_proxies: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Derived defaults live here so that Settings(data_dir=tmp) in a test is complete.
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir.resolve() / 'exhibit.db'}")
+        if not self.migration_database_url:
+            object.__setattr__(self, "migration_database_url", self.database_url)
+        if not self.checkpoint_url:
+            object.__setattr__(self, "checkpoint_url", f"file://{self.data_dir.resolve() / 'checkpoints'}")
         if not self.storage_url:
             object.__setattr__(self, "storage_url", f"file://{self.data_dir.resolve() / 'blobs'}")
         if self.secret_key_file is None:
@@ -175,6 +199,7 @@ class Settings:
         return cls(
             data_dir=Path(get("EXHIBIT_DATA_DIR")),
             database_url=get("EXHIBIT_DATABASE_URL"),
+            migration_database_url=get("EXHIBIT_MIGRATION_DATABASE_URL"),
             storage_url=get("EXHIBIT_STORAGE_URL"),
             s3_endpoint_url=opt("EXHIBIT_S3_ENDPOINT_URL"),
             s3_region=get("EXHIBIT_S3_REGION"),
@@ -191,20 +216,39 @@ class Settings:
             log_format=_choice("EXHIBIT_LOG_FORMAT", get("EXHIBIT_LOG_FORMAT"), ("json", "text")),
             secret_key_file=opt_path("EXHIBIT_SECRET_KEY_FILE"),
             signing_key_file=opt_path("EXHIBIT_SIGNING_KEY_FILE"),
+            ledger_public_key=opt("EXHIBIT_LEDGER_PUBLIC_KEY"),
+            checkpoint_url=get("EXHIBIT_CHECKPOINT_URL"),
+            checkpoint_interval_seconds=number("EXHIBIT_CHECKPOINT_INTERVAL", parse_duration),
             clamd_address=opt("EXHIBIT_CLAMD_ADDRESS"),
             clamd_database_dir=opt_path("EXHIBIT_CLAMD_DATABASE_DIR"),
             link_default_expiry_seconds=number("EXHIBIT_LINK_DEFAULT_EXPIRY", parse_duration),
             link_max_files=number("EXHIBIT_LINK_MAX_FILES"),
             link_max_bytes=number("EXHIBIT_LINK_MAX_BYTES", parse_bytes),
+            api_link_max_files=number("EXHIBIT_API_LINK_MAX_FILES"),
+            api_link_max_bytes=number("EXHIBIT_API_LINK_MAX_BYTES", parse_bytes),
+            api_link_max_expiry_seconds=number("EXHIBIT_API_LINK_MAX_EXPIRY", parse_duration),
             max_file_bytes=number("EXHIBIT_MAX_FILE_BYTES", parse_bytes),
             upload_expiry_seconds=number("EXHIBIT_UPLOAD_EXPIRY", parse_duration),
             upload_idle_timeout_seconds=parse_duration(get("EXHIBIT_UPLOAD_IDLE_TIMEOUT")),
             job_lease_seconds=number("EXHIBIT_JOB_LEASE_SECONDS"),
             job_max_attempts=number("EXHIBIT_JOB_MAX_ATTEMPTS"),
             worker_concurrency=number("EXHIBIT_WORKER_CONCURRENCY"),
+            job_max_seconds=number("EXHIBIT_JOB_MAX_SECONDS", parse_duration),
             session_idle_minutes=number("EXHIBIT_SESSION_IDLE_MINUTES"),
             session_absolute_hours=number("EXHIBIT_SESSION_ABSOLUTE_HOURS"),
             officer_unit_access=get("EXHIBIT_OFFICER_UNIT_ACCESS").strip().lower() in {"1", "true", "yes", "on"},
             log_level=get("EXHIBIT_LOG_LEVEL"),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
+            trusted_proxies=trusted_proxies(get("EXHIBIT_TRUSTED_PROXIES")),
         )
+
+
+def trusted_proxies(raw: str) -> tuple[str, ...]:
+    """``"10.0.0.0/8, 192.0.2.1"`` -> ("10.0.0.0/8", "192.0.2.1"); a value that is not an
+    address or a network stops the start (a typo must not silently trust nobody, or all)."""
+    values = tuple(v for v in raw.replace(",", " ").split() if v)
+    try:
+        parse_networks(values)
+    except ValueError:
+        raise ValueError(f"EXHIBIT_TRUSTED_PROXIES: {raw!r} is not a list of addresses or networks") from None
+    return values

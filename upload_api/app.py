@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
 from storage.models import utcnow
+from storage.netaddr import TrustedProxies, parse_networks
 from storage.secrets import load_or_create_secret
 from storage.settings import Settings
 from upload_api import auth, intake, multipart, pages, receipts, tus
@@ -138,6 +139,15 @@ def build(ctx: UploadContext) -> Starlette:
     routes += pages.routes(ctx)
     routes.append(Mount("/u/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     routes += auth.routes(ctx)
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, hsts=ctx.settings.secure_cookies)])
+    app = Starlette(routes=routes, middleware=[
+        # First: every part below sees the real client address (AC-15).
+        Middleware(TrustedProxies, trusted=parse_networks(ctx.settings.trusted_proxies)),
+        Middleware(SecurityHeaders, hsts=ctx.settings.secure_cookies),
+    ])
     app.state.ctx = ctx
+    # UP-15: Starlette's redirect_slashes answers ``GET /u/<token>/`` with a redirect to
+    # ``/u/<token>``: the link token echoed in a Location header, into the browser's
+    # history, proxies' logs and the next Referer. No path of the public door is reached
+    # by adding or removing a slash, so an unmatched path is a plain 404.
+    app.router.redirect_slashes = False
     return app

@@ -12,13 +12,11 @@ each request, so revocation and expiry act on the next request (UP-14).
 from __future__ import annotations
 
 import base64
-import collections
+import datetime as dt
 import hashlib
 import hmac
 import logging
 import re
-import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +27,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from storage import ledger, links
+from storage import throttle as counters
+from storage.db import Database
 from storage.errors import LinkProblem
 from storage.models import Report, UploadLink
 from upload_api.context import UploadContext
@@ -38,7 +38,8 @@ log = logging.getLogger("upload_api.auth")
 
 SESSION_SECONDS = 24 * 3600
 COOKIE_PURPOSE = b"exhibit-upload-session-v1"
-# Guessing links: at most this many failed lookups per client address per window.
+# Guessing links: after this many failed lookups per client address per window, a bad
+# token gets 429 instead of 404 (a good one always opens).
 GUESS_LIMIT = 20
 GUESS_WINDOW_SECONDS = 600
 
@@ -77,43 +78,52 @@ def verify_session(secret: bytes, value: str, now: float) -> str | None:
     return link_id
 
 
-class GuessLimiter:
-    """Failed link lookups per client address in a sliding window (in-process).
+class LinkGuard:
+    """Failed link look-ups per client address, counted in the database (``storage.throttle``)
+    so every process and node shares one allowance.
 
-    Threat: enumerating tokens. 256-bit tokens make guessing hopeless already; the limit
-    keeps the attempts (and their DB lookups) cheap to refuse. The address is the TCP
-    peer: X-Forwarded-For is only honoured by the server when a trusted proxy is set, so
-    it cannot be spoofed to dodge the limit (AC-15). Only failures count, so a citizen
-    reopening a good link is never locked out."""
+    Threat: enumerating tokens. 256-bit tokens make guessing hopeless already; past
+    ``limit`` failures in ``window`` seconds a bad token is answered 429 and logged, so the
+    enumeration is visible. Only failures count and a valid token is always looked up and
+    always opens: thousands of citizens share one carrier-NAT address, and one of them
+    mistyping links (or an attacker next to them) must not block the others' links. The
+    address is the one ``storage.netaddr`` resolved: forwarding headers count only from
+    EXHIBIT_TRUSTED_PROXIES, so they cannot be spoofed to dodge the count (AC-15)."""
 
-    def __init__(self, limit: int = GUESS_LIMIT, window: float = GUESS_WINDOW_SECONDS) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, db: Database, secret: bytes, clock: Callable[[], dt.datetime], *,
+                 limit: int = GUESS_LIMIT, window: float = GUESS_WINDOW_SECONDS) -> None:
+        self.db, self.secret, self.clock = db, secret, clock
+        self.limit, self.window = limit, window
 
-    def blocked(self, client: str, now: float) -> bool:
-        with self._lock:
-            q = self._failures.get(client)
-            if not q:
-                return False
-            while q and q[0] <= now - self.window:
-                q.popleft()
-            return len(q) >= self.limit
-
-    def failed(self, client: str, now: float) -> None:
-        with self._lock:
-            if len(self._failures) > 100_000:  # bound memory under a spray of addresses
-                self._failures.clear()
-            self._failures.setdefault(client, collections.deque()).append(now)
+    def failed(self, client: str, kind: str = "link") -> bool:
+        """Count one failed look-up (``kind``: "link", "api-key") from ``client``; True
+        when it is over the limit."""
+        now = self.clock()
+        key = counters.counter_key(self.secret, f"{kind}-guess", client)
+        with self.db.write() as s:
+            row = counters.lock(s, [key], now, forget_seconds=int(self.window))[key]
+            if (now - row.window_start).total_seconds() > self.window:
+                row.failures, row.window_start = 0, now
+            counters.fail(row, now)
+            return row.failures > self.limit
 
 
-def limiter(ctx: UploadContext) -> GuessLimiter:
-    value = ctx.state.get("guess_limiter")
+def link_guard(ctx: UploadContext) -> LinkGuard:
+    value = ctx.state.get("link_guard")
     if value is None:
-        value = ctx.state["guess_limiter"] = GuessLimiter()
-    assert isinstance(value, GuessLimiter)
+        value = ctx.state["link_guard"] = LinkGuard(ctx.db, ctx.secret, ctx.clock)
+    assert isinstance(value, LinkGuard)
     return value
+
+
+async def guessed_wrong(ctx: UploadContext, request: Request, kind: str) -> bool:
+    """Count a failed credential from this request's client (off the event loop); True:
+    past the limit, answer 429. Never call it for a credential that was accepted."""
+    client = client_address(request)
+    over = await anyio.to_thread.run_sync(link_guard(ctx).failed, client, kind)
+    if over:
+        log.warning("auth.guessing", extra={"client": client, "kind": kind, "request_id": request_id(request)})
+    return over
 
 
 def client_address(request: Request) -> str:
@@ -167,16 +177,12 @@ async def authorise(
 async def _by_token(
     request: Request, ctx: UploadContext, token: str, then: Callable[[Session, UploadLink], T] | None
 ) -> tuple[UploadLink, Report, T | None]:
-    now = time.monotonic()
-    guard = limiter(ctx)
-    client = client_address(request)
-    if guard.blocked(client, now):
-        raise LinkProblem("too many attempts", code="ERR_RATE_LIMITED")
     try:
+        # Always looked up: a valid token opens whatever others at this address did.
         return await anyio.to_thread.run_sync(_check, ctx, token, None, then)
     except LinkProblem as problem:
-        if problem.code == "ERR_LINK_UNKNOWN":
-            guard.failed(client, now)
+        if problem.code == "ERR_LINK_UNKNOWN" and await guessed_wrong(ctx, request, "link"):
+            raise LinkProblem("too many attempts", code="ERR_RATE_LIMITED") from problem
         raise
 
 

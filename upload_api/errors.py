@@ -12,6 +12,7 @@ from storage.errors import DomainError
 
 STATUS: dict[str, int] = {
     "ERR_INVALID": 400,
+    "ERR_ABOVE_LIMIT": 400,
     "ERR_BAD_REQUEST": 400,
     "ERR_DECLARATION_REQUIRED": 400,
     "ERR_EMPTY_FILE": 400,
@@ -73,6 +74,16 @@ CITIZEN: dict[str, tuple[str, str]] = {
     "ERR_DECLARATION_REQUIRED": (
         "Please confirm the declaration before sending.",
         "Tick the box to confirm that the information is true, then send again.",
+    ),
+    # Also the answer when a link ends while a file is still arriving: that file is not
+    # kept (completion re-checks the link), and the citizen must know to ask again.
+    "ERR_LINK_REVOKED": (
+        "This upload link has been withdrawn, so the file you were sending was not kept.",
+        "Please contact the officer who sent you the link if you still need to send it.",
+    ),
+    "ERR_LINK_EXPIRED": (
+        "This upload link has expired, so the file you were sending was not kept.",
+        "Please contact the officer who sent you the link for a new one.",
     ),
     "ERR_NO_SESSION": (
         "Your upload session has ended.",

@@ -7,7 +7,9 @@ From bytes on the wire to evidence:
 2. ``append``: stream request bytes into the blob store, capped at the declared length,
    with SHA-256 computed on the fly and the type sniffed from the first bytes against
    the allowlist (anything else is refused at once: row ``refused``, bytes deleted).
-3. ``complete``: seal the blob, then in ONE ``db.write()`` transaction: the upload row
+3. ``complete``: re-check the link under row locks (revoked, expired or closed while
+   the bytes streamed: refused, bytes deleted; ``_admit``), seal the blob, then in ONE
+   ``db.write()`` transaction: the upload row
    becomes ``complete``, the evidence item (state ``received``), its processing job and
    its custody event are created (``storage.items.create_item``), and the link's used
    counters move. A second completion of the same upload finds the row complete and
@@ -61,7 +63,7 @@ from storage.blobs.protocol import Upload as BlobUpload
 from storage.db import Database
 from storage.errors import DomainError, Invalid, NotFound
 from storage.lifecycle import ItemState
-from storage.links import check_link_id
+from storage.links import check_link_id, link_problem
 from storage.models import EvidenceItem, Report, Submission, Upload, UploadLink, UploadState
 from storage.sniff import ALLOWED_TYPES, SNIFF_BYTES, sniff_type
 from upload_api.context import UploadContext
@@ -450,10 +452,6 @@ def _blobs(ctx: UploadContext) -> dict[str, BlobUpload]:
     return value
 
 
-def cached_blob(ctx: UploadContext, upload_id: str) -> BlobUpload | None:
-    return _blobs(ctx).get(upload_id)
-
-
 async def blob_for(ctx: UploadContext, row: Upload) -> BlobUpload:
     """The store's handle for an upload, kept between PATCHes (a handle holds no open
     file or state, only saves the store's existence check on the hot path).
@@ -786,6 +784,14 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
     before = await blob.info()
     if row.length is not None and not before.finished and before.offset != row.length:
         raise Refused("upload is not complete", code="ERR_OFFSET_MISMATCH")
+    refusal = await anyio.to_thread.run_sync(_admit, ctx, upload_id, before.offset, actor, request_id)
+    if refusal is not None:
+        # Still unfinished, so still deletable: the refused bytes go now (a sealed object
+        # may be under Object Lock retention and could never be removed).
+        forget_state(ctx, upload_id)
+        with anyio.CancelScope(shield=True):
+            await _terminate_quietly(blob)
+        raise refusal
     state = _states(ctx).get(upload_id)
     info = await blob.finish()
     detected = row.detected_type
@@ -819,17 +825,7 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
                 _close_row(ctx.db, session, up, link, UploadState.REFUSED, actor, request_id,
                            {"reason": "ERR_UNSUPPORTED_TYPE"})
                 return Refused("file type not accepted", code="ERR_UNSUPPORTED_TYPE")
-            if up.length is None:
-                # Multipart: nothing was reserved; the quota is checked on the real size.
-                if link.used_files >= link.max_files:
-                    _close_row(ctx.db, session, up, link, UploadState.REFUSED, actor, request_id,
-                               {"reason": "ERR_QUOTA_FILES"})
-                    return Refused("file quota reached", code="ERR_QUOTA_FILES")
-                if link.used_bytes + link.reserved_bytes + info.offset > link.max_bytes:
-                    _close_row(ctx.db, session, up, link, UploadState.REFUSED, actor, request_id,
-                               {"reason": "ERR_QUOTA_BYTES"})
-                    return Refused("byte quota reached", code="ERR_QUOTA_BYTES")
-            elif info.offset != up.length:
+            if up.length is not None and info.offset != up.length:
                 raise Refused("upload is not complete", code="ERR_OFFSET_MISMATCH")
             item = items.create_item(
                 ctx.db, session,
@@ -867,6 +863,47 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
     if isinstance(outcome, Refused):
         raise outcome
     return outcome
+
+
+def _admit(ctx: UploadContext, upload_id: str, size: int, actor: str, request_id: str | None) -> Refused | None:
+    """The last word before an upload is sealed: under row locks on the upload and its
+    link, is the link still usable, and (multipart) do the quotas take this file?
+
+    Threat (UP-14): a link revoked, expired or whose report was closed while its bytes
+    were streaming would otherwise still yield evidence, since authorisation happened
+    when the request began. This check and a revocation are serialised by the link row
+    lock (PostgreSQL; SQLite has one writer): a revocation that commits first refuses the
+    upload, one that commits after finds it already admitted, as if it had come a moment
+    later. A multipart file's size is reserved here, so no other upload can take the
+    quota between this check and the commit. A refusal is recorded (row ``refused``,
+    custody event with the reason) and *returned*: raising would roll that back."""
+    with ctx.db.write() as session:
+        up = session.get(Upload, upload_id, with_for_update=True)
+        if up is None or up.state != UploadState.OPEN:
+            return None  # completed or ended meanwhile: the commit step says which
+        link = session.get(UploadLink, up.link_id, with_for_update=True)
+        assert link is not None
+        report = session.get(Report, link.report_id)
+        assert report is not None
+        code = message = ""
+        problem = link_problem(ctx.db, session, link, report)
+        if problem is not None and problem.code != "ERR_LINK_EXHAUSTED":
+            # (Exhausted is the quotas' business: an open upload's reservation already
+            # counts against them, and the multipart check below is exact.)
+            code, message = problem.code, problem.message
+        elif up.length is None and link.used_files >= link.max_files:
+            code, message = "ERR_QUOTA_FILES", "file quota reached"
+        elif up.length is None and link.used_bytes + link.reserved_bytes + size > link.max_bytes:
+            code, message = "ERR_QUOTA_BYTES", "byte quota reached"
+        if code:
+            _close_row(ctx.db, session, up, link, UploadState.REFUSED, actor, request_id, {"reason": code})
+            return Refused(message, code=code)
+        if up.length is None:
+            up.length = size
+            link.reserved_bytes += size
+            session.add(up)
+            session.add(link)
+        return None
 
 
 def _get_upload(db: Database, upload_id: str) -> Upload:

@@ -1,9 +1,12 @@
 """``/api/v1``: the intake API for the force's online reporting forms.
 
 API-key authenticated JSON (``Authorization: Bearer exk_...``; keys from
-``exhibit apikeys add NAME``): create a report, issue an upload link for it, read its
-evidence status. Errors are ``{"error": {"code", "message"}}`` with stable codes. The
-schema is served at ``/api/v1/openapi.json``.
+``exhibit apikeys create NAME [--unit UNIT]``): create a report, issue an upload link for
+it, read its evidence status. A key reaches only the reports it created and those of its
+unit (``storage.apikeys.report_for_key``); link quotas and lifetimes are capped by the
+``EXHIBIT_API_LINK_MAX_FILES``, ``_BYTES`` and ``_EXPIRY`` settings. Errors are
+``{"error": {"code", "message"}}`` with stable codes. The schema is served at
+``/api/v1/openapi.json``.
 
 The API sees what the citizen sees of each file (received / being checked / with the
 officer), not the review.
@@ -23,7 +26,7 @@ from storage import apikeys, items, ledger, links, reports
 from storage.errors import DomainError
 from storage.lifecycle import ItemState
 from storage.models import ApiKey
-from upload_api.auth import client_address, limiter, request_id
+from upload_api.auth import guessed_wrong, request_id
 from upload_api.context import UploadContext
 from upload_api.errors import STATUS
 from upload_api.ingest import CITIZEN_STATUS
@@ -51,9 +54,16 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 def _int_field(body: dict[str, Any], name: str, default: int, maximum: int) -> int:
-    value = body.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value > maximum:
-        raise DomainError(f"{name} must be a positive integer up to {maximum}", code="ERR_INVALID")
+    """A positive integer no larger than ``maximum`` (a setting). Threat: a leaked or
+    careless key issuing links that take 10,000 files or a petabyte, or stay valid for
+    months; the cap is the force's, not the caller's. Above it is refused, never
+    silently lowered, so the caller knows the link is not what it asked for."""
+    value = body.get(name, min(default, maximum))
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise DomainError(f"{name} must be a positive integer", code="ERR_INVALID")
+    if value > maximum:
+        raise DomainError(f"{name} is above the limit of {maximum} for links issued through the API",
+                          code="ERR_ABOVE_LIMIT")
     return value
 
 
@@ -63,11 +73,6 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     async def authenticate(request: Request) -> ApiKey:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        now = ctx.clock().timestamp()
-        guard = limiter(ctx)
-        client = client_address(request)
-        if guard.blocked(client, now):
-            raise DomainError("too many attempts", code="ERR_RATE_LIMITED")
 
         def check() -> ApiKey:
             with ctx.db.read() as session:
@@ -76,7 +81,10 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         try:
             return await anyio.to_thread.run_sync(check)
         except DomainError:
-            guard.failed(client, now)
+            # Only failures count, in the database (every process): a valid key is always
+            # checked and accepted, whoever shares its address (issue 11 item 4).
+            if await guessed_wrong(ctx, request, "api-key"):
+                raise DomainError("too many attempts", code="ERR_RATE_LIMITED") from None
             raise
 
     def endpoint(handler: Any) -> Any:
@@ -94,10 +102,14 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
         def work() -> dict[str, Any]:
             with ctx.db.write() as session:
+                # The report joins the key's scope: its creator, and the key's unit.
                 report = reports.create_report(
                     ctx.db, session, str(body.get("reference", "")), str(body.get("kind", "other")),
-                    title=str(body.get("title", ""))[:300], actor=f"apikey:{key.id}", request_id=request_id(request),
+                    title=str(body.get("title", ""))[:300], unit=key.unit, actor=f"apikey:{key.id}",
+                    request_id=request_id(request),
                 )
+                report.created_by_api_key_id = key.id
+                session.add(report)
                 return {"id": report.id, "reference": report.reference, "kind": report.kind, "title": report.title}
 
         return JSONResponse(await anyio.to_thread.run_sync(work), status_code=201)
@@ -105,13 +117,14 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     async def create_link(request: Request, key: ApiKey) -> Response:
         body = await _json_body(request)
         reference = str(request.path_params["reference"])
-        expires = _int_field(body, "expires_in_seconds", settings.link_default_expiry_seconds, 90 * 86400)
-        max_files = _int_field(body, "max_files", settings.link_max_files, 10_000)
-        max_bytes = _int_field(body, "max_bytes", settings.link_max_bytes, 1 << 50)
+        expires = _int_field(body, "expires_in_seconds", settings.link_default_expiry_seconds,
+                             settings.api_link_max_expiry_seconds)
+        max_files = _int_field(body, "max_files", settings.link_max_files, settings.api_link_max_files)
+        max_bytes = _int_field(body, "max_bytes", settings.link_max_bytes, settings.api_link_max_bytes)
 
         def work() -> dict[str, Any]:
             with ctx.db.write() as session:
-                report = reports.get_report_by_reference(session, reference)
+                report = apikeys.report_for_key(session, key, reference)
                 issued = links.create_link(
                     ctx.db, session, report, public_url=settings.public_url, expires_in_seconds=expires,
                     max_files=max_files, max_bytes=max_bytes, actor=f"apikey:{key.id}",
@@ -128,7 +141,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
         def work() -> dict[str, Any]:
             with ctx.db.read() as session:
-                report = reports.get_report_by_reference(session, reference)
+                report = apikeys.report_for_key(session, key, reference)
                 rows = items.list_items(session, report.id)
                 return {
                     "reference": report.reference,
@@ -154,7 +167,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
 
 ERROR_CODES = sorted(
-    {"ERR_API_KEY", "ERR_RATE_LIMITED", "ERR_BAD_REQUEST", "ERR_INVALID", "ERR_FIELD_TOO_LARGE",
+    {"ERR_API_KEY", "ERR_RATE_LIMITED", "ERR_BAD_REQUEST", "ERR_INVALID", "ERR_ABOVE_LIMIT", "ERR_FIELD_TOO_LARGE",
      "ERR_REPORT_EXISTS", "ERR_REFERENCE_INVALID", "ERR_KIND_INVALID", "ERR_REPORT_NOT_FOUND"}
 )
 
@@ -176,7 +189,7 @@ def openapi_schema(public_url: str) -> dict[str, Any]:
         "security": [{"apiKey": []}],
         "components": {
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
-                                           "description": "Key from `exhibit apikeys add NAME`."}},
+                                           "description": "Key from `exhibit apikeys create NAME [--unit UNIT]`."}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["code", "message"],

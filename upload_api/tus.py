@@ -14,7 +14,6 @@ sent, so no other origin can drive these endpoints from a browser (UP-19).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import email.utils
@@ -34,8 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from storage.blobs.protocol import BlobNotFound, BlobStoreError, UploadInfo
-from storage.blobs.protocol import Upload as BlobUpload
+from storage.blobs.protocol import BlobNotFound, BlobStoreError
 from storage.errors import DomainError, LinkProblem
 from storage.models import Upload, UploadLink, UploadState
 from upload_api import ingest
@@ -318,22 +316,16 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         if offset is None:
             return tus_error("ERR_BAD_REQUEST", "Upload-Offset is required", status=400)
         rid = request_id(request)
+        # Authorised before the lock is asked for (AC-01, UP-09): a request that is not
+        # the link's own learns nothing, not even that someone is writing this upload
+        # (a 423 to a stranger would be an oracle on upload ids and on activity), and it
+        # cannot hold or probe another citizen's lock. The row read here may be overtaken
+        # by a writer that finishes before we hold the lock; under the lock the store is
+        # the truth about the offset, and completion re-checks the row and the link.
+        link, _report, loaded = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
         async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
             if not mine:
                 return tus_error("ERR_LOCKED", "another request is writing this upload")
-            # Authorised under the lock, in one read with the upload row. On the hot path
-            # (this process has seen the upload) the store's offset is asked for at the
-            # same time; nothing of it is used or shown unless the request is authorised.
-            cached = ingest.cached_blob(ctx, upload_id)
-            authorising = authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
-            early: UploadInfo | BaseException | None = None
-            if cached is not None:
-                authorised, early = await asyncio.gather(authorising, _info(cached), return_exceptions=True)
-                if isinstance(authorised, BaseException):
-                    raise authorised
-                link, _report, loaded = authorised
-            else:
-                link, _report, loaded = await authorising
             assert loaded is not None
             row = loaded
             if row.state == UploadState.COMPLETE:
@@ -341,10 +333,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             if row.state != UploadState.OPEN:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             try:
-                if isinstance(early, UploadInfo):
-                    info = early
-                else:
-                    info = await (await ingest.blob_for(ctx, row)).info()
+                info = await (await ingest.blob_for(ctx, row)).info()
             except BlobNotFound:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             if offset != info.offset:
@@ -413,10 +402,6 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         Route("/u/files/{upload_id}", guarded(options), methods=["OPTIONS"]),
         Route("/u/files/{upload_id}/client-sha256", guarded(client_sha256), methods=["POST"]),
     ]
-
-
-async def _info(blob: BlobUpload) -> UploadInfo:
-    return await blob.info()
 
 
 async def _small_json(request: Request, limit: int = 4096) -> Any:

@@ -530,3 +530,62 @@ class _PartSink:
             store._settle_sync(self._key, self._state, self._next_part, data, parts_uploaded)
 
         await store._call(settle)
+
+
+class S3WriteOnceFolder:
+    """A prefix of small write-once objects (the ledger's signed checkpoints,
+    ``storage.ledger_watch``), synchronous. On a bucket with Object Lock every object is
+    born under COMPLIANCE retention, so neither this application's credentials nor the
+    bucket's owner can change or delete it before ``retention_days`` (AU-06, AU-13)."""
+
+    def __init__(self, *, bucket: str, prefix: str = "", endpoint_url: str | None = None, region: str = "us-east-1",
+                 retention_days: int = 2555) -> None:
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._retention_days = retention_days
+        config = Config(region_name=region, retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
+                        read_timeout=60, s3={"addressing_style": "path"} if endpoint_url else {})
+        self._client: S3Client = _new_session().client("s3", endpoint_url=endpoint_url, config=config)
+        try:
+            response = self._client.get_object_lock_configuration(Bucket=bucket)
+            self.object_lock = response.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except ClientError as exc:
+            if _code(exc) != "ObjectLockConfigurationNotFoundError":
+                raise BlobStoreError("could not read the bucket's Object Lock configuration") from exc
+            self.object_lock = False
+        except BotoCoreError as exc:
+            raise BlobStoreError("S3 bucket is not reachable") from exc
+
+    def _name(self, name: str) -> str:
+        return f"{self._prefix}/{name}" if self._prefix else name
+
+    def put(self, name: str, data: bytes) -> None:
+        extra: dict[str, Any] = {}
+        if self.object_lock:
+            extra = {"ObjectLockMode": "COMPLIANCE",
+                     "ObjectLockRetainUntilDate": dt.datetime.now(dt.UTC) + dt.timedelta(days=self._retention_days)}
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=self._name(name), Body=data,
+                                    ContentType="application/json", ChecksumAlgorithm="SHA256", **extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise BlobStoreError("could not write to the checkpoint bucket") from exc
+
+    def names(self) -> list[str]:
+        """Every object name under the prefix (without it)."""
+        found: list[str] = []
+        start = f"{self._prefix}/" if self._prefix else ""
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=start):
+                found += [obj["Key"][len(start):] for obj in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise BlobStoreError("could not list the checkpoint bucket") from exc
+        return found
+
+    def get(self, name: str) -> bytes:
+        try:
+            return self._client.get_object(Bucket=self._bucket, Key=self._name(name))["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise BlobStoreError("could not read from the checkpoint bucket") from exc
+
+    def close(self) -> None:
+        self._client.close()

@@ -55,6 +55,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
            "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
            "EXHIBIT_STAFF_PORT": str(staff_port),
            "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}", "EXHIBIT_LOG_LEVEL": "WARNING"}
+    # `exhibit serve` never migrates (only the owner role does, in `exhibit db upgrade`).
+    subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
+                   timeout=120)
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, text=True)

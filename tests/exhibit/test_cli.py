@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.db import Database
+from tests.fixtures.tamper import tamper
 
 EXHIBIT = [str(Path(sys.executable).parent / "exhibit")]
 
@@ -120,22 +122,18 @@ def test_audit_verify_and_checkpoint(cli: Cli, tmp_path: Path) -> None:
     cp = tmp_path / "cp.json"
     written = cli.json("audit", "checkpoint", "--out", str(cp))
     assert written["checkpoint"]["seq"] == 3
+    cli.env["EXHIBIT_LEDGER_PUBLIC_KEY"] = written["public_key"]
     assert cli.json("audit", "verify", "--checkpoint", str(cp))["ok"] is True
+    del cli.env["EXHIBIT_LEDGER_PUBLIC_KEY"]
 
-    db = Database(cli.env["EXHIBIT_DATABASE_URL"])
-    try:
-        with db.engine.begin() as conn:
-            if db.is_postgresql:
-                conn.execute(text("ALTER TABLE custody_event DISABLE TRIGGER USER"))
-            conn.execute(text("DELETE FROM custody_event WHERE seq = 3"))
-    finally:
-        db.dispose()
+    tamper(cli.env["EXHIBIT_DATABASE_URL"], "DELETE FROM custody_event WHERE seq = 3")
     # The chain alone is intact (a cut tail), the checkpoint shows the cut.
     assert cli.json("audit", "verify")["ok"] is True
-    broken = cli.json("audit", "verify", "--checkpoint", str(cp), code=1)
+    key = written["public_key"]
+    broken = cli.json("audit", "verify", "--checkpoint", str(cp), "--public-key", key, code=1)
     assert broken["ok"] is False and broken["first_bad_seq"] == 3
     # The installed console script, as a cron job or a shell script would call it.
-    human = cli.run("audit", "verify", "--checkpoint", str(cp), real=True)
+    human = cli.run("audit", "verify", "--checkpoint", str(cp), "--public-key", key, real=True)
     assert human.returncode == 1 and "seq 3" in human.stdout
 
 
@@ -155,17 +153,15 @@ def test_api_key_is_shown_once_and_stored_hashed(cli: Cli) -> None:
     assert cli.json("apikeys", "revoke", created["id"])["revoked"] is True
 
 
+def test_api_key_created_for_a_unit(cli: Cli) -> None:
+    created = cli.json("apikeys", "create", "North forms", "--unit", "North")
+    assert created["unit"] == "North" and created["key"].startswith("exk_")
+    (listed,) = cli.json("apikeys", "list")
+    assert (listed["id"], listed["unit"]) == (created["id"], "North")
+
+
 def _tamper(url: str, sql: str) -> None:
-    db = Database(url)
-    try:
-        with db.engine.begin() as conn:
-            if db.is_postgresql:
-                conn.execute(text("ALTER TABLE custody_event DISABLE TRIGGER USER"))
-            conn.execute(text(sql))
-            if db.is_postgresql:
-                conn.execute(text("ALTER TABLE custody_event ENABLE TRIGGER USER"))
-    finally:
-        db.dispose()
+    tamper(url, sql)
 
 
 def test_audit_verify_names_the_first_bad_seq_of_an_edited_chain(cli: Cli) -> None:
@@ -196,13 +192,18 @@ def test_audit_verify_pins_the_checkpoint_signer(cli: Cli, tmp_path: Path) -> No
     cp = tmp_path / "checkpoints" / "cp.json"
     document = cli.json("audit", "checkpoint", "--out", str(cp))
     assert [p.name for p in cp.parent.iterdir()] == ["cp.json"]  # no temp file left behind
+    # The signing key sits in this installation's data directory, but it is never the
+    # trust anchor: whoever can write there could have put their own key (AU-06).
+    unpinned = cli.json("audit", "verify", "--checkpoint", str(cp), code=2)
+    assert unpinned["error"]["code"] == "ERR_CHECKPOINT_UNPINNED"
+    cli.env["EXHIBIT_LEDGER_PUBLIC_KEY"] = document["public_key"]
     ok = cli.json("audit", "verify", "--checkpoint", str(cp))
     assert ok["ok"] is True and ok["signer"] == {"public_key": document["public_key"], "pinned": True}
     # An auditor's machine without the signing key pins the key it was given...
     elsewhere = Cli(tmp_path / "auditor", cli.env["EXHIBIT_DATABASE_URL"], cli.monkeypatch)
     pinned = elsewhere.json("audit", "verify", "--checkpoint", str(cp), "--public-key", document["public_key"])
     assert pinned["ok"] is True and pinned["signer"]["pinned"] is True
-    # ...and a checkpoint re-signed by someone else's key is refused.
+    # ...and a checkpoint re-signed by someone else's key is refused...
     other = ledger.load_or_create_signing_key(tmp_path / "other.pem")
     body = document["checkpoint"]
     forged = {**document, "public_key": ledger.public_key_b64(other),
@@ -212,12 +213,66 @@ def test_audit_verify_pins_the_checkpoint_signer(cli: Cli, tmp_path: Path) -> No
     refused = elsewhere.json("audit", "verify", "--checkpoint", str(fake), "--public-key", document["public_key"],
                              code=1)
     assert refused["ok"] is False and "unexpected key" in refused["reason"]
-    # Without any key to pin, the signature is checked but the output says so.
-    unpinned = elsewhere.json("audit", "verify", "--checkpoint", str(fake))
-    assert unpinned["signer"]["pinned"] is False
+    # ...as is any checkpoint when no key is pinned: its own key proves nothing.
+    assert elsewhere.json("audit", "verify", "--checkpoint", str(fake), code=2)["error"]["code"] == \
+        "ERR_CHECKPOINT_UNPINNED"
+    human = elsewhere.run("audit", "verify", "--checkpoint", str(fake), real=True)
+    assert human.returncode == 2 and "unpinned" in human.stdout + human.stderr
+
+
+def test_audit_verify_without_a_checkpoint_file_checks_the_newest_stored_checkpoint_the_pinned_key_signed(
+        cli: Cli, tmp_path: Path) -> None:
+    from storage import ledger
+
+    for i in range(5):
+        cli.json("reports", "create", f"S-{i}", "--kind", "other")
+    document = cli.json("audit", "checkpoint", "--out", str(tmp_path / "cp.json"))
+    assert document["checkpoint"]["seq"] == 5
+    # A checkpoint signed by another key, stored later and vouching for less, is passed over.
+    db = Database(cli.env["EXHIBIT_DATABASE_URL"])
+    try:
+        ledger.make_checkpoint(db, ledger.load_or_create_signing_key(tmp_path / "other.pem"))
+    finally:
+        db.dispose()
+    cli.env["EXHIBIT_LEDGER_PUBLIC_KEY"] = document["public_key"]
+    ok = cli.json("audit", "verify")
+    assert ok["ok"] is True and ok["checkpoint_seq"] == 5 and ok["checkpoint_source"] == "database"
+    # Cut the tail: the chain alone is still whole, the stored checkpoint shows the cut.
+    tamper(cli.env["EXHIBIT_DATABASE_URL"], "DELETE FROM custody_event WHERE seq >= 4")
+    broken = cli.json("audit", "verify", code=1)
+    assert broken["ok"] is False and broken["first_bad_seq"] == 4
+    human = cli.run("audit", "verify", real=True)
+    assert human.returncode == 1 and "seq 4" in human.stdout
+    # A stored checkpoint forged by someone without the key does not count either.
+    tamper(cli.env["EXHIBIT_DATABASE_URL"], "UPDATE checkpoint SET seq = 3, count = 3")
+    assert cli.json("audit", "verify")["checkpoint_source"] is None
+
+
+def test_serve_refuses_a_schema_older_than_its_code(tmp_path: Path, db_url: str) -> None:
+    from storage.migrate import upgrade
+
+    upgrade(db_url, "0006")
+    c = Cli(tmp_path / "data", db_url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        c.env["EXHIBIT_PORT"] = str(s.getsockname()[1])
+    # Before, serve migrated on start (as whatever role it ran as) and served; now it
+    # stops at once with a plain instruction and changes nothing.
+    proc = c.run("serve", "--no-worker", real=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "run `exhibit db upgrade`" in proc.stdout + proc.stderr
+    db = Database(db_url)
+    try:
+        with db.read() as s:
+            assert s.exec(text("SELECT version_num FROM alembic_version")).scalar_one() == "0006"  # type: ignore[call-overload]
+    finally:
+        db.dispose()
 
 
 def test_audit_verify_with_an_unreadable_checkpoint_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    from storage import ledger
+
+    cli.env["EXHIBIT_LEDGER_PUBLIC_KEY"] = ledger.public_key_b64(ledger.load_or_create_signing_key(tmp_path / "k.pem"))
     missing = cli.json("audit", "verify", "--checkpoint", str(tmp_path / "nope.json"), code=2)
     assert missing["error"]["code"] == "ERR_FILE_UNREADABLE"
     garbage = tmp_path / "garbage.json"

@@ -487,3 +487,19 @@ def test_sigterm_stops_both_doors_the_worker_and_clamd(tmp_path: Path) -> None:
         assert password not in served.err.read_text()  # shown once, on stdout, never logged
     finally:
         gen.close()
+
+
+def test_serve_runs_the_ledger_verifier_and_writes_checkpoints(served: Served) -> None:
+    """The periodic ledger verifier runs on the staff side (it holds the signing key; the
+    public door never does)."""
+    from storage.ledger import read_checkpoint
+
+    checkpoints = Path(served.env["EXHIBIT_DATA_DIR"]) / "checkpoints"
+    deadline = time.monotonic() + 60
+    # Polling a directory: the server has no event to hand us.
+    while not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        assert served.proc.poll() is None, served.err.read_text()
+        assert time.monotonic() < deadline, "no checkpoint written:\n" + served.err.read_text()
+        time.sleep(0.1)
+    [path] = list(checkpoints.iterdir())
+    assert read_checkpoint(json.loads(path.read_text()))["seq"] >= 1  # --demo appended events

@@ -58,7 +58,7 @@ def test_proxy_size_fits_1080p_either_way_without_upscaling(width: int, height: 
 
 
 def test_every_run_is_guarded(media: Media) -> None:
-    info = {"format": {"duration": "2"}, "streams": [{"codec_type": "video", "width": 320, "height": 240}]}
+    info = {"format": {"duration": "2"}, "streams": [{"index": 0, "codec_type": "video", "width": 320, "height": 240}]}
     for argv in (video.proxy_argv(info, "video/mp4"), video.poster_argv(info, "video/mp4")):
         assert "-nostdin" in argv
         i = argv.index("-i")

@@ -147,3 +147,19 @@ def test_new_password_is_shown_once_and_the_old_one_stops_working(review: Review
     officer.password = found.group(1)
     review.sign_in(review.client(ip="192.0.2.93"), officer)
     assert len(review.events("user.reset_password")) == 1
+
+
+def test_a_ledger_that_stopped_verifying_is_a_banner_on_the_admin_page(review: ReviewHarness) -> None:
+    from storage.ledger_watch import LedgerWatch
+    from tests.fixtures.tamper import tamper
+
+    _admin, client = signed_in_admin(review)
+    watch = LedgerWatch(review.settings, review.db)
+    assert watch.run_once().ok
+    page = client.get("/admin/users")
+    assert page.status_code == 200 and 'id="ledger-alarm"' not in page.text
+    tamper(review.db, "UPDATE custody_event SET actor = 'forger' WHERE seq = 1")
+    assert not LedgerWatch(review.settings, review.db, full_every=1).run_once().ok
+    page = client.get("/admin/users")
+    assert 'id="ledger-alarm"' in page.text and "The custody ledger does not verify" in page.text
+    assert "first bad event 1" in page.text

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from reviewer_ui import mfa, sessions
+from reviewer_ui import devices, mfa, sessions
+from reviewer_ui.auth import typed_email_digest
 from tests.fixtures.reviewer import ReviewHarness, csrf_of
 
 
@@ -39,7 +40,9 @@ def test_wrong_password_and_unknown_account_get_the_same_answer(review: ReviewHa
     strip = re.compile(r'(value="[^"]*")')
     assert strip.sub("", wrong.text) == strip.sub("", unknown.text)
     failed = review.events("auth.failed")
-    assert [e.detail["email"] for e in failed] == [officer.email, "nobody@force.example"]  # type: ignore[index]
+    # A keyed hash of what was typed, never the text (issue 11 item 5).
+    assert [e.detail["email_hmac"] for e in failed] == [  # type: ignore[index]
+        typed_email_digest(review.secret, officer.email), typed_email_digest(review.secret, "nobody@force.example")]
     assert all("password" not in str(e.detail).replace('"step": "password"', "").replace("'step': 'password'", "")
                for e in failed)
 
@@ -114,7 +117,9 @@ def test_sign_out_ends_the_session_and_clears_the_browser(review: ReviewHarness)
     assert cookie
     r = review.post(client, "/logout", page="/no-such-page")
     assert r.status_code == 303
-    assert "cookies" in r.headers["clear-site-data"]
+    assert '"cache"' in r.headers["clear-site-data"] and '"storage"' in r.headers["clear-site-data"]
+    assert name not in client.cookies  # the session cookie is cleared by name...
+    assert client.cookies.get(devices.cookie_name(review.settings))  # ...the device cookie stays (AC-07)
     replay = review.client()
     replay.cookies.set(name, cookie)
     assert replay.get("/").headers["location"] == "/login"

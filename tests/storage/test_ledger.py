@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from storage import ledger
 from storage.db import Database, ReadOnlySession
 from storage.models import CustodyEvent
+from tests.fixtures.tamper import tamper
 
 
 def _append_many(db: Database, n: int, actor: str = "test") -> None:
@@ -25,14 +26,8 @@ def _append_many(db: Database, n: int, actor: str = "test") -> None:
 
 
 def _tamper(db: Database, sql: str, **params: object) -> None:
-    """Change the ledger behind the application's back, as a DBA with direct access
-    could: on PostgreSQL that means switching the append-only trigger off first."""
-    with db.engine.begin() as conn:
-        if db.is_postgresql:
-            conn.execute(text("ALTER TABLE custody_event DISABLE TRIGGER USER"))
-        conn.execute(text(sql), params)
-        if db.is_postgresql:
-            conn.execute(text("ALTER TABLE custody_event ENABLE TRIGGER USER"))
+    """Change the ledger behind the application's back, as a DBA with direct access could."""
+    tamper(db, sql, **params)
 
 
 def test_chain_of_appended_events_verifies(db: Database) -> None:
@@ -187,19 +182,25 @@ def test_concurrent_appends_from_processes_leave_one_chain(db: Database) -> None
     assert result.count == 30
 
 
-def test_postgresql_refuses_update_and_delete_of_the_ledger(db: Database) -> None:
-    if not db.is_postgresql:
-        # SQLite has no triggers guarding the ledger: there, verification is the guard,
-        # which the tampering tests above exercise.
-        assert db.is_sqlite
-        return
+def test_the_database_refuses_update_and_delete_of_the_ledger_and_its_checkpoints(db: Database, tmp_path: Path) -> None:
+    # On both databases, even for the owner: a careless script or a bug in the app
+    # cannot rewrite history or a checkpoint (AU-08). The runtime role's grants are
+    # tested in tests/storage/test_db_roles.py.
     _append_many(db, 2)
-    for sql in ("UPDATE custody_event SET actor = 'x' WHERE seq = 1",
-                "DELETE FROM custody_event WHERE seq = 2",
-                "TRUNCATE custody_event"):
+    ledger.make_checkpoint(db, ledger.load_or_create_signing_key(tmp_path / "key.pem"))
+    statements = ["UPDATE custody_event SET actor = 'x' WHERE seq = 1",
+                  "DELETE FROM custody_event WHERE seq = 2",
+                  "DELETE FROM custody_event",
+                  "UPDATE checkpoint SET seq = 1",
+                  "DELETE FROM checkpoint"]
+    if db.is_postgresql:
+        statements += ["TRUNCATE custody_event", "TRUNCATE checkpoint"]
+    for sql in statements:
         with pytest.raises(DBAPIError, match="append-only"), db.engine.begin() as conn:
             conn.execute(text(sql))
     assert ledger.verify(db).count == 2
+    with db.read() as s:
+        assert s.exec(text("SELECT seq FROM checkpoint")).all() == [(2,)]  # type: ignore[call-overload]
 
 
 def test_long_and_hostile_detail_is_capped_and_kept_as_data(db: Database) -> None:
@@ -405,6 +406,10 @@ def test_an_appender_does_not_hold_up_others_until_it_commits(db: Database) -> N
     def long_transaction() -> None:
         try:
             with db.write() as s:
+                # Start the transaction now (on SQLite: BEGIN IMMEDIATE, the write lock):
+                # ``append`` itself sends nothing before commit, so without this the other
+                # writer could take SQLite's lock first and the order below would be a race.
+                s.connection()
                 ledger.append(db, s, actor="upload", action="test.completed")
                 appended.set()
                 if db.is_postgresql:
