@@ -294,7 +294,7 @@ def start_server(data_dir: Path, database_url: str, role: str = "all") -> Server
                              str(staff_port), role], cwd=ROOT, stdout=subprocess.DEVNULL)
     public = f"http://127.0.0.1:{port}"
     base = f"http://127.0.0.1:{staff_port}" if role == "all" else public
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # two doors, each importing its app, on a busy machine
     while True:
         if proc.poll() is not None:
             raise RuntimeError("server exited")
