@@ -304,6 +304,7 @@ def start_server(data_dir: Path, database_url: str, role: str = "all") -> Server
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
+            Server(proc, base, public).stop()  # never leave it running behind us
             raise RuntimeError("server did not start")
         time.sleep(0.05)  # readiness poll
 
