@@ -1,4 +1,7 @@
-# One image for every role (upload, reviewer, worker); the command picks the role.
+# One image for every role (public door, staff door, worker); the command picks the role:
+# `exhibit serve --role public|staff`, `exhibit worker`. The default command runs both doors
+# with the staff door on 127.0.0.1 inside the container (EXHIBIT_STAFF_HOST), so it is not
+# reachable from outside unless an operator says so.
 # Not exercised by CI here: this machine has no Docker engine. `make test` covers the code.
 FROM debian:12-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

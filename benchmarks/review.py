@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/review.py [--items 100000] [--requests 200] [--uploads 32]
                                           [--upload-mbps 2] [--backends sqlite,postgresql]
-                                          [--shapes split,one] [--scale-out postgresql]
+                                          [--scale-out postgresql]
 
 For each database (SQLite in WAL with synchronous=FULL; PostgreSQL 15 in a throwaway
 cluster with fsync on):
@@ -12,10 +12,8 @@ cluster with fsync on):
    three custody events per item (300,000 ledger rows), all owned by one officer, by bulk
    inserts; then VACUUM (ANALYZE) and CHECKPOINT (SQLite: a WAL checkpoint), so that no
    timed measure runs into the load's own aftermath.
-2. Serve both apps as ``exhibit serve`` does (no worker), in each of ``--shapes``:
-   ``split``, its default, where a parent routes each connection by its first request
-   line to a staff process or a public process behind the one port (``exhibit.handoff``);
-   and ``one``, both apps in one uvicorn process (``EXHIBIT_SERVE_SPLIT=false``).
+2. Serve both apps as ``exhibit serve`` does (no worker): two doors, the staff app and
+   the public app each in its own process on its own port (``exhibit.server``).
 3. As the officer (a real server-side session), over keep-alive HTTP, time:
    - the report list: first page, a deep keyset page, kind filter, "new evidence
      waiting" filter, reference prefix search (mixed, one after another);
@@ -24,11 +22,12 @@ cluster with fsync on):
      and (half as many) a stream start (``bytes=0-``, audited, so a write).
 4. The same while ``--uploads`` citizens stream files in through ``POST /u/submit`` (a
    separate process; each stream paced at ``--upload-mbps`` MB/s like a phone on 4G),
-   sent to the same server.
+   sent to the same server's public door.
 5. For the backends named by ``--scale-out`` (PostgreSQL by default): the same again with
-   the uploads sent to a second server on the same database and data directory, the
-   shape DESIGN.md section 2 and docker-compose.yml give a PostgreSQL deployment (upload
-   nodes on the public network, the reviewer UI on its own node). On one machine all
+   the uploads sent to a second public door (``exhibit serve --role public``) on the same
+   database and data directory, the shape DESIGN.md section 2 and docker-compose.yml give a
+   PostgreSQL deployment (upload nodes on the public network, the staff door on its own
+   node). On one machine all
    these processes still share its CPUs.
 
 Prints p50/p95 per measure and against the targets (DESIGN.md section 6: p95 < 50 ms,
@@ -255,25 +254,17 @@ class PgCluster:
 # --- the server process -----------------------------------------------------------------------
 
 
-def serve(data_dir: str, database_url: str, port: int, mode: str) -> None:
-    """The server as ``exhibit serve`` runs it (no worker): ``split``, its default (a
-    staff process and a public process behind one port, ``exhibit.handoff``), or ``one``
-    process (``EXHIBIT_SERVE_SPLIT=false``)."""
-    import uvicorn
-
-    from exhibit.server import is_public_path, serve_app
-    from storage.blobs import open_store
+def serve(data_dir: str, database_url: str, port: int, staff_port: int, role: str) -> None:
+    """The server as ``exhibit serve --role <role>`` runs it, without the worker: ``all``
+    (both doors, two processes) or ``public`` (an upload node)."""
+    from exhibit.server import serve as exhibit_serve
 
     settings = Settings(data_dir=Path(data_dir), database_url=database_url, host="127.0.0.1", port=port,
-                        public_url=f"http://127.0.0.1:{port}", max_file_bytes=4 << 30, link_max_bytes=1 << 50,
-                        log_level="WARNING")
-    if mode == "split":
-        from exhibit.handoff import serve_split
-
-        serve_split(settings, with_worker=False, is_public=is_public_path)
-        return
-    serve_app(settings, Database(database_url), open_store(settings), "filesystem", with_worker=False,
-              server_class=uvicorn.Server)
+                        staff_port=staff_port, public_url=f"http://127.0.0.1:{port}", max_file_bytes=4 << 30,
+                        link_max_bytes=1 << 50, log_level="WARNING",
+                        # 32 streams and the measuring clients all come from 127.0.0.1.
+                        max_connections_per_address=4096)
+    exhibit_serve(settings, role=role, with_worker=False)
 
 
 def free_port() -> int:
@@ -285,7 +276,8 @@ def free_port() -> int:
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
-    base: str
+    base: str  # the staff door (the public door for a ``public`` node)
+    public: str
 
     def stop(self) -> None:
         self.process.terminate()
@@ -296,21 +288,23 @@ class Server:
             self.process.wait()
 
 
-def start_server(data_dir: Path, database_url: str, mode: str = "split") -> Server:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), database_url, str(port), mode],
-                            cwd=ROOT, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+def start_server(data_dir: Path, database_url: str, role: str = "all") -> Server:
+    port, staff_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(data_dir), database_url, str(port),
+                             str(staff_port), role], cwd=ROOT, stdout=subprocess.DEVNULL)
+    public = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{staff_port}" if role == "all" else public
+    deadline = time.monotonic() + 180  # two doors, each importing its app, on a busy machine
     while True:
         if proc.poll() is not None:
             raise RuntimeError("server exited")
         try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return Server(proc, base)
+            if all(httpx.get(f"{b}/healthz", timeout=2).status_code == 200 for b in {base, public}):
+                return Server(proc, base, public)
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
+            Server(proc, base, public).stop()  # never leave it running behind us
             raise RuntimeError("server did not start")
         time.sleep(0.05)  # readiness poll
 
@@ -397,12 +391,12 @@ def timed(fn: Callable[[], None], n: int) -> list[float]:
 
 
 def measure(base: str, cookie: tuple[str, str], seeded: Seeded, n: int, rnd: random.Random,
-            db: Database) -> dict[str, list[float]]:
+            db: Database, floor_base: str | None = None) -> dict[str, list[float]]:
     from reviewer_ui.reports import encode_cursor
     from storage import ledger
 
     client = httpx.Client(base_url=base, cookies={cookie[0]: cookie[1]}, timeout=30, follow_redirects=False)
-    probe = httpx.Client(base_url=base, timeout=30)
+    probe = httpx.Client(base_url=floor_base or base, timeout=30)
     try:
         def ok(r: Any, *codes: int) -> None:
             if r.status_code not in (codes or (200,)):
@@ -446,10 +440,8 @@ def measure(base: str, cookie: tuple[str, str], seeded: Seeded, n: int, rnd: ran
             (ttfb_start if start_of_stream else ttfb_seek).append(took)
 
         def floor() -> None:
-            # On a connection of its own, like a load balancer's probe. ``exhibit serve``
-            # routes a connection by its first request: had /healthz opened the pages'
-            # connection, the pages that follow on it would have been served by the public
-            # process, beside the uploads.
+            # On a connection of its own, like a load balancer's probe: the public door's
+            # /healthz, which touches no database (the staff door's counts the queue).
             ok(probe.get("/healthz"))
 
         def seek() -> None:
@@ -549,7 +541,8 @@ class BackendResult:
 
 
 def measure_loaded(base: str, upload_port: int, cookie: tuple[str, str], seeded: Seeded, token: str,
-                   args: argparse.Namespace, rnd: random.Random, db: Database) -> tuple[dict[str, list[float]], float]:
+                   args: argparse.Namespace, rnd: random.Random, db: Database,
+                   floor_base: str | None = None) -> tuple[dict[str, list[float]], float]:
     """``measure`` while ``args.uploads`` paced citizen uploads stream into the server
     on ``upload_port``; returns the timings and the uploads' total MB/s meanwhile."""
     ctx = mp.get_context("spawn")
@@ -562,7 +555,7 @@ def measure_loaded(base: str, upload_port: int, cookie: tuple[str, str], seeded:
         started.wait(60)
         time.sleep(2)  # let all streams ramp up to their pace
         t0, s0 = time.perf_counter(), sent.value
-        loaded = measure(base, cookie, seeded, args.requests, rnd, db)
+        loaded = measure(base, cookie, seeded, args.requests, rnd, db, floor_base)
         return loaded, (sent.value - s0) / (time.perf_counter() - t0) / 1e6
     finally:
         stop.set()
@@ -598,28 +591,27 @@ def run_backend(backend: str, args: argparse.Namespace, media: tuple[bytes, byte
         print(f"[{backend}] in-process measured", flush=True)
         rnd = random.Random(11)
         shapes: list[Shape] = []
-        for mode in args.shapes:
-            server = start_server(data_dir, url, mode)
-            label = backend if mode == "split" else f"{backend} 1 proc"
-            alone = measure(server.base, cookie, seeded, args.requests, rnd, db)
-            port = int(server.base.rsplit(":", 1)[1])
-            loaded, upload_mb_s = measure_loaded(server.base, port, cookie, seeded, token, args, rnd, db)
-            note = ("exhibit serve as shipped: staff and public processes behind one port" if mode == "split" else
-                    "EXHIBIT_SERVE_SPLIT=false: both apps in one process")
-            shapes.append(Shape(label, note, alone, loaded, upload_mb_s))
-            print(f"[{label}] measured alone and loaded ({args.uploads} uploads at {upload_mb_s:.1f} MB/s)", flush=True)
-            if mode == "split" and backend in args.scale_out:
-                upload_node = start_server(data_dir, url)
-                try:
-                    node_port = int(upload_node.base.rsplit(":", 1)[1])
-                    apart, apart_mb_s = measure_loaded(server.base, node_port, cookie, seeded, token, args, rnd, db)
-                finally:
-                    upload_node.stop()
-                shapes.append(Shape(f"{backend} apart", "the uploads went to a second server (another node in "
-                                    "docker-compose.yml) on the same database", alone, apart, apart_mb_s))
-                print(f"[{backend} apart] measured ({apart_mb_s:.1f} MB/s)", flush=True)
-            server.stop()
-            server = None
+        server = start_server(data_dir, url)
+        label = backend
+        alone = measure(server.base, cookie, seeded, args.requests, rnd, db, server.public)
+        port = int(server.public.rsplit(":", 1)[1])
+        loaded, upload_mb_s = measure_loaded(server.base, port, cookie, seeded, token, args, rnd, db, server.public)
+        note = "exhibit serve as shipped: the staff door and the public door in two processes"
+        shapes.append(Shape(label, note, alone, loaded, upload_mb_s))
+        print(f"[{label}] measured alone and loaded ({args.uploads} uploads at {upload_mb_s:.1f} MB/s)", flush=True)
+        if backend in args.scale_out:
+            upload_node = start_server(data_dir, url, "public")
+            try:
+                node_port = int(upload_node.public.rsplit(":", 1)[1])
+                apart, apart_mb_s = measure_loaded(server.base, node_port, cookie, seeded, token, args, rnd, db,
+                                                   server.public)
+            finally:
+                upload_node.stop()
+            shapes.append(Shape(f"{backend} apart", "the uploads went to a second server (another node in "
+                                "docker-compose.yml) on the same database", alone, apart, apart_mb_s))
+            print(f"[{backend} apart] measured ({apart_mb_s:.1f} MB/s)", flush=True)
+        server.stop()
+        server = None
         return BackendResult(backend, seed_seconds, shapes, in_process)
     finally:
         if server is not None:
@@ -662,8 +654,8 @@ def report(results: list[BackendResult], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 6 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    if len(sys.argv) == 7 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000)
@@ -672,8 +664,6 @@ def main() -> None:
     parser.add_argument("--upload-mbps", type=float, default=2.0)
     parser.add_argument("--file-mib", type=int, default=16)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--shapes", default="split,one", type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
-                        help="how exhibit serve runs: split (its default: two processes) and/or one (one process)")
     parser.add_argument("--scale-out", default="postgresql", type=lambda v: {b.strip() for b in v.split(",") if b.strip()},
                         help="backends also measured with the uploads on a node of their own (empty: none)")
     args = parser.parse_args()

@@ -136,7 +136,7 @@ def exhibit_app(data_dir: Path) -> tuple[Any, dict[str, str]]:
     from upload_api import ingest
     from upload_api.app import create_app
 
-    settings = Settings(data_dir=data_dir, max_file_bytes=4 << 30, link_max_bytes=64 << 30)
+    settings = Settings(data_dir=data_dir, max_file_bytes=4 << 30, link_max_bytes=64 << 30, log_level="WARNING")
     data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     db = Database(settings.database_url)
@@ -146,7 +146,7 @@ def exhibit_app(data_dir: Path) -> tuple[Any, dict[str, str]]:
         issued = links.create_link(db, session, report, public_url=settings.public_url, expires_in_seconds=86400,
                                    max_files=10_000, max_bytes=64 << 30, actor="bench")
         sub = ingest.create_submission(db, session, issued.link, declaration_accepted=True, actor="bench")
-    return create_app(settings, db, store), {"token": issued.token, "submission": sub.id}
+    return (create_app(settings, db, store), settings), {"token": issued.token, "submission": sub.id}
 
 
 def tussi_app(data_dir: Path) -> Any:
@@ -180,7 +180,7 @@ def serve(kind: str, port: int, data_dir: Path) -> None:
     elif kind == "durable":
         app = durable_app(data_dir / "files")
     elif kind == "exhibit":
-        app, info = exhibit_app(data_dir)
+        (app, settings), info = exhibit_app(data_dir)
     elif kind == "tussi":
         app = tussi_app(data_dir)
     elif kind == "tuspyserver":
@@ -190,8 +190,15 @@ def serve(kind: str, port: int, data_dir: Path) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", port))
     print(json.dumps({"port": sock.getsockname()[1], **info}), flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            h11_max_incomplete_event_size=64 * 1024)
+    if kind == "exhibit":
+        # Exhibit's public door as `exhibit serve --role public` configures it: the same
+        # uvicorn settings and connection guard (exhibit.server, exhibit.guard).
+        from exhibit.server import OnlyPaths, uvicorn_config
+
+        config = uvicorn_config(OnlyPaths(app, "public"), settings, "public")
+    else:
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                h11_max_incomplete_event_size=64 * 1024)
     uvicorn.Server(config).run(sockets=[sock])
 
 

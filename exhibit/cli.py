@@ -348,7 +348,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, out: Output) -> int:
         settings = settings.replace(host=args.host)
     if args.port is not None:
         settings = settings.replace(port=args.port)
-    return serve(settings, with_worker=not args.no_worker, demo=args.demo)
+    if args.staff_host:
+        settings = settings.replace(staff_host=args.staff_host)
+    if args.staff_port is not None:
+        settings = settings.replace(staff_port=args.staff_port)
+    return serve(settings, role=args.role, with_worker=not args.no_worker, demo=args.demo)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace, out: Output) -> int:
@@ -426,10 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(apikeys, "revoke", cmd_apikeys_revoke, "revoke an API key")
     p.add_argument("key_id")
 
-    p = add(sub, "serve", cmd_serve, "all-in-one server: upload API + reviewer UI + worker + clamd")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--no-worker", action="store_true", help="do not start the in-process worker and clamd")
+    p = add(sub, "serve", cmd_serve, "the server: a public door (upload pages, intake API) and a staff door "
+            "(reviewer UI, admin), worker + clamd")
+    p.add_argument("--role", choices=["public", "staff", "all"], default="all",
+                   help="public: the public door only; staff: the staff door (and, unless --no-worker, the worker "
+                   "and clamd); all: both doors, as two processes (default)")
+    p.add_argument("--host", help="public door address (EXHIBIT_HOST)")
+    p.add_argument("--port", type=int, help="public door port (EXHIBIT_PORT)")
+    p.add_argument("--staff-host", help="staff door address (EXHIBIT_STAFF_HOST)")
+    p.add_argument("--staff-port", type=int, help="staff door port (EXHIBIT_STAFF_PORT)")
+    p.add_argument("--no-worker", action="store_true", help="do not start the staff side's worker and clamd")
     p.add_argument("--demo", action="store_true", help="create a demo report, link and first admin if missing")
 
     p = add(sub, "worker", cmd_worker, "processing worker(s)")
@@ -450,7 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a bad EXHIBIT_* value is a usage error, stated plainly
         out.emit({"ok": False, "error": {"code": "ERR_SETTING_INVALID", "message": str(exc)}}, f"error: {exc}")
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from exhibit.logs import configure
+
+    configure(settings)
     try:
         result: int = args.func(settings, args, out)
         return result

@@ -45,7 +45,8 @@ def ensure_demo(settings: Settings, db: Database) -> dict[str, str]:
         shown["upload_link"] = issued.url
         shown["link_expires_at"] = ledger.format_time(issued.link.expires_at)
     lines = ["", "=" * 72, "Exhibit demo", ""]
-    lines.append(f"  Reviewer UI   {settings.public_url}/")
+    lines.append(f"  Reviewer UI   http://{settings.staff_host}:{settings.staff_port}/   (staff door)")
+    lines.append(f"  Public door   {settings.public_url}/u/…   (citizens' upload pages, intake API)")
     if "admin_password" in shown:
         lines.append(f"  Admin         {shown['admin_email']}")
         lines.append(f"  Password      {shown['admin_password']}   (shown once: note it now)")

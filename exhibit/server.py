@@ -1,19 +1,38 @@
-"""The all-in-one server (``exhibit serve``): the composition root.
+"""``exhibit serve``: the composition root. Two doors, one per trust level.
 
-Two ASGI apps of two trust levels, chosen by path (``Dispatcher``): ``/u/…``, ``/api/…``
-and ``/healthz`` go to the public upload app; everything else goes to the staff reviewer
-app. In a scaled deployment these run as separate services on separate networks
-(docker-compose.yml); here they share a port for the embedded default, served by two
-processes (``exhibit.handoff``: a staff one and a public one, each connection routed by
-its first request) or, with ``EXHIBIT_SERVE_SPLIT=false``, by one.
+* The **public door** (``--role public``): the upload app only (``/u/…``, ``/api/…``,
+  ``/healthz`` that says "ok" and nothing else), on ``EXHIBIT_HOST``:``EXHIBIT_PORT``.
+  This is what faces the internet. It runs no background service and never needs the
+  ledger signing key.
+* The **staff door** (``--role staff``): the reviewer app only, on
+  ``EXHIBIT_STAFF_HOST``:``EXHIBIT_STAFF_PORT`` (127.0.0.1 by default), with the detailed
+  ``/healthz`` (scanner, signatures, worker, queue). Unless ``--no-worker``, the staff
+  process also runs the staff-side background services (``start_staff_services``): the
+  processing worker, a supervised clamd, housekeeping.
+* ``--role all`` (the default, and ``make run``): a small supervisor that starts the two
+  doors as two processes and stops both on SIGTERM/SIGINT; if one dies it stops the
+  other and exits 3, for the service manager to restart.
 
-It also runs the processing worker and a supervised clamd (in the public process).
+Threat answered (SECURITY_CHECKLIST AC-17, issue 11 item 2): the staff UI, ``/login`` and
+``/admin`` reachable on the public door. Each door serves only its own app, in its own
+process, on its own listener; a path of the other app is a 404 before any app code runs
+(``OnlyPaths``), so a staff route added tomorrow cannot leak onto the public door. Each
+door runs under a plain ``uvicorn.Server(uvicorn.Config(...))`` with the connection guard
+of ``exhibit.guard`` (header deadline, idle keep-alive, per-address and total caps).
+
+Two processes also keep a flood of citizen uploads from slowing officers' pages (they
+share no event loop, GIL or thread pool; ``benchmarks/review.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import resource
 import signal
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -31,80 +50,78 @@ log = logging.getLogger("exhibit.server")
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
+ROLES = ("public", "staff", "all")
+DOORS = ("public", "staff")
 PUBLIC_PREFIXES = ("/u/", "/api/")
-PUBLIC_EXACT = ("/u", "/api", "/healthz")
+PUBLIC_EXACT = ("/u", "/api")
+SHARED = ("/healthz",)  # each door answers its own: "ok" on the public one, details on the staff one
+FD_RESERVE = 256  # descriptors kept for the database, the store, clamd and logs
 
 
 def is_public_path(path: str) -> bool:
-    """Whether ``path`` (decoded, as in ``scope["path"]``) belongs to the public app. The
-    split server's parent routes connections with this same rule (``exhibit.handoff``)."""
+    """Whether ``path`` (decoded, as in ``scope["path"]``) belongs to the public app."""
     return path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES)
 
 
-class Dispatcher:
-    """Route by path prefix to the public or the staff app. Lifespan events go to both."""
+class OnlyPaths:
+    """404 for every path that belongs to the other door (AC-17). The app behind it would
+    give its own answer (the staff app redirects unknown paths to its sign-in, telling a
+    stranger that a staff UI lives here); this answers the same bare 404 for all of them."""
 
-    def __init__(self, public: ASGIApp, staff: ASGIApp) -> None:
-        self.public = public
-        self.staff = staff
+    def __init__(self, app: ASGIApp, door: str) -> None:
+        self.app = app
+        self.door = door
+
+    def _allowed(self, path: str) -> bool:
+        if path in SHARED:
+            return True
+        return is_public_path(path) == (self.door == "public")
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan_both(self.public, self.staff, receive, send)
+        if scope["type"] == "http" and not self._allowed(scope.get("path", "")):
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"10"),
+                                    (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]})
+            await send({"type": "http.response.body", "body": b"Not found."})
             return
-        if is_public_path(scope.get("path", "")):
-            await self.public(scope, receive, send)
-        else:
-            await self.staff(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
-async def _lifespan_both(a: ASGIApp, b: ASGIApp, receive: Any, send: Any) -> None:
-    """Run both apps' lifespans: start both, then stop both when the server stops."""
-    started: list[asyncio.Queue[Any]] = []
-    tasks: list[asyncio.Future[None]] = []
-    replies: asyncio.Queue[Any] = asyncio.Queue()
-    for app in (a, b):
-        inbox: asyncio.Queue[Any] = asyncio.Queue()
-        started.append(inbox)
+class StaffHealth:
+    """The staff door's ``/healthz``: the detailed status (scanner and signatures, worker,
+    queue) that the public must not see (issue 11 item 5: signature details help an
+    attacker time a sample); everything else goes to the staff app."""
 
-        async def app_send(message: Any) -> None:
-            await replies.put(message)
+    def __init__(self, app: ASGIApp, health: dict[str, Any], db: Database) -> None:
+        self.app = app
+        self.health = health
+        self.db = db
 
-        tasks.append(asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
-                                             inbox.get, app_send)))
-    message = await receive()  # lifespan.startup
-    for inbox in started:
-        await inbox.put(message)
-    for _ in started:
-        reply = await replies.get()
-        if reply["type"].endswith(".failed"):
-            await send(reply)
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") != "/healthz":
+            await self.app(scope, receive, send)
             return
-    await send({"type": "lifespan.startup.complete"})
-    message = await receive()  # lifespan.shutdown
-    for inbox in started:
-        await inbox.put(message)
-    for _ in started:
-        await replies.get()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await send({"type": "lifespan.shutdown.complete"})
+        body = json.dumps({"ok": True, "door": "staff", **self.health, "queue": await _queue(self.db)},
+                          default=str).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]})
+        await send({"type": "http.response.body", "body": body if scope.get("method") != "HEAD" else b""})
 
 
-def build_app(settings: Settings, db: Database, store: BlobStore, *, health: dict[str, Any] | None = None) -> Dispatcher:
-    from reviewer_ui.app import create_app as create_staff_app
-    from upload_api.app import create_app as create_public_app
+async def _queue(db: Database) -> dict[str, Any]:
+    """Jobs by state, for the staff health page."""
+    from sqlalchemy import text
 
-    public = create_public_app(settings, db, store, health=health)
-    staff = create_staff_app(settings, db, store)
-    return Dispatcher(public, staff)
+    def count() -> dict[str, Any]:
+        try:
+            with db.read() as session:
+                rows = session.exec(text("SELECT state, COUNT(*) FROM job GROUP BY state")).all()  # type: ignore[call-overload]
+            return {str(state): int(n) for state, n in rows}
+        except Exception as exc:  # health must answer even when the database does not
+            return {"error": type(exc).__name__}
 
-
-def expire_uploads_task(app: Dispatcher) -> Callable[[], object]:
-    """Housekeeping: remove unfinished uploads past their expiry (with custody events)."""
-    from upload_api.ingest import expire_uploads
-
-    ctx = app.public.state.ctx  # type: ignore[attr-defined]
-    return lambda: asyncio.run(expire_uploads(ctx))
+    return await asyncio.to_thread(count)
 
 
 def prepare(settings: Settings) -> tuple[Database, BlobStore]:
@@ -123,20 +140,93 @@ def prepare(settings: Settings) -> tuple[Database, BlobStore]:
     return db, store
 
 
-def uvicorn_config(app: Any, settings: Settings) -> Any:
+def _raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit (the caps, not the kernel,
+    should be what refuses a flood) and return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def uvicorn_config(app: Any, settings: Settings, door: str, *, guard: Any | None = None) -> Any:
+    """The one ``uvicorn.Config`` of a door (public uvicorn API only)."""
     import uvicorn
 
+    from exhibit.guard import ConnectionGuard, GuardedApp, guarded_protocol
+    from exhibit.logs import RequestContext
+
+    if guard is None:
+        limit = _raise_fd_limit()
+        guard = ConnectionGuard(door=door, per_address=settings.max_connections_per_address,
+                                total=max(1, min(settings.max_connections, limit - FD_RESERVE)),
+                                header_timeout=float(settings.header_timeout_seconds))
+        log.info("serve.limits", extra={
+            "door": door, "per_address": guard.per_address, "total": guard.total, "open_files": limit,
+            "header_timeout_seconds": guard.header_timeout, "keepalive_timeout_seconds": settings.keepalive_timeout_seconds})
+    host, port = (settings.host, settings.port) if door == "public" else (settings.staff_host, settings.staff_port)
     return uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        GuardedApp(RequestContext(app), guard), host=host, port=port, http=guarded_protocol(guard),
+        log_level=settings.log_level.lower(),
+        # Our JSON logging (exhibit.logs), not uvicorn's own handlers.
+        log_config=None,
         # Client addresses from X-Forwarded-For are only honoured from a proxy we trust
-        # (none by default), so nobody can spoof an address to dodge rate limits (AC-15).
+        # (none by default), so nobody can spoof an address to dodge rate limits (AC-15),
+        # or the connection caps.
         proxy_headers=False, server_header=False, date_header=True,
         # No access log: its request line would carry /u/<token> before the exchange
         # redirects it away (DESIGN §7: never a token in a log). The apps log their own
         # events without secrets.
         access_log=False,
-        timeout_keep_alive=30, h11_max_incomplete_event_size=64 * 1024,
+        # Idle keep-alive connections close (LD-09); the header deadline is the guard's.
+        timeout_keep_alive=max(1, int(settings.keepalive_timeout_seconds)),
+        h11_max_incomplete_event_size=64 * 1024,
+        backlog=2048, lifespan="on",
     )
+
+
+def build_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
+               health: dict[str, Any]) -> tuple[ASGIApp, Any]:
+    """The ASGI app a door serves, and the upload app's context (for housekeeping)."""
+    from upload_api.app import create_app as create_public_app
+
+    if door == "public":
+        public = create_public_app(settings, db, store)
+        return OnlyPaths(public, "public"), public.state.ctx
+    from reviewer_ui.app import create_app as create_staff_app
+
+    staff = create_staff_app(settings, db, store)
+    return OnlyPaths(StaffHealth(staff, health, db), "staff"), None
+
+
+def start_staff_services(settings: Settings, db: Database, store: BlobStore, stop: threading.Event,
+                         health: dict[str, Any]) -> Callable[[], None]:
+    """THE place where staff-side background services start: the processing worker, a
+    supervised clamd, housekeeping and the periodic ledger verifier (it holds the signing
+    key). Only the staff role runs them (and ``exhibit worker``), never the public role:
+    the public door holds no scanner, no worker and no signing key. Returns the function
+    that stops them all."""
+    from exhibit.services import start_background_services, start_ledger_watch
+    from upload_api.app import create_app as create_public_app
+    from upload_api.ingest import expire_uploads
+
+    # The upload app's context (not served here) for expiring unfinished uploads.
+    upload_ctx = create_public_app(settings, db, store).state.ctx
+    threads = start_background_services(settings, stop, health, [lambda: asyncio.run(expire_uploads(upload_ctx))])
+    watch = start_ledger_watch(settings, health)
+
+    def stop_all() -> None:
+        stop.set()
+        watch.stop()
+        for t in threads:
+            t.join(timeout=30)
+
+    return stop_all
 
 
 def run_until_signalled(server: Any) -> None:
@@ -151,7 +241,10 @@ def run_until_signalled(server: Any) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -> int:
+def serve(settings: Settings, *, role: str = "all", with_worker: bool = True, demo: bool = False) -> int:
+    """``exhibit serve``. ``with_worker``: the staff role also runs the worker and clamd."""
+    if role not in ROLES:
+        raise ValueError(f"--role must be one of {', '.join(ROLES)}")
     db, store = prepare(settings)
     description = asyncio.run(store.describe())
     log.info("storage.ready", extra={"storage": description})
@@ -159,51 +252,104 @@ def serve(settings: Settings, *, with_worker: bool = True, demo: bool = False) -
         from exhibit.demo import ensure_demo
 
         ensure_demo(settings, db)
-    # The periodic ledger verifier (it holds the signing key) runs beside the worker, in
-    # this process: in the split server that is the parent, which serves no request, so
-    # the public door never holds the key (it forbids it, AU-06).
-    from exhibit.services import start_ledger_watch
-
-    watch = start_ledger_watch(settings) if with_worker else None
-    try:
-        if settings.serve_split:
-            from exhibit.handoff import serve_split
-
-            db.dispose()  # the parent serves nothing; each child opens its own pool
-            return serve_split(settings, with_worker=with_worker, is_public=is_public_path)
-        return _serve_one_process(settings, db, store, description, with_worker=with_worker)
-    finally:
-        if watch is not None:
-            watch.stop()
+    if role == "all":
+        db.dispose()  # the supervisor serves nothing; each door opens its own pool
+        return supervise(settings, with_worker=with_worker)
+    return serve_door(settings, db, store, role, backend=description.get("backend"), with_services=with_worker)
 
 
-def _serve_one_process(settings: Settings, db: Database, store: BlobStore, description: dict[str, Any], *,
-                       with_worker: bool) -> int:
+def serve_door(settings: Settings, db: Database, store: BlobStore, door: str, *, backend: object,
+               with_services: bool, server_class: Callable[[Any], Any] | None = None) -> int:
+    """Serve one door until signalled, then stop what it started."""
     import uvicorn
 
-    serve_app(settings, db, store, description.get("backend"), with_worker=with_worker, server_class=uvicorn.Server)
+    if door == "public":
+        # The internet-facing process never holds the ledger's signing key: taken over, it
+        # must not be able to sign a forged history (AU-06).
+        from storage.ledger import forbid_signing_key
+
+        forbid_signing_key()
+    health: dict[str, Any] = {"storage": {"backend": backend}}
+    stop = threading.Event()
+    stop_services: Callable[[], None] = stop.set
+    app, _ctx = build_door(settings, db, store, door, health=health)
+    if door == "staff" and with_services:
+        stop_services = start_staff_services(settings, db, store, stop, health)
+    host, port = (settings.host, settings.port) if door == "public" else (settings.staff_host, settings.staff_port)
+    log.info("serve.door", extra={"door": door, "address": f"http://{host}:{port}", "pid": os.getpid()})
+    try:
+        run_until_signalled((server_class or uvicorn.Server)(uvicorn_config(app, settings, door)))
+    finally:
+        stop_services()
+        db.dispose()
     return 0
 
 
-def serve_app(settings: Settings, db: Database, store: BlobStore, backend: object, *, with_worker: bool,
-              server_class: Callable[[Any], Any]) -> None:
-    """Build the app, start the worker, clamd and housekeeping when ``with_worker``, serve
-    with ``server_class(config)`` until signalled, then stop everything it started."""
-    health: dict[str, Any] = {"storage": {"backend": backend}}
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-    app = build_app(settings, db, store, health=health)
-    if with_worker:
-        from exhibit.services import start_background_services
+def _door_process(door: str, settings: Settings, with_services: bool) -> None:
+    """A child of the supervisor: one door."""
+    from exhibit.logs import configure
 
-        threads = start_background_services(settings, stop, health, [expire_uploads_task(app)])
+    configure(settings)
+    # Out of the terminal's process group: Ctrl-C reaches the supervisor alone, which
+    # stops both doors in order (SIGTERM) instead of racing them.
+    os.setpgrp()
+    db = Database(settings.database_url)
+    store = open_store(settings)
+    backend = asyncio.run(store.describe()).get("backend")
+    raise SystemExit(serve_door(settings, db, store, door, backend=backend, with_services=with_services))
+
+
+def supervise(settings: Settings, *, with_worker: bool) -> int:
+    """``--role all``: both doors as two processes. Returns when signalled (0) or when a
+    door dies (3: the other is stopped too; the service manager restarts the lot)."""
+    spawn = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+    wake_r, wake_w = multiprocessing.Pipe(duplex=False)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.set()
+        try:
+            wake_w.send(signum)
+        except OSError:
+            pass
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    children: dict[str, Any] = {}
     try:
-        run_until_signalled(server_class(uvicorn_config(app, settings)))
+        for door in DOORS:
+            process = spawn.Process(target=_door_process, name=f"exhibit-{door}",
+                                    args=(door, settings, with_worker and door == "staff"))
+            process.start()
+            children[door] = process
+        print(f"Exhibit public door  http://{settings.host}:{settings.port}  (citizens: /u/…, intake API /api/…)\n"
+              f"Exhibit staff door   http://{settings.staff_host}:{settings.staff_port}  "
+              "(reviewers and admins; keep it off the internet)", flush=True)
+        sentinels = {p.sentinel: door for door, p in children.items()}
+        while not stopping.is_set():
+            ready = multiprocessing.connection.wait([*sentinels, wake_r])
+            for item in ready:
+                died = sentinels.get(item) if isinstance(item, int) else None
+                if died is not None and not stopping.is_set():
+                    log.error("serve.door_died", extra={"door": died, "exitcode": children[died].exitcode})
+                    return 3
+        return 0
     finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        db.dispose()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        _stop(children.values())
+        wake_r.close()
+        wake_w.close()
+
+
+def _stop(processes: Any) -> None:
+    running = [p for p in processes if p.is_alive()]
+    for p in running:
+        p.terminate()  # SIGTERM: uvicorn finishes in-flight requests
+    for p in running:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def run_worker_forever(settings: Settings, *, concurrency: int, lanes: list[str] | None = None) -> int:

@@ -1,10 +1,12 @@
-"""Background services of the all-in-one server: the supervised clamd, the processing
-worker, and periodic housekeeping (expiring unfinished uploads). Also `exhibit worker`,
-and the periodic ledger verifier (``start_ledger_watch``) of the worker and the staff
-side."""
+"""Background services of the staff side of ``exhibit serve``: the supervised clamd, the
+processing worker, periodic housekeeping (expiring unfinished uploads) and the periodic
+ledger verifier (``start_ledger_watch``). Also `exhibit worker`. The ``health`` dict they
+keep is shown only by the staff door's /healthz: the public door says "ok" and nothing
+about the scanner (issue 11 item 5)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -23,22 +25,29 @@ log = logging.getLogger("exhibit.services")
 HOUSEKEEPING_SECONDS = 60.0
 
 
-def public_status(status: dict[str, Any]) -> dict[str, Any]:
-    """What the public /healthz may say about the scanner: up or not, and a loud warning
-    when only test signatures are loaded; no paths or addresses (VL-09)."""
-    return {k: status[k] for k in ("scanner", "running", "responding", "test_signatures_only", "warning", "restarts")
-            if k in status}
+def scanner_status(status: dict[str, Any], scanner: ClamdScanner) -> dict[str, Any]:
+    """The staff health page's scanner entry: up or not, which signatures (a loud warning
+    when only test signatures are loaded), restarts. Staff door only: it tells an attacker
+    which samples would pass. No socket paths (VL-09)."""
+    shown: dict[str, Any] = {k: status[k] for k in ("scanner", "running", "responding", "test_signatures_only", "warning", "restarts")
+             if k in status}
+    if shown.get("responding"):
+        try:
+            shown["signatures"] = scanner.version()
+        except Exception:  # health must answer even when clamd does not
+            shown["signatures"] = None
+    return shown
 
 
 def _start_scanner(settings: Settings, stop: threading.Event, health: dict[str, Any]) -> tuple[ClamdScanner, ClamdManager | None]:
     if settings.clamd_address:
         scanner = ClamdScanner(settings.clamd_address)
-        health["scanner"] = {"scanner": "clamd", "address": "external", "responding": scanner.ping()}
+        health["scanner"] = scanner_status({"scanner": "clamd", "responding": scanner.ping()}, scanner)
         return scanner, None
     manager = ClamdManager(settings)
     manager.start()
     status = manager.status()
-    health["scanner"] = public_status(status)
+    health["scanner"] = scanner_status(status, manager.scanner())
     if status.get("test_signatures_only"):
         # Loud on purpose: an operator must not mistake the test database for protection.
         banner = "!" * 78
@@ -57,10 +66,16 @@ def start_background_services(
     scanner, manager = _start_scanner(settings, stop, health)
     worker = start_worker_thread(settings, stop_event=stop, scanner=scanner)
 
+    def heartbeat() -> None:
+        health["worker"] = {"alive": worker.is_alive(), "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+
+    heartbeat()
+
     def housekeeping() -> None:
         while not stop.wait(HOUSEKEEPING_SECONDS):
+            heartbeat()
             if manager is not None:
-                health["scanner"] = public_status(manager.status())
+                health["scanner"] = scanner_status(manager.status(), manager.scanner())
             for task in periodic:
                 try:
                     task()

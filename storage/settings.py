@@ -37,9 +37,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_S3_REGION", "us-east-1", "S3 region name."),
     Setting("EXHIBIT_S3_RETENTION_DAYS", "2555", "Object Lock retention (days, COMPLIANCE mode) set on finished originals when the bucket has Object Lock enabled."),
     Setting("EXHIBIT_PUBLIC_URL", "http://localhost:8000", "Base URL citizens reach; upload links are built on it. https:// here turns on Secure cookies."),
-    Setting("EXHIBIT_HOST", "127.0.0.1", "Address `exhibit serve` listens on."),
-    Setting("EXHIBIT_PORT", "8000", "Port `exhibit serve` listens on."),
-    Setting("EXHIBIT_SERVE_SPLIT", "true", "true: `exhibit serve` runs the staff reviewer and the public upload door in two processes behind its one port, so citizens' uploads cannot slow the reviewer; false: one process."),
+    Setting("EXHIBIT_HOST", "127.0.0.1", "Address the public door (citizens' upload pages and the intake API) listens on."),
+    Setting("EXHIBIT_PORT", "8000", "Port of the public door."),
+    Setting("EXHIBIT_STAFF_HOST", "127.0.0.1", "Address the staff door (reviewer UI, admin, detailed /healthz) listens on. Keep it on an internal network: it must never be reachable from the internet."),
+    Setting("EXHIBIT_STAFF_PORT", "8001", "Port of the staff door."),
+    Setting("EXHIBIT_HEADER_TIMEOUT", "10s", "A connection must deliver a complete request's headers within this time (from connecting, or from the end of its previous response), or it is closed (slow-loris, LD-09). Applies to both doors."),
+    Setting("EXHIBIT_KEEPALIVE_TIMEOUT", "5s", "An idle keep-alive connection is closed after this time. Both doors."),
+    Setting("EXHIBIT_MAX_CONNECTIONS_PER_ADDRESS", "256", "Open connections one client address may hold on a door; more are refused (503, logged once per address per minute). Behind a reverse proxy every connection has the proxy's address: raise it above the proxy's pool."),
+    Setting("EXHIBIT_MAX_CONNECTIONS", "4096", "Open connections a door holds in total (lowered to fit the process's file limit); more are refused."),
+    Setting("EXHIBIT_LOG_FORMAT", "json", "json: one JSON object per log line (time, level, logger, message, request_id and the event's fields, secrets redacted); text: the same as readable text."),
     Setting("EXHIBIT_SECRET_KEY_FILE", "", "File holding the server secret (random, created on first start). Default: <data dir>/keys/secret."),
     Setting("EXHIBIT_SIGNING_KEY_FILE", "", "Ed25519 private key (PEM) that signs custody checkpoints, created on first use. Default: <data dir>/keys/ledger-ed25519.pem."),
     Setting("EXHIBIT_LEDGER_PUBLIC_KEY", "", "Base64 Ed25519 public key that custody checkpoints must be signed with (`exhibit audit verify`). Never read from a checkpoint or the data directory."),
@@ -112,6 +118,13 @@ def parse_count(text: str) -> int:
     return int(stripped)
 
 
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./var")
@@ -124,6 +137,13 @@ class Settings:
     public_url: str = "http://localhost:8000"
     host: str = "127.0.0.1"
     port: int = 8000
+    staff_host: str = "127.0.0.1"
+    staff_port: int = 8001
+    header_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 5.0
+    max_connections_per_address: int = 256
+    max_connections: int = 4096
+    log_format: str = "json"
     secret_key_file: Path | None = None
     signing_key_file: Path | None = None
     ledger_public_key: str | None = None
@@ -149,7 +169,6 @@ class Settings:
     officer_unit_access: bool = False
     log_level: str = "INFO"
     require_contact: bool = False
-    serve_split: bool = True
     trusted_proxies: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -215,6 +234,13 @@ class Settings:
             public_url=get("EXHIBIT_PUBLIC_URL").rstrip("/"),
             host=get("EXHIBIT_HOST"),
             port=number("EXHIBIT_PORT"),
+            staff_host=get("EXHIBIT_STAFF_HOST"),
+            staff_port=number("EXHIBIT_STAFF_PORT"),
+            header_timeout_seconds=number("EXHIBIT_HEADER_TIMEOUT", parse_duration),
+            keepalive_timeout_seconds=number("EXHIBIT_KEEPALIVE_TIMEOUT", parse_duration),
+            max_connections_per_address=number("EXHIBIT_MAX_CONNECTIONS_PER_ADDRESS"),
+            max_connections=number("EXHIBIT_MAX_CONNECTIONS"),
+            log_format=_choice("EXHIBIT_LOG_FORMAT", get("EXHIBIT_LOG_FORMAT"), ("json", "text")),
             secret_key_file=opt_path("EXHIBIT_SECRET_KEY_FILE"),
             signing_key_file=opt_path("EXHIBIT_SIGNING_KEY_FILE"),
             ledger_public_key=opt("EXHIBIT_LEDGER_PUBLIC_KEY"),
@@ -240,7 +266,6 @@ class Settings:
             officer_unit_access=get("EXHIBIT_OFFICER_UNIT_ACCESS").strip().lower() in {"1", "true", "yes", "on"},
             log_level=get("EXHIBIT_LOG_LEVEL"),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
-            serve_split=get("EXHIBIT_SERVE_SPLIT").strip().lower() in ("1", "true", "yes", "on"),
             trusted_proxies=trusted_proxies(get("EXHIBIT_TRUSTED_PROXIES")),
         )
 

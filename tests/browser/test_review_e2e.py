@@ -41,17 +41,19 @@ def _free_port() -> int:
 
 @dataclass
 class Served:
-    base: str
+    base: str  # the staff door
+    public: str  # the public door (citizens)
     settings: Settings
     log: Path
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    port = _free_port()
+    port, staff_port = _free_port(), _free_port()
     log = tmp_path / "serve.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
            "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
+           "EXHIBIT_STAFF_PORT": str(staff_port),
            "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}", "EXHIBIT_LOG_LEVEL": "WARNING"}
     # `exhibit serve` never migrates (only the owner role does, in `exhibit db upgrade`).
     subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
@@ -59,19 +61,20 @@ def served(tmp_path: Path) -> Iterator[Served]:
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    base, public = f"http://127.0.0.1:{staff_port}", f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     try:
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
-            time.sleep(0.1)  # polling a readiness endpoint: there is no event to await
-        yield Served(base=base, settings=Settings.from_env(env), log=log)
+        for door in (base, public):
+            while True:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    if httpx.get(f"{door}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
+                time.sleep(0.1)  # polling a readiness endpoint: there is no event to await
+        yield Served(base=base, public=public, settings=Settings.from_env(env), log=log)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -134,10 +137,10 @@ def test_officer_watches_a_citizens_clip_and_sees_the_custody_trail(served: Serv
         page.fill("#max_files", "3")
         page.get_by_role("button", name="Issue link").click()
         link_url = page.locator("#issued-url").input_value()
-        assert link_url.startswith(f"{served.base}/u/")
+        assert link_url.startswith(f"{served.public}/u/")
         assert page.locator("img.qr").count() == 1
 
-        _upload(link_url, served.base, make_mp4(4.0, "320x240"))
+        _upload(link_url, served.public, make_mp4(4.0, "320x240"))
 
         page.reload()  # the report page (a GET: the link is not shown again)
         page.get_by_role("link", name="dashcam.mp4").click()
