@@ -110,8 +110,18 @@ def test_a_link_that_expires_while_the_form_is_filled_says_so_and_whom_to_contac
         expect(summary).to_contain_text("call 101")
         assert "carry on" not in summary.inner_text()
         # Opening the page again says the same, with the reference to quote.
-        page.goto(f"{citizen.server.base_url}/u/")
-        expect(page.get_by_role("heading", level=1)).to_have_text("This link has expired")
-        expect(page.locator("main")).to_contain_text(reference)
+        again = context.new_page()
+        again.goto(f"{citizen.server.base_url}/u/")
+        expect(again.get_by_role("heading", level=1)).to_have_text("This link has expired")
+        expect(again.locator("main")).to_contain_text(reference)
+        # Later still the browser has dropped the session cookie too: still the truth.
+        context.clear_cookies()
+        with page.expect_response(lambda r: r.url.endswith("/u/submission")) as answer:
+            page.get_by_role("button", name="Send files").click()
+        assert answer.value.status == 401  # no session: the server cannot know which link
+        expect(page.locator("#send")).to_be_enabled()  # the page has handled the answer
+        expect(summary).to_contain_text("This link has expired, so nothing more can be sent with it")
+        expect(summary).to_contain_text(f"contact the officer dealing with report {reference}")
+        assert "carry on" not in summary.inner_text()
     finally:
         context.close()

@@ -48,6 +48,7 @@
   var ACCEPT_TYPES = ACCEPT.filter(function (a) { return a.indexOf("/") > 0; });
   var ACCEPT_EXTENSIONS = ACCEPT.filter(function (a) { return a.charAt(0) === "."; });
   var REPORT_REFERENCE = data.reportReference || "";
+  var LINK_EXPIRES_MS = parseInt(data.linkExpiresMs, 10) || 0;
   var SUBMISSION_KEY = "exhibit.submission." + LINK_KEY;
   // Waits between automatic retries of a broken request (tus-js-client), in ms. After the
   // last one, the page keeps trying every 30 s and whenever the device comes back online.
@@ -70,6 +71,15 @@
       " if you have more to send.",
     ERR_NO_SESSION: "This page has been open too long. Please open the link from your message again: sending will carry on."
   };
+
+  // The message for a server's error code. A session that ended after the link did is an
+  // expired link, not "open the link again": reopening would only say it has expired.
+  function messageFor(code) {
+    if (code === "ERR_NO_SESSION" && LINK_EXPIRES_MS && Date.now() >= LINK_EXPIRES_MS) {
+      code = "ERR_LINK_EXPIRED";
+    }
+    return MESSAGES[code];
+  }
 
   var state = {
     chosen: [],          // {file, key, problem}
@@ -503,7 +513,7 @@
       startSending(state.chosen.filter(function (c) { return !isReceived(c.file); }));
     }, function (error) {
       button.disabled = false;
-      var message = MESSAGES[error.code] || error.message;
+      var message = messageFor(error.code) || error.message;
       if (error instanceof TypeError) {
         message = "We could not reach the server. Check your connection and try again.";
       }
@@ -683,7 +693,7 @@
           if (info.status >= 400 && info.status < 500 && info.status !== 409 && info.status !== 423 && info.status !== 429) {
             // Refused for a reason retrying cannot fix: say why, and go on to the next file.
             entry.status = "failed";
-            entry.reason = MESSAGES[info.code] || "This file could not be sent.";
+            entry.reason = messageFor(info.code) || "This file could not be sent.";
             resolve(false);
             return;
           }
