@@ -80,6 +80,10 @@ def test_the_receipt_of_a_submission_without_files_says_nothing_is_being_checked
         expect(main).to_contain_text("no files have arrived yet")
         expect(main).to_contain_text("there is nothing being checked")
         assert "checked for viruses" not in main.inner_text()
+        page.goto(f"{citizen.server.base_url}/u/status/{token}")
+        main = page.locator("main")
+        expect(main).to_contain_text("No files have arrived for this receipt yet, so there is nothing being checked")
+        assert "You do not need to do anything" not in main.inner_text()
     finally:
         context.close()
 
