@@ -34,6 +34,7 @@ from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
 from storage.links import create_link, revoke_link
 from storage.models import (
+    CustodyEvent,
     Derivative,
     EvidenceItem,
     Report,
@@ -43,6 +44,7 @@ from storage.models import (
     Triage,
     Upload,
     UploadLink,
+    UploadState,
     User,
 )
 from storage.reports import create_report
@@ -309,6 +311,7 @@ class ReportView:
     partners: list[tuple[str, str]]
     totals: dict[str, int]
     can: dict[str, bool] = field(default_factory=dict)
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _grid(session: Session, user: User, report: Report, after: tuple[dt.datetime, str] | None, *,
@@ -359,8 +362,12 @@ def _links(session: Session, report: Report, now: dt.datetime) -> list[dict[str,
     uploads: dict[str, int] = {}
     if links:
         ids = [link.id for link in links]
-        for lid, n, last in session.exec(select(col(Submission.link_id), func.count(), func.max(col(Submission.created_at)))
-                                         .where(col(Submission.link_id).in_(ids)).group_by(col(Submission.link_id))).all():
+        # Submissions with at least one file received, as in the list of submissions.
+        for lid, n, last in session.exec(
+                select(col(Submission.link_id), func.count(func.distinct(col(Submission.id))),
+                       func.max(col(Submission.created_at)))
+                .join(EvidenceItem, col(EvidenceItem.submission_id) == col(Submission.id))
+                .where(col(Submission.link_id).in_(ids)).group_by(col(Submission.link_id))).all():
             use[lid] = (int(n), last)
         for lid, n in session.exec(select(col(Upload.link_id), func.count()).where(col(Upload.link_id).in_(ids))
                                    .group_by(col(Upload.link_id))).all():
@@ -381,6 +388,43 @@ def _links(session: Session, report: Report, now: dt.datetime) -> list[dict[str,
     return out
 
 
+# Why a citizen's file was refused, in an officer's words (the upload app's stable codes;
+# reviewer_ui does not import upload_api).
+REFUSAL_WORDS = {
+    "ERR_UNSUPPORTED_TYPE": "not a photo or video we accept (checked from its content)",
+    "ERR_EMPTY_FILE": "empty file",
+    "ERR_TOO_LARGE": "larger than one file may be",
+    "ERR_QUOTA_BYTES": "over the link's total size",
+    "ERR_QUOTA_FILES": "over the link's number of files",
+    "ERR_LENGTH_EXCEEDED": "longer than the size it declared",
+    "ERR_CHECKSUM_MISMATCH": "damaged on the way (checksum mismatch)",
+    "ERR_IDLE_TIMEOUT": "the connection stalled (a form cannot resume)",
+}
+
+
+def _refused(session: Session, report: Report) -> list[dict[str, Any]]:
+    """Files a citizen tried to send for this report and that were refused: name (the
+    citizen's words, untrusted display data), size, why and when. They are not evidence and
+    their bytes are gone; officers still see that someone tried (issue 17.7)."""
+    rows = list(session.exec(
+        select(Upload).join(UploadLink, col(UploadLink.id) == col(Upload.link_id))
+        .where(col(UploadLink.report_id) == report.id, col(Upload.state) == UploadState.REFUSED.value)
+        .order_by(col(Upload.completed_at).desc()).limit(200)))
+    if not rows:
+        return []
+    reasons: dict[str, str] = {}
+    for detail in session.exec(select(col(CustodyEvent.detail)).where(
+            col(CustodyEvent.report_id) == report.id, col(CustodyEvent.action) == "upload.refused")):
+        if isinstance(detail, dict) and detail.get("upload_id"):
+            reasons[str(detail["upload_id"])] = str(detail.get("reason", ""))
+    out = []
+    for up in rows:
+        code = reasons.get(up.id, "")
+        out.append({"filename": up.filename or "(no name)", "size": up.length, "at": up.completed_at,
+                    "reason": REFUSAL_WORDS.get(code, code or "refused")})
+    return out
+
+
 def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime, str] | None) -> ReportView:
     ctx = context.get(request)
     user = permissions.current_user(request)
@@ -394,15 +438,19 @@ def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime,
         submissions: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
         totals: dict[str, int] = {}
+        refused: list[dict[str, Any]] = []
         if not is_partner:
+            # A submission is shown once a file of it has been received: a statement whose
+            # every file was refused is not evidence (its attempts are listed as refused).
             for sub, n in session.exec(
                 select(Submission, func.count(col(EvidenceItem.id))).join(
-                    EvidenceItem, col(EvidenceItem.submission_id) == col(Submission.id), isouter=True)
+                    EvidenceItem, col(EvidenceItem.submission_id) == col(Submission.id))
                 .where(col(Submission.report_id) == report.id).group_by(col(Submission.id))
                 .order_by(col(Submission.created_at).desc()).limit(200)
             ).all():
                 submissions.append({"submission": sub, "items": int(n)})
             links = _links(session, report, now)
+            refused = _refused(session, report)
             for state, n in session.exec(select(col(EvidenceItem.triage), func.count()).where(
                     col(EvidenceItem.report_id) == report.id).group_by(col(EvidenceItem.triage))).all():
                 totals[str(state)] = int(n)
@@ -419,7 +467,7 @@ def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime,
             partners = partner_choices(session)
     return ReportView(report=report, owner=owner.email if owner else None, is_partner=is_partner,
                       submissions=submissions, links=links, cards=cards, next_cursor=next_cursor, shares=shares,
-                      partners=partners, totals=totals, can=can)
+                      partners=partners, totals=totals, can=can, refused=refused)
 
 
 async def report_page(request: Request, *, form_error: str | None = None, issued: Any = None,

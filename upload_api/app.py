@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,7 +29,7 @@ from storage.models import utcnow
 from storage.netaddr import TrustedProxies, parse_networks
 from storage.secrets import load_or_create_secret
 from storage.settings import Settings
-from upload_api import auth, intake, multipart, pages, receipts, tus
+from upload_api import auth, ingest, intake, multipart, pages, receipts, tus
 from upload_api.context import STATIC_DIR, UploadContext, make_templates
 
 log = logging.getLogger("upload_api")
@@ -139,7 +140,15 @@ def build(ctx: UploadContext) -> Starlette:
     routes += pages.routes(ctx)
     routes.append(Mount("/u/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     routes += auth.routes(ctx)
-    app = Starlette(routes=routes, middleware=[
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        # A graceful stop (SIGTERM, a deploy) writes the progress updates still in
+        # flight before the loop goes away, instead of dropping them with the process.
+        await ingest.settle(ctx)
+
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
         # First: every part below sees the real client address (AC-15).
         Middleware(TrustedProxies, trusted=parse_networks(ctx.settings.trusted_proxies)),
         Middleware(SecurityHeaders, hsts=ctx.settings.secure_cookies),

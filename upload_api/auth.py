@@ -37,6 +37,9 @@ from upload_api.errors import status_for
 log = logging.getLogger("upload_api.auth")
 
 SESSION_SECONDS = 24 * 3600
+# How long after its link's end the upload-session cookie still names the link, so that
+# the page can say the link has expired (see ``exchange``).
+EXPIRED_LINK_NOTICE_SECONDS = 24 * 3600
 COOKIE_PURPOSE = b"exhibit-upload-session-v1"
 # Guessing links: after this many failed lookups per client address per window, a bad
 # token gets 429 instead of 404 (a good one always opens).
@@ -228,7 +231,12 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             return link_problem_page(ctx, problem)
         await anyio.to_thread.run_sync(_record_open, ctx, link, request_id(request))
         now = ctx.clock().timestamp()
-        expires = int(min(now + SESSION_SECONDS, link.expires_at.timestamp()))
+        # The cookie outlives the link by a day so that a citizen whose link ends while
+        # they fill the form is told the truth ("this link has expired", with whom to
+        # contact) instead of "open the link again" (issue 17.7). It grants nothing past
+        # the link's end: every request re-checks the link in the database (UP-15), and
+        # an expired, revoked or used-up link is refused whatever the cookie says.
+        expires = int(min(now + SESSION_SECONDS, link.expires_at.timestamp() + EXPIRED_LINK_NOTICE_SECONDS))
         response = RedirectResponse("/u/", status_code=303)
         response.set_cookie(
             cookie_name(ctx),

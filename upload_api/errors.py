@@ -27,7 +27,12 @@ STATUS: dict[str, int] = {
     "ERR_REPORT_NOT_FOUND": 404,
     "ERR_LINK_NOT_FOUND": 404,
     "ERR_LINK_UNKNOWN": 404,
-    "ERR_IDLE_TIMEOUT": 408,
+    # A stall is not the end of an upload (issue 17.3). UP-05 cuts off a body that stops
+    # arriving, but the answer must be one that resumable clients retry: tus-js-client and
+    # Uppy treat every 4xx except 409/423/429 as final, so 408 killed a phone's upload
+    # after a minute in a tunnel. tusd answers its read timeout with 500 for this reason;
+    # the bytes that arrived are kept and the retry resumes from them.
+    "ERR_IDLE_TIMEOUT": 500,
     "ERR_LINK_EXPIRED": 410,
     "ERR_LINK_REVOKED": 410,
     "ERR_LINK_EXHAUSTED": 410,

@@ -760,7 +760,8 @@ def note_progress(ctx: UploadContext, row: Upload, offset: int, detected_type: s
 
 
 async def settle(ctx: UploadContext) -> None:
-    """Wait for background progress updates (tests; a graceful shutdown)."""
+    """Wait for background progress updates: the app's lifespan calls it at shutdown
+    (upload_api.app), and tests that must see every update written."""
     tasks: set[asyncio.Task[None]] = ctx.state.get("progress_tasks", set())
     if tasks:
         await asyncio.gather(*list(tasks), return_exceptions=True)

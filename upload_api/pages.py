@@ -136,6 +136,7 @@ def upload_page_context(ctx: UploadContext, link: UploadLink, report: Report) ->
         "require_contact": ctx.settings.require_contact,
         "declaration_version": DECLARATION_VERSION,
         "link_key": link_key(ctx.secret, link.id),
+        "link_expires_ms": int(link.expires_at.timestamp() * 1000),
         "chunk_bytes": CHUNK_BYTES,
     }
 

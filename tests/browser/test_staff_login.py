@@ -11,10 +11,10 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
-from reviewer_ui.bootstrap import ensure_first_admin
 from storage import links
 from storage.reports import create_report
 from tests.browser.conftest import axe_violations, new_context
+from tests.fixtures.first_admin import ensure_first_admin
 from tests.fixtures.reviewer import PASSWORD, Clock, LiveServer, ReviewHarness
 
 pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]

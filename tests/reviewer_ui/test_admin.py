@@ -8,10 +8,10 @@ import re
 from sqlmodel import select
 from starlette.testclient import TestClient
 
-from reviewer_ui.bootstrap import ensure_first_admin
 from storage import links
 from storage.models import UploadLink, User
 from storage.reports import create_report
+from tests.fixtures.first_admin import ensure_first_admin
 from tests.fixtures.reviewer import ReviewHarness, Staff, csrf_of
 
 

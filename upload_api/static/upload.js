@@ -47,6 +47,8 @@
   var ACCEPT = (data.accept || "").split(",");
   var ACCEPT_TYPES = ACCEPT.filter(function (a) { return a.indexOf("/") > 0; });
   var ACCEPT_EXTENSIONS = ACCEPT.filter(function (a) { return a.charAt(0) === "."; });
+  var REPORT_REFERENCE = data.reportReference || "";
+  var LINK_EXPIRES_MS = parseInt(data.linkExpiresMs, 10) || 0;
   var SUBMISSION_KEY = "exhibit.submission." + LINK_KEY;
   // Waits between automatic retries of a broken request (tus-js-client), in ms. After the
   // last one, the page keeps trying every 30 s and whenever the device comes back online.
@@ -59,11 +61,25 @@
     ERR_QUOTA_BYTES: "This file would go over the total this link allows. Please contact the officer for another link.",
     ERR_QUOTA_FILES: "You have sent as many files as this link allows. Please contact the officer if you have more.",
     ERR_EMPTY_FILE: "This file is empty. Please choose it again.",
-    ERR_LINK_EXPIRED: "The link has expired. Please contact the officer for a new link.",
-    ERR_LINK_REVOKED: "The link has been withdrawn. Please contact the officer.",
-    ERR_LINK_EXHAUSTED: "The link has been used up. Please contact the officer if you have more to send.",
+    // Tell the truth when the link ended while the page was open: it will not carry on,
+    // and the citizen needs a new link from the officer (issue 17.7).
+    ERR_LINK_EXPIRED: "This link has expired, so nothing more can be sent with it. Please contact the officer dealing with report " +
+      REPORT_REFERENCE + " and ask for a new link. To contact the police when it is not an emergency, call 101.",
+    ERR_LINK_REVOKED: "This link has been withdrawn, so nothing more can be sent with it. Please contact the officer dealing with report " +
+      REPORT_REFERENCE + ". To contact the police when it is not an emergency, call 101.",
+    ERR_LINK_EXHAUSTED: "This link has been used up. Please contact the officer dealing with report " + REPORT_REFERENCE +
+      " if you have more to send.",
     ERR_NO_SESSION: "This page has been open too long. Please open the link from your message again: sending will carry on."
   };
+
+  // The message for a server's error code. A session that ended after the link did is an
+  // expired link, not "open the link again": reopening would only say it has expired.
+  function messageFor(code) {
+    if (code === "ERR_NO_SESSION" && LINK_EXPIRES_MS && Date.now() >= LINK_EXPIRES_MS) {
+      code = "ERR_LINK_EXPIRED";
+    }
+    return MESSAGES[code];
+  }
 
   var state = {
     chosen: [],          // {file, key, problem}
@@ -497,7 +513,7 @@
       startSending(state.chosen.filter(function (c) { return !isReceived(c.file); }));
     }, function (error) {
       button.disabled = false;
-      var message = MESSAGES[error.code] || error.message;
+      var message = messageFor(error.code) || error.message;
       if (error instanceof TypeError) {
         message = "We could not reach the server. Check your connection and try again.";
       }
@@ -677,7 +693,7 @@
           if (info.status >= 400 && info.status < 500 && info.status !== 409 && info.status !== 423 && info.status !== 429) {
             // Refused for a reason retrying cannot fix: say why, and go on to the next file.
             entry.status = "failed";
-            entry.reason = MESSAGES[info.code] || "This file could not be sent.";
+            entry.reason = messageFor(info.code) || "This file could not be sent.";
             resolve(false);
             return;
           }
@@ -759,6 +775,10 @@
         setEntryText(entry, "Sending…");
         return uploadOne(entry).then(function (ok) {
           if (!ok) {
+            // Its bytes may all have gone out before it was refused: a full bar would say
+            // "received" when nothing was.
+            entry.sent = 0;
+            entry.bar.hidden = true;
             setEntryText(entry, "Not sent. " + entry.reason, "is-error");
             announce(entry.file.name + " was not sent.");
             return null;
@@ -794,9 +814,34 @@
       window.location.assign(receipt);
       return;
     }
+    // Sending is over: nothing to keep the page open for, nothing to pause.
+    $("progress-intro").hidden = true;
+    $("pause-hint").hidden = true;
     var heading = $("progress-heading");
-    heading.textContent = plural(failed.length, "file was", "files were") + " not sent";
     var section = $("progress-section");
+    var outcome = el("p", "", "");
+    outcome.id = "progress-outcome";
+    if (failed.length === state.entries.length) {
+      // Nothing arrived: say so plainly, with no progress bar, no receipt and no talk of
+      // files being checked (issue 17.7).
+      $("overall").hidden = true;
+      heading.textContent = "Nothing was received";
+      outcome.textContent = (state.entries.length === 1 ? "Your file was not sent" : "None of your files were sent") +
+        ", so the police do not have " + (state.entries.length === 1 ? "it" : "them") +
+        ". The reason is given below. Choose the original photo or video files and try again, or contact the officer dealing with report " +
+        REPORT_REFERENCE + ".";
+      section.insertBefore(outcome, heading.nextSibling);
+      var again = el("a", "button", "Try again");
+      again.href = "/u/";
+      section.appendChild(again);
+      heading.focus();
+      announce("Nothing was received. " + outcome.textContent);
+      return;
+    }
+    heading.textContent = plural(failed.length, "file was", "files were") + " not sent";
+    outcome.textContent = "The other " + plural(state.entries.length - failed.length, "file was", "files were") +
+      " received. The reason each file was not sent is given below.";
+    section.insertBefore(outcome, heading.nextSibling);
     var link = el("a", "button", "See your receipt");
     link.href = receipt;
     section.appendChild(link);
