@@ -18,7 +18,7 @@ import hmac
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 from sqlmodel import Session
@@ -251,17 +251,3 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
     return [Route("/u/{token}", exchange, methods=["GET"])]
 
-
-class TokenRedactingFilter(logging.Filter):
-    """Install on the ``uvicorn.access`` logger: replaces the link token in ``/u/<token>``
-    request lines with ``[redacted]`` (UP-15: tokens never reach logs)."""
-
-    _TOKEN = re.compile(r"(/u/)(?!files/|static/|receipt/|status/|submit|submission)[^/?\s\"]{16,}")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args: Any = record.args
-        if isinstance(args, tuple):
-            record.args = tuple(self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in args)
-        if isinstance(record.msg, str):
-            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
-        return True
