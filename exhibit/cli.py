@@ -319,6 +319,42 @@ def cmd_worker(settings: Settings, args: argparse.Namespace, out: Output) -> int
     return run_worker_forever(settings, concurrency=concurrency, lanes=args.lane)
 
 
+def cmd_fixity_run(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    """Re-hash originals now (all, or ``--item``) within the bandwidth budget. Exit 0:
+    every original checked is intact; 1: an alarm (changed or missing); 3: the store
+    could not be read for some (nothing proved about them)."""
+    from storage import fixity
+    from storage.blobs import open_store
+    from storage.errors import NotFound
+    from storage.models import EvidenceItem
+
+    db = _open_db(settings)
+    item_ids = None
+    if args.item:
+        with db.read() as session:
+            if session.get(EvidenceItem, args.item) is None:
+                raise NotFound(f"no item {args.item}", code="ERR_ITEM_NOT_FOUND")
+        item_ids = [args.item]
+    mb_per_s = args.mb_per_s if args.mb_per_s is not None else settings.fixity_mb_per_s
+    summary = fixity.run(db, lambda: open_store(settings), actor=_actor(), item_ids=item_ids, mb_per_s=mb_per_s or None)
+    with db.read() as session:
+        standing = [i.id for i in fixity.alarms(session)]
+    data = {**summary.as_dict(), "standing_alarms": standing}
+
+    def human() -> str:
+        lines = [f"{o.item_id}  {o.result:<8} {o.sha256 or '-'}" for o in summary.outcomes]
+        lines.append(f"checked {summary.checked}: {summary.ok} intact, {summary.alarms} ALARMS, {summary.errors} "
+                     f"unreadable ({data['mb_per_s'] or 0} MB/s)")
+        if standing:
+            lines.append(f"items in integrity_alarm: {', '.join(standing)}")
+        return "\n".join(lines)
+
+    out.emit(data, human)
+    if summary.alarms:
+        return 1
+    return 3 if summary.errors else 0
+
+
 # --- parser ----------------------------------------------------------------------------
 
 
@@ -379,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(apikeys, "list", cmd_apikeys_list, "list API keys")
     p = add(apikeys, "revoke", cmd_apikeys_revoke, "revoke an API key")
     p.add_argument("key_id")
+
+    fixity_cmd = sub.add_parser("fixity", help="re-hash originals at rest").add_subparsers(dest="sub", required=True)
+    p = add(fixity_cmd, "run", cmd_fixity_run, "re-hash every original (or one) now; exit 1 on an alarm")
+    p.add_argument("--item", help="check only this item")
+    p.add_argument("--mb-per-s", type=float, help="bandwidth budget (default EXHIBIT_FIXITY_MB_PER_S; 0: none)")
 
     p = add(sub, "serve", cmd_serve, "all-in-one server: upload API + reviewer UI + worker + clamd")
     p.add_argument("--host")
