@@ -232,6 +232,36 @@ def run_one(
     return None
 
 
+HOUSEKEEPING_SECONDS = 60.0
+FIXITY_BATCH = 200
+
+
+def housekeeping_round(settings: Settings, db: Database, *, actor: str, stop: threading.Event) -> dict[str, Any]:
+    """One round of the worker's background duties: re-hash the originals that are due
+    (``storage.fixity``, oldest-checked first, within the bandwidth budget), then
+    sweep what crashes left behind (``processing.sweep``)."""
+    from storage import fixity
+    from storage.blobs import open_store
+
+    summary = fixity.run(
+        db, lambda: open_store(settings), actor=actor, mb_per_s=settings.fixity_mb_per_s,
+        due_before=fixity.due_before(settings.fixity_interval_seconds), limit=FIXITY_BATCH, stop=stop,
+    )
+    if summary.checked:
+        log.info("worker.fixity", extra={k: v for k, v in summary.as_dict().items() if k != "items"})
+    return {"fixity": summary}
+
+
+def _housekeeping(settings: Settings, db: Database, stop: threading.Event, interval: float) -> None:
+    actor = f"worker:{socket.gethostname()[:40]}:{os.getpid()}:housekeeping"
+    while not stop.is_set():
+        try:
+            housekeeping_round(settings, db, actor=actor, stop=stop)
+        except Exception as exc:  # an outage: try again next round
+            log.warning("worker.housekeeping_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        stop.wait(interval)
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -244,6 +274,7 @@ def run_worker(
     db: Database | None = None,
     on_ready: Callable[[], None] | None = None,
     lanes: list[str] | None = None,
+    housekeeping_seconds: float | None = HOUSEKEEPING_SECONDS,
 ) -> None:
     """Run ``concurrency`` job slots until ``stop_event`` is set; returns once every slot
     has finished or released its job.
@@ -251,7 +282,10 @@ def run_worker(
     ``lanes`` None (the default worker): at least two slots; slot 0 takes jobs of every
     lane, the others only the default lane, so a long video holds one slot at most and
     photos keep flowing (BF-19). ``lanes=["video"]`` (``exhibit worker --lane video``):
-    every slot serves only those lanes."""
+    every slot serves only those lanes.
+
+    ``housekeeping_seconds``: the period of the background fixity and sweep round (in
+    a thread beside the slots; None: none, e.g. for a dedicated video worker)."""
     stop = stop_event or threading.Event()
     if lanes is None:
         slots = max(2, concurrency or settings.worker_concurrency)
@@ -300,6 +334,9 @@ def run_worker(
                     max_seconds=settings.job_max_seconds)
 
     threads = [threading.Thread(target=slot, args=(i,), name=f"worker-slot-{i}", daemon=True) for i in range(slots)]
+    if housekeeping_seconds is not None:
+        threads.append(threading.Thread(target=_housekeeping, args=(settings, database, stop, housekeeping_seconds),
+                                        name="worker-housekeeping", daemon=True))
     for t in threads:
         t.start()
     if on_ready is not None:
