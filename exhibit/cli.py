@@ -355,6 +355,32 @@ def cmd_fixity_run(settings: Settings, args: argparse.Namespace, out: Output) ->
     return 3 if summary.errors else 0
 
 
+def cmd_sweep(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    """Remove what crashes left behind and is older than EXHIBIT_SWEEP_GRACE: derivative
+    blobs with no row, unfinished uploads with no upload row, work directories. Never an
+    original. ``--dry-run``: list only."""
+    from storage import sweep
+    from storage.blobs import open_store
+
+    db = _open_db(settings)
+    temp_root = Path(args.temp_root) if args.temp_root else sweep.default_temp_root()
+    report = sweep.run(db, lambda: open_store(settings), grace_seconds=settings.sweep_grace_seconds,
+                       temp_root=temp_root, dry_run=args.dry_run)
+    data = report.as_dict()
+
+    def human() -> str:
+        verb = "would remove" if args.dry_run else "removed"
+        lines = [f"{verb} {len(report.orphan_derivatives)} orphan derivative(s), {len(report.orphan_uploads)} "
+                 f"unfinished upload(s) with no row, {len(report.work_dirs)} work director(y/ies)"]
+        if report.unreferenced_originals:
+            lines.append(f"originals no row points to (kept, look into them): {', '.join(report.unreferenced_originals)}")
+        lines += [f"error: {e}" for e in report.errors]
+        return "\n".join(lines)
+
+    out.emit(data, human)
+    return 3 if report.errors else 0
+
+
 # --- parser ----------------------------------------------------------------------------
 
 
@@ -420,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(fixity_cmd, "run", cmd_fixity_run, "re-hash every original (or one) now; exit 1 on an alarm")
     p.add_argument("--item", help="check only this item")
     p.add_argument("--mb-per-s", type=float, help="bandwidth budget (default EXHIBIT_FIXITY_MB_PER_S; 0: none)")
+
+    p = add(sub, "sweep", cmd_sweep, "remove orphans crashes left (never an original)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--temp-root", help="where the workers' exhibit-job-* directories are (default: TMPDIR or /tmp)")
 
     p = add(sub, "serve", cmd_serve, "all-in-one server: upload API + reviewer UI + worker + clamd")
     p.add_argument("--host")

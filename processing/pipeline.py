@@ -486,5 +486,7 @@ def _publish(ctx: JobContext, item: EvidenceItem, prepared: list[Prepared]) -> N
             key, sha, size = ctx.blobs.put_file(p.path)
         rows.append(dict(kind=p.kind, key=key, sha256=sha, size=size, mime=p.mime, width=p.width,
                          height=p.height, tool=p.tool, tool_version=p.tool_version, argv=p.argv))
+    # Stored, not yet recorded: a crash here leaves blobs no row names (the sweep's).
+    ctx.at("stored", item.id)
     if rows:
         _record_many(ctx, item, rows)

@@ -240,7 +240,7 @@ def housekeeping_round(settings: Settings, db: Database, *, actor: str, stop: th
     """One round of the worker's background duties: re-hash the originals that are due
     (``storage.fixity``, oldest-checked first, within the bandwidth budget), then
     sweep what crashes left behind (``processing.sweep``)."""
-    from storage import fixity
+    from storage import fixity, sweep
     from storage.blobs import open_store
 
     summary = fixity.run(
@@ -249,7 +249,14 @@ def housekeeping_round(settings: Settings, db: Database, *, actor: str, stop: th
     )
     if summary.checked:
         log.info("worker.fixity", extra={k: v for k, v in summary.as_dict().items() if k != "items"})
-    return {"fixity": summary}
+    if stop.is_set():
+        return {"fixity": summary}
+    swept = sweep.run(db, lambda: open_store(settings), grace_seconds=settings.sweep_grace_seconds,
+                      temp_root=sweep.default_temp_root())
+    report = swept.as_dict()
+    if report["removed"] or swept.errors:
+        log.info("worker.sweep", extra={k: v for k, v in report.items() if k != "unreferenced_originals"})
+    return {"fixity": summary, "sweep": swept}
 
 
 def _housekeeping(settings: Settings, db: Database, stop: threading.Event, interval: float) -> None:

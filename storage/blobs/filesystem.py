@@ -39,6 +39,7 @@ import anyio.to_thread
 
 from storage.blobs.keys import new_key, split_key
 from storage.blobs.protocol import (
+    NAMESPACES,
     BlobNotFound,
     BlobStoreError,
     InvalidKey,
@@ -218,6 +219,50 @@ class FilesystemBlobStore:
 
     async def close(self) -> None:
         return None
+
+    # -- the sweep (storage.sweep): listing and removing orphans ------------------
+
+    async def sweep_list(self, namespace: str, *, finished: bool) -> list[tuple[str, float]]:
+        """``(key, mtime)`` of every finished object (or unfinished upload) in
+        ``namespace``; names that are not keys this store makes are left alone."""
+        return await _run(self._sweep_list_sync, namespace, finished)
+
+    def _sweep_list_sync(self, namespace: str, finished: bool) -> list[tuple[str, float]]:
+        if namespace not in NAMESPACES:
+            raise InvalidKey("unknown blob namespace")
+        base = (self._objects if finished else self._incoming) / namespace
+        paths = base.glob("*/*") if finished else base.glob("*")
+        found = []
+        for path in paths:
+            key = f"{namespace}/{path.name}"
+            try:
+                split_key(key)
+                found.append((key, path.stat().st_mtime))
+            except (InvalidKey, FileNotFoundError):
+                continue  # a sidecar, a temp file, or gone meanwhile
+        return found
+
+    async def sweep_remove(self, key: str, *, finished: bool) -> None:
+        """Remove an orphan: a finished derivative, or an unfinished upload (with its
+        sidecar). Threat: the sweep deleting evidence. A finished object outside the
+        derivatives namespace is refused here, whatever the caller decided."""
+        await _run(self._sweep_remove_sync, key, finished)
+
+    def _sweep_remove_sync(self, key: str, finished: bool) -> None:
+        ns, _ = split_key(key)
+        if finished:
+            if ns != "derivatives":
+                raise InvalidKey("only derivatives are swept; an original is never removed")
+            path = self._object_path(key)
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+            return
+        data = self._incoming_path(key)
+        data.unlink(missing_ok=True)
+        self._sidecar_path(key).unlink(missing_ok=True)
+        self._sidecar_path(key).with_suffix(".json.tmp").unlink(missing_ok=True)
+        if data.parent.exists():
+            _fsync_dir(data.parent)
 
     # -- per-upload operations (sync, run in threads) --------------------------
 

@@ -56,8 +56,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.blobs.keys import new_key, split_key
 from storage.blobs.protocol import (
+    NAMESPACES,
     BlobNotFound,
     BlobStoreError,
+    InvalidKey,
     OffsetMismatch,
     UploadFinished,
     UploadInfo,
@@ -433,6 +435,68 @@ class S3BlobStore:
         if state.finished:
             raise UploadFinished("a finished object cannot be deleted")
         self._abort(key, state.upload_id)
+        self._delete_meta(key)
+
+    # -- the sweep (storage.sweep): listing and removing orphans ------------------
+
+    async def sweep_list(self, namespace: str, *, finished: bool) -> list[tuple[str, float]]:
+        """``(key, last modified)`` of every finished object (or unfinished upload: its
+        ``.info``, or a multipart upload with none) in ``namespace``."""
+        return await self._call(self._sweep_list_sync, namespace, finished)
+
+    def _key_of(self, name: str, namespace: str, suffix: str = "") -> str | None:
+        hexpart = name.rsplit("/", 1)[-1].removesuffix(suffix) if name.endswith(suffix) else ""
+        key = f"{namespace}/{hexpart}"
+        try:
+            split_key(key)
+        except InvalidKey:
+            return None
+        return key
+
+    def _sweep_list_sync(self, namespace: str, finished: bool) -> list[tuple[str, float]]:
+        if namespace not in NAMESPACES:
+            raise InvalidKey("unknown blob namespace")
+        base = f"{self._prefix}/" if self._prefix else ""
+        found: dict[str, float] = {}
+        prefix = f"{base}{namespace}/" if finished else f"{base}.uploads/{namespace}/"
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = self._key_of(obj["Key"], namespace, "" if finished else ".info")
+                if key is not None:
+                    found[key] = obj["LastModified"].timestamp()
+        if not finished:
+            # A multipart upload whose .info was never written (a crash right after
+            # CreateMultipartUpload) is an unfinished upload too.
+            uploads = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self._bucket, Prefix=f"{base}{namespace}/")
+            for listing in uploads:
+                for upload in listing.get("Uploads", []):
+                    key = self._key_of(upload["Key"], namespace)
+                    if key is not None and key not in found:
+                        found[key] = upload["Initiated"].timestamp()
+        return sorted(found.items())
+
+    async def sweep_remove(self, key: str, *, finished: bool) -> None:
+        """Remove an orphan: a finished derivative, or an unfinished upload (every
+        multipart upload under its name, and its .info/.part). Threat: the sweep
+        deleting evidence: a finished object outside derivatives is refused here."""
+        await self._call(self._sweep_remove_sync, key, finished)
+
+    def _sweep_remove_sync(self, key: str, finished: bool) -> None:
+        ns, _ = split_key(key)
+        name = self._object_name(key)
+        if finished:
+            if ns != "derivatives":
+                raise InvalidKey("only derivatives are swept; an original is never removed")
+            self._client.delete_object(Bucket=self._bucket, Key=name)
+            return
+        if self._head(name) is not None:
+            raise UploadFinished("the upload is finished: not an unfinished upload")
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self._bucket, Prefix=name)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == name:
+                    self._abort(key, upload["UploadId"])
         self._delete_meta(key)
 
     def _open_range_sync(self, name: str, start: int, end: int | None) -> Any:
