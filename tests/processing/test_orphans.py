@@ -4,6 +4,7 @@ blobs with no row, unfinished uploads with no row) and never an original."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import select
@@ -13,10 +14,16 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from tests.fixtures.media import ffmpeg
+from storage import fixity, sweep
+from storage.blobs import open_store
+from storage.blobs.filesystem import FilesystemBlobStore
+from storage.models import utcnow
+from tests.fixtures.media import Media, ffmpeg
 from tests.processing.conftest import Env
+from tests.processing.test_crash import _finish_with_fresh_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,3 +120,53 @@ def test_kill_9_of_the_worker_kills_its_ffmpeg(killed_mid_transcode: tuple[str, 
     # the fix it ran on in its own session, transcoding for nobody.
     ready, _, _ = select.select([pidfd], [], [], 20)
     assert ready, "ffmpeg outlived its killed worker"
+
+
+def _kill_at(env: Env, point: str, tmpdir: Path, item_id: str) -> None:
+    proc = spawn_worker(env, point, tmpdir)
+    try:
+        assert wait_paused(proc, point) == item_id
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_sweep_removes_what_real_crashes_left_and_every_original_survives(
+    env: Env, media: Media, killed_mid_transcode: tuple[str, int, Path],
+) -> None:
+    video_id, pidfd, tmpdir = killed_mid_transcode
+    select.select([pidfd], [], [], 20)
+    # A second crash: derivatives stored, killed before their rows committed.
+    photo_id = env.ingest_file(media.jpeg_gps)
+    _kill_at(env, "stored", tmpdir, photo_id)
+    store = FilesystemBlobStore(env.settings.data_dir / "blobs")
+    rows = {d.blob_key for d in env.derivatives(video_id)}
+    derivative_blobs = {k for k, _ in anyio.run(lambda: store.sweep_list("derivatives", finished=True))} - rows
+    assert len(derivative_blobs) == 2 and env.derivatives(photo_id) == []  # thumbnail + preview, no rows
+    work_dirs = sorted(str(p) for p in tmpdir.glob("exhibit-job-*"))
+    # One per job a killed worker was running (the second may have re-claimed the video
+    # too), each with a copy of an original.
+    assert len(work_dirs) >= 2
+
+    later = utcnow() + dt.timedelta(seconds=env.settings.sweep_grace_seconds + 60)
+    report = sweep.run(env.db, lambda: open_store(env.settings), grace_seconds=env.settings.sweep_grace_seconds,
+                       temp_root=tmpdir, now=later)
+    assert report.errors == []
+    assert sorted(report.orphan_derivatives) == sorted(derivative_blobs)
+    assert sorted(report.work_dirs) == work_dirs
+    assert report.unreferenced_originals == []
+    assert list(tmpdir.glob("exhibit-job-*")) == []
+    assert {k for k, _ in anyio.run(lambda: store.sweep_list("derivatives", finished=True))} == rows
+    # Every original is intact, byte for byte (re-hashed against its ingest hash).
+    proof = fixity.run(env.db, lambda: open_store(env.settings), actor="test")
+    assert sorted((o.item_id, o.result) for o in proof.outcomes) == sorted([(video_id, "ok"), (photo_id, "ok")])
+    # And the interrupted jobs still finish, with derivatives made afresh.
+    _finish_with_fresh_worker(env, photo_id)
+    assert env.item(photo_id)["state"] == "ready"
+    for d in env.derivatives(photo_id):
+        assert env.read_blob(d.blob_key)
