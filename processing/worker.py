@@ -25,6 +25,7 @@ Failure handling (SECURITY_CHECKLIST CF-04, CF-05, CF-11, BF-04):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy import select
 
 from processing import video
@@ -251,12 +253,24 @@ def housekeeping_round(settings: Settings, db: Database, *, actor: str, stop: th
         log.info("worker.fixity", extra={k: v for k, v in summary.as_dict().items() if k != "items"})
     if stop.is_set():
         return {"fixity": summary}
+    moved = asyncio.run(_quarantine_pending(settings, db, actor))
     swept = sweep.run(db, lambda: open_store(settings), grace_seconds=settings.sweep_grace_seconds,
                       temp_root=sweep.default_temp_root())
     report = swept.as_dict()
     if report["removed"] or swept.errors:
         log.info("worker.sweep", extra={k: v for k, v in report.items() if k != "unreferenced_originals"})
-    return {"fixity": summary, "sweep": swept}
+    return {"fixity": summary, "sweep": swept, "quarantined": moved}
+
+
+async def _quarantine_pending(settings: Settings, db: Database, actor: str) -> list[str]:
+    from storage import quarantine
+    from storage.blobs import open_store
+
+    store = await anyio.to_thread.run_sync(lambda: open_store(settings))
+    try:
+        return await quarantine.quarantine_pending(db, store, actor=actor)
+    finally:
+        await store.close()
 
 
 def _housekeeping(settings: Settings, db: Database, stop: threading.Event, interval: float) -> None:

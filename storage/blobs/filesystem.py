@@ -40,12 +40,14 @@ import anyio.to_thread
 from storage.blobs.keys import new_key, split_key
 from storage.blobs.protocol import (
     NAMESPACES,
+    QUARANTINE,
     BlobNotFound,
     BlobStoreError,
     InvalidKey,
     OffsetMismatch,
     UploadFinished,
     UploadInfo,
+    refused,
 )
 from storage.blobs.streaming import Observer, pump
 
@@ -157,7 +159,14 @@ class FilesystemBlobStore:
         return upload
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        path = self._object_path(key)  # InvalidKey now, before any I/O
+        self._object_path(key)  # InvalidKey now, before any I/O
+        if split_key(key)[0] == QUARANTINE:
+            return refused()  # infected originals: out of every viewer's and export's reach
+        return self.read_quarantined(key, start, end)
+
+    def read_quarantined(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """``read`` for any key, quarantined ones included (fixity, forensic copy-out)."""
+        path = self._object_path(key)
         if start < 0 or (end is not None and end < start):
             raise ValueError("invalid byte range")
         return self._read(path, start, end)
@@ -219,6 +228,40 @@ class FilesystemBlobStore:
 
     async def close(self) -> None:
         return None
+
+    # -- quarantine (storage.quarantine) ---------------------------------------
+
+    async def quarantine_copy(self, key: str) -> str:
+        """Give the finished original ``key`` a second name under ``quarantine/`` (a hard
+        link: the same read-only bytes, nothing copied) and return that key. Idempotent."""
+        return await _run(self._quarantine_copy_sync, key)
+
+    def _quarantine_copy_sync(self, key: str) -> str:
+        _, hexpart = split_key(key)
+        target_key = f"{QUARANTINE}/{hexpart}"
+        source, target = self._object_path(key), self._object_path(target_key)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            if not target.exists():
+                raise BlobNotFound("no finished object with this key") from None
+        _fsync_dir(target.parent)
+        return target_key
+
+    async def quarantine_drop(self, key: str) -> None:
+        """Remove the original's old name once its quarantine name exists."""
+        await _run(self._quarantine_drop_sync, key)
+
+    def _quarantine_drop_sync(self, key: str) -> None:
+        _, hexpart = split_key(key)
+        if not self._object_path(f"{QUARANTINE}/{hexpart}").exists():
+            raise BlobStoreError("refusing to drop an original that is not in quarantine")
+        source = self._object_path(key)
+        source.unlink(missing_ok=True)
+        _fsync_dir(source.parent)
 
     # -- the sweep (storage.sweep): listing and removing orphans ------------------
 
