@@ -88,3 +88,56 @@ def test_sweep_removes_orphans_and_never_an_original(db: Database, blob_store: B
     remove = blob_store.sweep_remove  # type: ignore[attr-defined]
     with pytest.raises(InvalidKey):
         anyio.run(lambda: remove(original_key, finished=True))
+
+
+def test_cli_sweep_dry_run_lists_then_sweep_removes(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from exhibit.cli import main as cli_main
+    from storage.blobs.filesystem import FilesystemBlobStore
+
+    store = FilesystemBlobStore(tmp_path / "blobs")
+    monkeypatch.setenv("EXHIBIT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EXHIBIT_DATABASE_URL", db.url)
+    monkeypatch.setenv("EXHIBIT_STORAGE_URL", f"file://{tmp_path / 'blobs'}")
+    monkeypatch.setenv("EXHIBIT_SWEEP_GRACE", "1h")
+    orphan = anyio.run(put_bytes, store, b"orphan", "derivatives")
+    fresh = anyio.run(put_bytes, store, b"fresh orphan", "derivatives")
+    old = (utcnow() - dt.timedelta(hours=2)).timestamp()
+    os.utime(store._object_path(orphan), (old, old))
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+
+    assert cli_main(["sweep", "--dry-run", "--temp-root", str(temp_root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["orphan_derivatives"] == [orphan] and out["removed"] == 0
+    assert anyio.run(read_all, store, orphan) == b"orphan"
+
+    assert cli_main(["sweep", "--temp-root", str(temp_root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["orphan_derivatives"] == [orphan] and out["removed"] == 1
+    with pytest.raises(BlobNotFound):
+        anyio.run(read_all, store, orphan)
+    assert anyio.run(read_all, store, fresh) == b"fresh orphan"  # inside the grace period
+
+
+def test_s3_multipart_upload_without_its_info_is_swept(db: Database, s3_settings: object, s3_client: object) -> None:
+    from storage.blobs import open_store
+    from storage.settings import Settings
+
+    assert isinstance(s3_settings, Settings)
+    store = open_store(s3_settings)
+    try:
+        bucket = s3_settings.storage_url.split("/")[2]
+        name = "exhibit/originals/" + "ab" * 16
+        # A crash right after CreateMultipartUpload: no .info was written.
+        s3_client.create_multipart_upload(Bucket=bucket, Key=name)  # type: ignore[attr-defined]
+        report = anyio.run(lambda: sweep.sweep_async(db, store, grace_seconds=GRACE, temp_root=None,
+                                                     dry_run=False, now=_later()))
+        assert report.orphan_uploads == ["originals/" + "ab" * 16]
+        left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])  # type: ignore[attr-defined]
+        assert left == []
+    finally:
+        anyio.run(store.close)
