@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 import threading
 import time
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from processing.worker import run_worker
@@ -65,3 +68,37 @@ def test_worker_rehashes_due_originals_and_raises_the_alarm(env: Env, media: Med
 def _results(env: Env, item_id: str) -> list[str]:
     with env.db.read() as s:
         return [c.result for c in s.exec(select(FixityCheck).where(FixityCheck.item_id == item_id)).scalars().all()]  # type: ignore[call-overload, arg-type]
+
+
+def test_worker_housekeeping_sweeps_old_orphans_and_keeps_fresh_ones(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    temp_root = tmp_path / "worker-tmp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    old = time.time() - 7200
+    stale_dir = temp_root / "exhibit-job-stale"
+    stale_dir.mkdir()
+    (stale_dir / "input").write_bytes(b"copy of an original")
+    for p in (stale_dir / "input", stale_dir):
+        os.utime(p, (old, old))
+    live_dir = temp_root / "exhibit-job-live"
+    live_dir.mkdir()
+    orphan, _, _ = env.blobs.put_bytes(b"orphan thumbnail")
+    fresh, _, _ = env.blobs.put_bytes(b"fresh thumbnail, its row about to commit")
+    store = FilesystemBlobStore(env.settings.data_dir / "blobs")
+    os.utime(store._object_path(orphan), (old, old))
+
+    settings = env.settings.replace(sweep_grace_seconds=3600)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_worker, args=(settings,), kwargs={
+        "concurrency": 1, "stop_event": stop, "scanner": env.scanner, "db": env.db, "poll_seconds": 0.2,
+        "housekeeping_seconds": 0.2}, daemon=True)
+    thread.start()
+    try:
+        assert _wait_for(lambda: not stale_dir.exists() and not store._object_path(orphan).exists())
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert live_dir.exists()
+    assert env.read_blob(fresh) == b"fresh thumbnail, its row about to commit"
