@@ -362,6 +362,68 @@ def cmd_worker(settings: Settings, args: argparse.Namespace, out: Output) -> int
     return run_worker_forever(settings, concurrency=concurrency, lanes=args.lane)
 
 
+def cmd_fixity_run(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    """Re-hash originals now (all, or ``--item``) within the bandwidth budget. Exit 0:
+    every original checked is intact; 1: an alarm (changed or missing); 3: the store
+    could not be read for some (nothing proved about them)."""
+    from storage import fixity
+    from storage.blobs import open_store
+    from storage.errors import NotFound
+    from storage.models import EvidenceItem
+
+    db = _open_db(settings)
+    item_ids = None
+    if args.item:
+        with db.read() as session:
+            if session.get(EvidenceItem, args.item) is None:
+                raise NotFound(f"no item {args.item}", code="ERR_ITEM_NOT_FOUND")
+        item_ids = [args.item]
+    mb_per_s = args.mb_per_s if args.mb_per_s is not None else settings.fixity_mb_per_s
+    summary = fixity.run(db, lambda: open_store(settings), actor=_actor(), item_ids=item_ids, mb_per_s=mb_per_s or None)
+    with db.read() as session:
+        standing = [i.id for i in fixity.alarms(session)]
+    data = {**summary.as_dict(), "standing_alarms": standing}
+
+    def human() -> str:
+        lines = [f"{o.item_id}  {o.result:<8} {o.sha256 or '-'}" for o in summary.outcomes]
+        lines.append(f"checked {summary.checked}: {summary.ok} intact, {summary.alarms} ALARMS, {summary.errors} "
+                     f"unreadable ({data['mb_per_s'] or 0} MB/s)")
+        if standing:
+            lines.append(f"items in integrity_alarm: {', '.join(standing)}")
+        return "\n".join(lines)
+
+    out.emit(data, human)
+    if summary.alarms:
+        return 1
+    return 3 if summary.errors else 0
+
+
+def cmd_sweep(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    """Remove what crashes left behind and is older than EXHIBIT_SWEEP_GRACE: derivative
+    blobs with no row, unfinished uploads with no upload row, work directories. Never an
+    original. ``--dry-run``: list only."""
+    from storage import sweep
+    from storage.blobs import open_store
+
+    db = _open_db(settings)
+    temp_root = Path(args.temp_root) if args.temp_root else sweep.default_temp_root()
+    report = sweep.run(db, lambda: open_store(settings), grace_seconds=settings.sweep_grace_seconds,
+                       temp_root=temp_root, dry_run=args.dry_run)
+    data = report.as_dict()
+
+    def human() -> str:
+        verb = "would remove" if args.dry_run else "removed"
+        lines = [f"{verb} {len(report.orphan_derivatives)} orphan derivative(s), {len(report.orphan_uploads)} "
+                 f"unfinished upload(s) with no row, {len(report.work_dirs)} work director(y/ies)"]
+        if report.unreferenced_originals:
+            lines.append(f"originals no row points to (kept, look into them): {', '.join(report.unreferenced_originals)}")
+        lines += [f"error: {e}" for e in report.errors]
+        return "\n".join(lines)
+
+    out.emit(data, human)
+    return 3 if report.errors else 0
+
+
 # --- parser ----------------------------------------------------------------------------
 
 
@@ -429,6 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     add(apikeys, "list", cmd_apikeys_list, "list API keys")
     p = add(apikeys, "revoke", cmd_apikeys_revoke, "revoke an API key")
     p.add_argument("key_id")
+
+    fixity_cmd = sub.add_parser("fixity", help="re-hash originals at rest").add_subparsers(dest="sub", required=True)
+    p = add(fixity_cmd, "run", cmd_fixity_run, "re-hash every original (or one) now; exit 1 on an alarm")
+    p.add_argument("--item", help="check only this item")
+    p.add_argument("--mb-per-s", type=float, help="bandwidth budget (default EXHIBIT_FIXITY_MB_PER_S; 0: none)")
+
+    p = add(sub, "sweep", cmd_sweep, "remove orphans crashes left (never an original)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--temp-root", help="where the workers' exhibit-job-* directories are (default: TMPDIR or /tmp)")
 
     p = add(sub, "serve", cmd_serve, "the server: a public door (upload pages, intake API) and a staff door "
             "(reviewer UI, admin), worker + clamd")

@@ -2,9 +2,13 @@
 
 Hostile input (SECURITY_CHECKLIST BF-12..BF-14):
 * argv lists, never a shell; every run has a wall-clock timeout, and CPU-time and
-  address-space limits set in the child (``prlimit`` wraps the command: a
-  ``preexec_fn`` is not safe in a threaded worker, and ``prlimit`` sets the limits
-  before ffmpeg's first instruction);
+  address-space limits set in the child (``prlimit`` wraps the command and sets the
+  limits before ffmpeg's first instruction);
+* a child never outlives its worker (issue 14 item 5): it runs in its own process
+  group, killed whole on timeout, cancellation and exit, and it is born with the
+  parent-death signal set to SIGKILL (``prctl(PR_SET_PDEATHSIG)`` in ``preexec_fn``,
+  one async-signal-safe libc call through a ctypes function resolved beforehand; it
+  survives the exec of prlimit and ffmpeg), so a kill -9 of the worker kills it too;
 * ``-nostdin`` and ``-protocol_whitelist file,pipe`` on every input: no network, no
   ``concat:``/``subfile:``/``http:`` tricks;
 * the demuxer is forced with ``-f`` from an allowlist chosen by our magic-byte sniff
@@ -143,6 +147,36 @@ def tool_version(name: str = "ffmpeg") -> str:
     return out.splitlines()[0][:200] if out else name
 
 
+_PR_SET_PDEATHSIG = 1
+_libc_prctl: Any = None
+try:
+    import ctypes
+
+    _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _libc_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _libc_prctl.restype = ctypes.c_int
+except (OSError, AttributeError):  # not Linux: the process group still covers timeouts
+    _libc_prctl = None
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """``preexec_fn``: the child gets SIGKILL when the thread that started it dies.
+    Threat: an ffmpeg child of a killed worker running on, holding CPU, memory and a
+    copy of the evidence in a work directory nobody owns (CF-04)."""
+    if _libc_prctl is None:
+        return None
+    prctl = _libc_prctl
+    signum = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        # The parent may have died between fork and prctl: then no signal will come.
+        if os.getppid() != parent_pid:
+            os._exit(137)
+
+    return preexec
+
+
 def run(
     argv: list[str],
     *,
@@ -166,6 +200,7 @@ def run(
         process = subprocess.Popen(  # noqa: S603 - argv list, no shell; input forced above
             wrapped, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=stderr_file, start_new_session=True, env=_child_env(),
+            preexec_fn=_die_with_parent(os.getpid()),  # one libc call: see _die_with_parent
         )
 
         def watchdog() -> None:

@@ -25,6 +25,7 @@ Failure handling (SECURITY_CHECKLIST CF-04, CF-05, CF-11, BF-04):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy import select
 
 from processing import video
@@ -232,6 +234,55 @@ def run_one(
     return None
 
 
+HOUSEKEEPING_SECONDS = 60.0
+FIXITY_BATCH = 200
+
+
+def housekeeping_round(settings: Settings, db: Database, *, actor: str, stop: threading.Event) -> dict[str, Any]:
+    """One round of the worker's background duties: re-hash the originals that are due
+    (``storage.fixity``, oldest-checked first, within the bandwidth budget), then
+    sweep what crashes left behind (``processing.sweep``)."""
+    from storage import fixity, sweep
+    from storage.blobs import open_store
+
+    summary = fixity.run(
+        db, lambda: open_store(settings), actor=actor, mb_per_s=settings.fixity_mb_per_s,
+        due_before=fixity.due_before(settings.fixity_interval_seconds), limit=FIXITY_BATCH, stop=stop,
+    )
+    if summary.checked:
+        log.info("worker.fixity", extra={k: v for k, v in summary.as_dict().items() if k != "items"})
+    if stop.is_set():
+        return {"fixity": summary}
+    moved = asyncio.run(_quarantine_pending(settings, db, actor))
+    swept = sweep.run(db, lambda: open_store(settings), grace_seconds=settings.sweep_grace_seconds,
+                      temp_root=sweep.default_temp_root())
+    report = swept.as_dict()
+    if report["removed"] or swept.errors:
+        log.info("worker.sweep", extra={k: v for k, v in report.items() if k != "unreferenced_originals"})
+    return {"fixity": summary, "sweep": swept, "quarantined": moved}
+
+
+async def _quarantine_pending(settings: Settings, db: Database, actor: str) -> list[str]:
+    from storage import quarantine
+    from storage.blobs import open_store
+
+    store = await anyio.to_thread.run_sync(lambda: open_store(settings))
+    try:
+        return await quarantine.quarantine_pending(db, store, actor=actor)
+    finally:
+        await store.close()
+
+
+def _housekeeping(settings: Settings, db: Database, stop: threading.Event, interval: float) -> None:
+    actor = f"worker:{socket.gethostname()[:40]}:{os.getpid()}:housekeeping"
+    while not stop.is_set():
+        try:
+            housekeeping_round(settings, db, actor=actor, stop=stop)
+        except Exception as exc:  # an outage: try again next round
+            log.warning("worker.housekeeping_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        stop.wait(interval)
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -244,6 +295,7 @@ def run_worker(
     db: Database | None = None,
     on_ready: Callable[[], None] | None = None,
     lanes: list[str] | None = None,
+    housekeeping_seconds: float | None = HOUSEKEEPING_SECONDS,
 ) -> None:
     """Run ``concurrency`` job slots until ``stop_event`` is set; returns once every slot
     has finished or released its job.
@@ -251,7 +303,10 @@ def run_worker(
     ``lanes`` None (the default worker): at least two slots; slot 0 takes jobs of every
     lane, the others only the default lane, so a long video holds one slot at most and
     photos keep flowing (BF-19). ``lanes=["video"]`` (``exhibit worker --lane video``):
-    every slot serves only those lanes."""
+    every slot serves only those lanes.
+
+    ``housekeeping_seconds``: the period of the background fixity and sweep round (in
+    a thread beside the slots; None: none, e.g. for a dedicated video worker)."""
     stop = stop_event or threading.Event()
     if lanes is None:
         slots = max(2, concurrency or settings.worker_concurrency)
@@ -300,6 +355,9 @@ def run_worker(
                     max_seconds=settings.job_max_seconds)
 
     threads = [threading.Thread(target=slot, args=(i,), name=f"worker-slot-{i}", daemon=True) for i in range(slots)]
+    if housekeeping_seconds is not None:
+        threads.append(threading.Thread(target=_housekeeping, args=(settings, database, stop, housekeeping_seconds),
+                                        name="worker-housekeeping", daemon=True))
     for t in threads:
         t.start()
     if on_ready is not None:

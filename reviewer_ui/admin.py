@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from reviewer_ui import accounts, audit, form_errors, permissions, stepup, throttle
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
-from storage import ledger
+from storage import fixity, ledger
 from storage import links as storage_links
 from storage.errors import DomainError
 from storage.models import Organisation, Report, Role, StaffSession, UploadLink, User
@@ -76,8 +76,12 @@ def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 20
     with ctx.db.read() as s:
         # Accounts whose TOTP codes are paused after too many wrong ones: an alert (AC-07).
         codes_locked = [u for u, _g in throttle.totp_locked_accounts(s, ctx.clock())]
+        # Originals whose re-hash at rest failed (storage.fixity): an alarm every admin
+        # sees until it is investigated (issue 14 item 4).
+        integrity_alarms = fixity.alarms(s, limit=50)
     return ctx.render(request, "admin_users.html", status_code=status_code, users=_users(ctx),
                       roles=ROLE_CHOICES, codes_locked=codes_locked,
+                      integrity_alarms=integrity_alarms,
                       ledger_alarms=_ledger_alarms(ctx), **values)
 
 

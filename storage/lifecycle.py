@@ -8,6 +8,8 @@ that changes an item's state.
                          ↘ unscannable    (over scanner limits; never treated as clean)
               processing ↘ failed         (original kept; reason shown; retry possible)
     any → purged  (bytes destroyed under retention or legal order; record and hash kept)
+    any with bytes at rest → integrity_alarm  (fixity: a re-hash of the original at rest
+                             differs from its ingest hash, or the original is missing)
 
 ``transition`` changes the state and appends the custody event in the caller's
 transaction, so the two always commit together. An illegal transition raises
@@ -60,6 +62,13 @@ TRANSITIONS: dict[ItemState, frozenset[ItemState]] = {
     S.INTEGRITY_ALARM: frozenset(),
     S.PURGED: frozenset(),
 }
+# Fixity (storage.fixity) re-hashes originals at rest whatever their state: a changed or
+# missing original raises the alarm from any state that has bytes (not `receiving`: no
+# original yet; not `purged`: destroyed on purpose). Threat: evidence silently altered
+# or lost in storage, then shown or exported as if intact (ACPO principle 1).
+for _state in ItemState:
+    if _state not in (S.RECEIVING, S.PURGED, S.INTEGRITY_ALARM):
+        TRANSITIONS[_state] = TRANSITIONS[_state] | {S.INTEGRITY_ALARM}
 # Any state but purged may go to purged.
 for _state in ItemState:
     if _state is not S.PURGED:

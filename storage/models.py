@@ -444,3 +444,23 @@ class LedgerStatus(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     checkpoint_seq: int | None = big(default=None, nullable=True)
     destination: str = Field(default="", max_length=500)
+
+
+class FixityCheck(SQLModel, table=True):
+    """One re-hash of an original at rest (``storage.fixity``): when, what was read, and
+    what it proved. ``result``: ok, mismatch, missing (an alarm each), error (the store
+    could not be read: nothing proved, no alarm)."""
+
+    __tablename__ = "fixity_check"
+    # "Oldest-checked first" reads the newest check per item through this index.
+    __table_args__ = (sa.Index("ix_fixity_item_at", "item_id", "checked_at"),)
+    id: int | None = Field(default=None, sa_type=BigIntPK, primary_key=True)
+    item_id: str = Field(foreign_key="evidence_item.id", max_length=32)
+    checked_at: dt.datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    result: str = Field(max_length=16, index=True)
+    blob_key: str = Field(max_length=200)
+    expected_sha256: str = Field(max_length=64)
+    sha256: str | None = Field(default=None, max_length=64)  # what was read (None: nothing)
+    size: int | None = big(default=None, nullable=True)
+    seconds: float = 0.0
+    error: str | None = Field(default=None, max_length=500)

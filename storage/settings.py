@@ -71,6 +71,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_OFFICER_UNIT_ACCESS", "false", "true: an officer also sees every report of their own unit (the force's policy), not only those they own or are assigned to."),
     Setting("EXHIBIT_LOG_LEVEL", "INFO", "Python log level."),
     Setting("EXHIBIT_TRUSTED_PROXIES", "", "Addresses or CIDR ranges (comma-separated) of the reverse proxies in front of Exhibit. Only from these peers are X-Forwarded-For / Forwarded believed, read from the right up to the first address that is not a trusted proxy; everyone else's are ignored. Unset: the TCP peer is the client (sign-in and link throttles, session and ledger addresses)."),
+    Setting("EXHIBIT_FIXITY_MB_PER_S", "50", "Bandwidth budget of the fixity job (MB/s, 10^6 bytes) that re-hashes every original at rest, so it never starves uploads and reviewers of the store."),
+    Setting("EXHIBIT_FIXITY_INTERVAL", "30d", "Each original is re-hashed by the worker's fixity job when its last check (or its receipt) is older than this; the oldest-checked go first."),
+    Setting("EXHIBIT_SWEEP_GRACE", "24h", "The sweep removes orphans (derivative blobs with no row, unfinished uploads with no upload row, `exhibit-job-*` work directories) only when older than this, so work in flight is never taken."),
     Setting("EXHIBIT_REQUIRE_CONTACT", "false", "true: the citizen upload page requires a name and contact details; false: both are optional."),
 )
 
@@ -169,6 +172,9 @@ class Settings:
     officer_unit_access: bool = False
     log_level: str = "INFO"
     require_contact: bool = False
+    fixity_mb_per_s: float = 50.0
+    fixity_interval_seconds: int = 30 * 86400
+    sweep_grace_seconds: int = 24 * 3600
     trusted_proxies: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -267,7 +273,20 @@ class Settings:
             log_level=get("EXHIBIT_LOG_LEVEL"),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
             trusted_proxies=trusted_proxies(get("EXHIBIT_TRUSTED_PROXIES")),
+            fixity_mb_per_s=positive_float("EXHIBIT_FIXITY_MB_PER_S", get("EXHIBIT_FIXITY_MB_PER_S")),
+            fixity_interval_seconds=number("EXHIBIT_FIXITY_INTERVAL", parse_duration),
+            sweep_grace_seconds=number("EXHIBIT_SWEEP_GRACE", parse_duration),
         )
+
+
+def positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number, not {raw!r}")
+    return value
 
 
 def trusted_proxies(raw: str) -> tuple[str, ...]:

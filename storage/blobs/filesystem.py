@@ -39,12 +39,15 @@ import anyio.to_thread
 
 from storage.blobs.keys import new_key, split_key
 from storage.blobs.protocol import (
+    NAMESPACES,
+    QUARANTINE,
     BlobNotFound,
     BlobStoreError,
     InvalidKey,
     OffsetMismatch,
     UploadFinished,
     UploadInfo,
+    refused,
 )
 from storage.blobs.streaming import Observer, pump
 
@@ -156,7 +159,14 @@ class FilesystemBlobStore:
         return upload
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        path = self._object_path(key)  # InvalidKey now, before any I/O
+        self._object_path(key)  # InvalidKey now, before any I/O
+        if split_key(key)[0] == QUARANTINE:
+            return refused()  # infected originals: out of every viewer's and export's reach
+        return self.read_quarantined(key, start, end)
+
+    def read_quarantined(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """``read`` for any key, quarantined ones included (fixity, forensic copy-out)."""
+        path = self._object_path(key)
         if start < 0 or (end is not None and end < start):
             raise ValueError("invalid byte range")
         return self._read(path, start, end)
@@ -218,6 +228,84 @@ class FilesystemBlobStore:
 
     async def close(self) -> None:
         return None
+
+    # -- quarantine (storage.quarantine) ---------------------------------------
+
+    async def quarantine_copy(self, key: str) -> str:
+        """Give the finished original ``key`` a second name under ``quarantine/`` (a hard
+        link: the same read-only bytes, nothing copied) and return that key. Idempotent."""
+        return await _run(self._quarantine_copy_sync, key)
+
+    def _quarantine_copy_sync(self, key: str) -> str:
+        _, hexpart = split_key(key)
+        target_key = f"{QUARANTINE}/{hexpart}"
+        source, target = self._object_path(key), self._object_path(target_key)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            if not target.exists():
+                raise BlobNotFound("no finished object with this key") from None
+        _fsync_dir(target.parent)
+        return target_key
+
+    async def quarantine_drop(self, key: str) -> None:
+        """Remove the original's old name once its quarantine name exists."""
+        await _run(self._quarantine_drop_sync, key)
+
+    def _quarantine_drop_sync(self, key: str) -> None:
+        _, hexpart = split_key(key)
+        if not self._object_path(f"{QUARANTINE}/{hexpart}").exists():
+            raise BlobStoreError("refusing to drop an original that is not in quarantine")
+        source = self._object_path(key)
+        source.unlink(missing_ok=True)
+        _fsync_dir(source.parent)
+
+    # -- the sweep (storage.sweep): listing and removing orphans ------------------
+
+    async def sweep_list(self, namespace: str, *, finished: bool) -> list[tuple[str, float]]:
+        """``(key, mtime)`` of every finished object (or unfinished upload) in
+        ``namespace``; names that are not keys this store makes are left alone."""
+        return await _run(self._sweep_list_sync, namespace, finished)
+
+    def _sweep_list_sync(self, namespace: str, finished: bool) -> list[tuple[str, float]]:
+        if namespace not in NAMESPACES:
+            raise InvalidKey("unknown blob namespace")
+        base = (self._objects if finished else self._incoming) / namespace
+        paths = base.glob("*/*") if finished else base.glob("*")
+        found = []
+        for path in paths:
+            key = f"{namespace}/{path.name}"
+            try:
+                split_key(key)
+                found.append((key, path.stat().st_mtime))
+            except (InvalidKey, FileNotFoundError):
+                continue  # a sidecar, a temp file, or gone meanwhile
+        return found
+
+    async def sweep_remove(self, key: str, *, finished: bool) -> None:
+        """Remove an orphan: a finished derivative, or an unfinished upload (with its
+        sidecar). Threat: the sweep deleting evidence. A finished object outside the
+        derivatives namespace is refused here, whatever the caller decided."""
+        await _run(self._sweep_remove_sync, key, finished)
+
+    def _sweep_remove_sync(self, key: str, finished: bool) -> None:
+        ns, _ = split_key(key)
+        if finished:
+            if ns != "derivatives":
+                raise InvalidKey("only derivatives are swept; an original is never removed")
+            path = self._object_path(key)
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+            return
+        data = self._incoming_path(key)
+        data.unlink(missing_ok=True)
+        self._sidecar_path(key).unlink(missing_ok=True)
+        self._sidecar_path(key).with_suffix(".json.tmp").unlink(missing_ok=True)
+        if data.parent.exists():
+            _fsync_dir(data.parent)
 
     # -- per-upload operations (sync, run in threads) --------------------------
 

@@ -24,7 +24,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-NAMESPACES = ("originals", "derivatives", "exports", "checkpoints")
+NAMESPACES = ("originals", "derivatives", "exports", "checkpoints", "quarantine")
+# Infected originals, moved out of reach (issue 14 item 5): ``read`` answers BlobNotFound
+# for these keys, so no viewer, download or export path can serve them; only
+# ``read_quarantined`` (fixity, a forensic copy-out) reads them.
+QUARANTINE = "quarantine"
+
+
+async def refused() -> AsyncIterator[bytes]:
+    """What ``read`` returns for a quarantined key: a stream that fails on first use
+    with BlobNotFound, like any key the caller may not have."""
+    raise BlobNotFound("no finished object with this key")
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 class BlobStoreError(Exception):

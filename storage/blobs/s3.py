@@ -56,11 +56,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.blobs.keys import new_key, split_key
 from storage.blobs.protocol import (
+    NAMESPACES,
+    QUARANTINE,
     BlobNotFound,
     BlobStoreError,
+    InvalidKey,
     OffsetMismatch,
     UploadFinished,
     UploadInfo,
+    refused,
 )
 from storage.blobs.streaming import Observer, pump
 
@@ -74,7 +78,7 @@ DEFAULT_PART_BYTES = 8 << 20
 READ_CHUNK_BYTES = 1 << 20
 # Write-once evidence (ACPO principle 1; SECURITY_CHECKLIST AU-13): originals, and the
 # signed custody checkpoints that vouch for the ledger.
-LOCKED_NAMESPACES = ("originals", "checkpoints")
+LOCKED_NAMESPACES = ("originals", "checkpoints", "quarantine")
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 
@@ -239,7 +243,14 @@ class S3BlobStore:
         return S3Upload(self, key)
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        name = self._object_name(key)  # InvalidKey now, before any request
+        self._object_name(key)  # InvalidKey now, before any request
+        if split_key(key)[0] == QUARANTINE:
+            return refused()  # infected originals: out of every viewer's and export's reach
+        return self.read_quarantined(key, start, end)
+
+    def read_quarantined(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """``read`` for any key, quarantined ones included (fixity, forensic copy-out)."""
+        name = self._object_name(key)
         if start < 0 or (end is not None and end < start):
             raise ValueError("invalid byte range")
         return self._read(name, start, end)
@@ -433,6 +444,99 @@ class S3BlobStore:
         if state.finished:
             raise UploadFinished("a finished object cannot be deleted")
         self._abort(key, state.upload_id)
+        self._delete_meta(key)
+
+    # -- quarantine (storage.quarantine) ---------------------------------------
+
+    async def quarantine_copy(self, key: str) -> str:
+        """Copy the finished original ``key`` to ``quarantine/`` (born locked like an
+        original when the bucket has Object Lock) and return that key. Idempotent."""
+        return await self._call(self._quarantine_copy_sync, key)
+
+    def _quarantine_copy_sync(self, key: str) -> str:
+        _, hexpart = split_key(key)
+        target_key = f"{QUARANTINE}/{hexpart}"
+        target = self._object_name(target_key)
+        if self._head(target) is None:
+            extra: dict[str, Any] = {}
+            if self._locked(target_key):
+                extra = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": self._retain_until()}
+            # The managed copy: server-side, in parts above 5 GB.
+            self._client.copy({"Bucket": self._bucket, "Key": self._object_name(key)}, self._bucket, target,
+                              ExtraArgs=extra or None)
+        return target_key
+
+    async def quarantine_drop(self, key: str) -> None:
+        """Delete the original's old name once its quarantine copy exists (with Object
+        Lock this hides it behind a delete marker; the locked version stays)."""
+        await self._call(self._quarantine_drop_sync, key)
+
+    def _quarantine_drop_sync(self, key: str) -> None:
+        _, hexpart = split_key(key)
+        if self._head(self._object_name(f"{QUARANTINE}/{hexpart}")) is None:
+            raise BlobStoreError("refusing to drop an original that is not in quarantine")
+        self._client.delete_object(Bucket=self._bucket, Key=self._object_name(key))
+
+    # -- the sweep (storage.sweep): listing and removing orphans ------------------
+
+    async def sweep_list(self, namespace: str, *, finished: bool) -> list[tuple[str, float]]:
+        """``(key, last modified)`` of every finished object (or unfinished upload: its
+        ``.info``, or a multipart upload with none) in ``namespace``."""
+        return await self._call(self._sweep_list_sync, namespace, finished)
+
+    def _key_of(self, name: str, namespace: str, suffix: str = "") -> str | None:
+        hexpart = name.rsplit("/", 1)[-1].removesuffix(suffix) if name.endswith(suffix) else ""
+        key = f"{namespace}/{hexpart}"
+        try:
+            split_key(key)
+        except InvalidKey:
+            return None
+        return key
+
+    def _sweep_list_sync(self, namespace: str, finished: bool) -> list[tuple[str, float]]:
+        if namespace not in NAMESPACES:
+            raise InvalidKey("unknown blob namespace")
+        base = f"{self._prefix}/" if self._prefix else ""
+        found: dict[str, float] = {}
+        prefix = f"{base}{namespace}/" if finished else f"{base}.uploads/{namespace}/"
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = self._key_of(obj["Key"], namespace, "" if finished else ".info")
+                if key is not None:
+                    found[key] = obj["LastModified"].timestamp()
+        if not finished:
+            # A multipart upload whose .info was never written (a crash right after
+            # CreateMultipartUpload) is an unfinished upload too.
+            uploads = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self._bucket, Prefix=f"{base}{namespace}/")
+            for listing in uploads:
+                for upload in listing.get("Uploads", []):
+                    key = self._key_of(upload["Key"], namespace)
+                    if key is not None and key not in found:
+                        found[key] = upload["Initiated"].timestamp()
+        return sorted(found.items())
+
+    async def sweep_remove(self, key: str, *, finished: bool) -> None:
+        """Remove an orphan: a finished derivative, or an unfinished upload (every
+        multipart upload under its name, and its .info/.part). Threat: the sweep
+        deleting evidence: a finished object outside derivatives is refused here."""
+        await self._call(self._sweep_remove_sync, key, finished)
+
+    def _sweep_remove_sync(self, key: str, finished: bool) -> None:
+        ns, _ = split_key(key)
+        name = self._object_name(key)
+        if finished:
+            if ns != "derivatives":
+                raise InvalidKey("only derivatives are swept; an original is never removed")
+            self._client.delete_object(Bucket=self._bucket, Key=name)
+            return
+        if self._head(name) is not None:
+            raise UploadFinished("the upload is finished: not an unfinished upload")
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self._bucket, Prefix=name)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == name:
+                    self._abort(key, upload["UploadId"])
         self._delete_meta(key)
 
     def _open_range_sync(self, name: str, start: int, end: int | None) -> Any:

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from storage import ledger
 from storage.db import Database
 from storage.items import create_item
-from storage.lifecycle import TRANSITIONS, IllegalTransition, ItemState, transition
+from storage.lifecycle import TRANSITIONS, VIEWABLE, IllegalTransition, ItemState, transition
 from storage.models import CustodyEvent, EvidenceItem, Job
 from storage.reports import create_report
 
@@ -73,13 +73,17 @@ def test_infected_item_can_never_become_viewable() -> None:
             if nxt not in reachable:
                 reachable.add(nxt)
                 frontier.append(nxt)
-    assert reachable == {ItemState.PURGED}
+    # Fixity may still raise the alarm on its bytes at rest (issue 14 item 4); both
+    # exits are terminal and neither is viewable.
+    assert reachable == {ItemState.PURGED, ItemState.INTEGRITY_ALARM}
+    assert not reachable & VIEWABLE
 
 
 def test_unscannable_is_never_clean_without_a_decision() -> None:
     # The only way out of unscannable is to clean, which the reviewer's recorded decision
-    # uses; the scanner itself never produces clean for it.
-    assert TRANSITIONS[ItemState.UNSCANNABLE] == {ItemState.CLEAN, ItemState.PURGED}
+    # uses; the scanner itself never produces clean for it. (Fixity's alarm and purge
+    # are the other, terminal, exits.)
+    assert TRANSITIONS[ItemState.UNSCANNABLE] == {ItemState.CLEAN, ItemState.PURGED, ItemState.INTEGRITY_ALARM}
 
 
 def test_state_change_and_event_roll_back_together(db: Database) -> None:

@@ -71,7 +71,7 @@ async def test_object_lock_is_discovered_at_start_and_described(
         "object_lock": True,
         "retention_mode": "COMPLIANCE",
         "retention_days": 30,
-        "locked_namespaces": ["originals", "checkpoints"],
+        "locked_namespaces": ["originals", "checkpoints", "quarantine"],
     }
     assert await plain_store.describe() == {"backend": "s3", "object_lock": False}
 
