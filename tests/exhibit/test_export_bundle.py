@@ -311,3 +311,77 @@ def test_export_requires_a_reason_and_refuses_items_of_another_report(cli: Cli, 
     out = cli.json("export", "R-1", "--items", "f" * 32, "--reason", "court", "--out", str(tmp_path / "x.zip"), code=2)
     assert out["error"]["code"] == "ERR_ITEM_NOT_FOUND"
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_infected_items_only_on_request_and_apart_with_a_warning(exported: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "with-infected.zip"
+    exported.cli.json("export", REF, "--items", exported.infected.item.id, "--include-infected",
+                      "--reason", "malware analysis by the defence expert", "--out", str(out))
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        assert f"infected/{exported.infected.item.id}_eicar.jpg" in names
+        assert "WARNING" in zf.read("infected/WARNING.txt").decode()
+        assert not any(n.startswith("originals/") for n in names)
+        manifest = json.loads(zf.read("manifest.json"))
+    assert [i["id"] for i in manifest["items"]] == [exported.infected.item.id]
+    assert _verify(exported, out)["ok"] is True
+
+
+def _max_rss_kib(cli: Cli, *args: str) -> int:
+    """Peak resident memory of one real `exhibit` process (KiB), as the kernel counts it."""
+    import sys
+
+    script = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    exe = str(Path(sys.executable).parent / "exhibit")
+    proc = subprocess.run([sys.executable, "-c", script, exe, *args], env=cli.env, capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.strip())
+
+
+def test_export_memory_does_not_grow_with_the_size_of_the_originals(cli: Cli, tmp_path: Path, db_url: str) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("memory of the export process; the database does not change it (one run is enough)")
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    cli.json("reports", "create", "BIG/1", "--kind", "other")
+    cli.json("reports", "create", "SMALL/1", "--kind", "other")
+    db = Database(db_url)
+    store = FilesystemBlobStore(tmp_path / "data" / "blobs")
+    try:
+        with db.read() as session:
+            big = get_report_by_reference(session, "BIG/1")
+            small = get_report_by_reference(session, "SMALL/1")
+            session.expunge_all()
+        seed_item(db, store, small, state="clean", derivatives={})
+        # 256 MiB written through the store in 1 MiB pieces, never held whole here either.
+        block = bytes(range(256)) * 4096
+        size = 256 << 20
+
+        async def put() -> str:
+            upload = await store.create("originals", size)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(size // len(block)):
+                    yield block
+
+            await upload.write(0, chunks())
+            await upload.finish()
+            return upload.key
+
+        key = asyncio.run(put())
+        digest = hashlib.sha256()
+        for _ in range(size // len(block)):
+            digest.update(block)
+        with db.write() as session:
+            session.add(EvidenceItem(report_id=big.id, blob_key=key, size=size, sha256=digest.hexdigest(),
+                                     verified_sha256=digest.hexdigest(), original_filename="big.mp4", state="clean"))
+    finally:
+        db.dispose()
+    baseline = _max_rss_kib(cli, "export", "SMALL/1", "--reason", "r", "--out", str(tmp_path / "small.zip"))
+    peak = _max_rss_kib(cli, "export", "BIG/1", "--reason", "r", "--out", str(tmp_path / "big.zip"))
+    # Holding the 256 MiB original (or the zip) in memory would add 256 MiB or more.
+    assert peak - baseline < 48 * 1024, (baseline, peak)
+    assert (tmp_path / "big.zip").stat().st_size > size
