@@ -34,11 +34,12 @@ import base64
 import datetime as dt
 import hashlib
 import html
+import itertools
 import json
 import re
 import unicodedata
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -64,6 +65,7 @@ PUBLIC_KEY_PEM = "custody/ledger-public-key.pem"
 # Files the signature cannot cover (they carry it); SHA256SUMS covers them.
 SIGNATURE_FILES = (CHECKPOINT, CHECKPOINT_SIGNED, CHECKPOINT_SIG, PUBLIC_KEY_PEM)
 CHUNK = 1 << 20
+WALK_BATCH = 5000
 
 # Items whose bytes never go in a bundle: declined at triage or purged (listed with
 # state and hash only), infected (only on an explicit admin request, apart).
@@ -206,11 +208,15 @@ async def write_bundle(
     item_ids: list[str] | None = None,
     with_derivatives: bool = False,
     include_infected: bool = False,
+    drain: Callable[[], Awaitable[None]] | None = None,
 ) -> BundleResult:
     """Write the bundle of report ``reference`` to ``out`` (only ``write``/``flush`` are
     used). Raises ``ledger.LedgerBroken`` when the chain does not verify (nothing is
     signed over a broken chain) and ``ExportError`` when an original no longer matches
-    its ingest hash. The caller records the ``export.created`` event with the result."""
+    its ingest hash. The caller records the ``export.created`` event with the result.
+
+    ``drain`` (optional) is awaited after every piece written, so a caller streaming
+    ``out`` to a client can hand the bytes on and apply back-pressure."""
     if not reason.strip():
         raise ExportError("a reason is required to export evidence", code="ERR_REASON_REQUIRED")
     plan = _plan(db, reference, item_ids)
@@ -238,6 +244,8 @@ async def write_bundle(
             async for chunk in store.read(blob_key):
                 digest.update(chunk)
                 f.write(chunk)
+                if drain is not None:
+                    await drain()
         actual = digest.hexdigest()
         if actual != expected:
             # Never hand over bytes that are not the ones received (ACPO principle 1):
@@ -338,8 +346,8 @@ async def write_bundle(
         events_digest = hashlib.sha256()
         with zf.open(info(EVENTS, deflate=True), "w", force_zip64=True) as ef:
 
-            def walk() -> Iterator[CustodyEvent]:
-                for ev in ledger.iter_events(db):
+            def segment(rows: list[CustodyEvent]) -> Iterator[CustodyEvent]:
+                for ev in rows:
                     if first is not None and ev.seq >= first:
                         mine = ev.item_id in id_set or (ev.report_id == plan.report.id and ev.item_id is None)
                         if mine:
@@ -353,9 +361,16 @@ async def write_bundle(
                         ef.write(line)
                     yield ev
 
-            result = ledger.verify_events(walk())
-            if not result.ok:
-                raise ledger.LedgerBroken(result)
+            # Walked batch by batch, each continuing the last (``start``), so a streaming
+            # caller's ``drain`` runs between batches and memory stays flat.
+            rows = ledger.iter_events(db)
+            result = ledger.verify_events([])
+            while batch := list(itertools.islice(rows, WALK_BATCH)):
+                result = ledger.verify_events(segment(batch), start=(result.head_seq, result.head_hash, result.count))
+                if not result.ok:
+                    raise ledger.LedgerBroken(result)
+                if drain is not None:
+                    await drain()
             if first is None:
                 # No event of these items yet: the head alone anchors the proof.
                 line = ledger.canonical_json({"seq": result.head_seq, "hash": result.head_hash, "elided": True}) + b"\n"

@@ -385,3 +385,14 @@ def test_export_memory_does_not_grow_with_the_size_of_the_originals(cli: Cli, tm
     # Holding the 256 MiB original (or the zip) in memory would add 256 MiB or more.
     assert peak - baseline < 48 * 1024, (baseline, peak)
     assert (tmp_path / "big.zip").stat().st_size > size
+
+
+def test_export_refuses_to_sign_over_a_broken_ledger(cli: Cli, tmp_path: Path) -> None:
+    from tests.fixtures.tamper import tamper
+
+    cli.json("reports", "create", "R-1", "--kind", "other")
+    cli.json("reports", "create", "R-2", "--kind", "other")
+    tamper(cli.env["EXHIBIT_DATABASE_URL"], "UPDATE custody_event SET actor = 'forger' WHERE seq = 1")
+    out = cli.json("export", "R-2", "--reason", "court", "--out", str(tmp_path / "x.zip"), code=1)
+    assert out["first_bad_seq"] == 1
+    assert not (tmp_path / "x.zip").exists() and not list(tmp_path.glob(".x.zip*"))
