@@ -41,7 +41,7 @@ import unicodedata
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -92,13 +92,21 @@ def public_key_fingerprint(public_key_b64: str) -> str:
     return hashlib.sha256(base64.b64decode(public_key_b64)).hexdigest()
 
 
+class Writable(Protocol):
+    """Where a bundle goes: a file, or a buffer a streaming response drains."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class _HashingSink:
     """The zip's output: counts and hashes every byte (the bundle's SHA-256 for the
     custody event) and passes it on. No ``seek``/``tell``, so ``zipfile`` writes in
     streaming mode (data descriptors) and never rewinds: the same bytes can go to a
     socket."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: Writable) -> None:
         self._out = out
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -200,7 +208,7 @@ async def write_bundle(
     db: Database,
     store: BlobStore,
     reference: str,
-    out: BinaryIO,
+    out: Writable,
     *,
     key: Ed25519PrivateKey,
     exported_by: str,
@@ -419,6 +427,13 @@ async def write_bundle(
                         items=ids, files={**files}, head_seq=result.head_seq)
 
 
+def export_detail(result: BundleResult, reason: str) -> dict[str, Any]:
+    """The detail of an ``export.created`` custody event: why, the bundle's SHA-256 and
+    size, which items, and the ledger head the bundle's proof reaches."""
+    return {"reason": reason, "bundle_sha256": result.sha256, "bundle_size": result.size, "items": result.items,
+            "ledger_head_seq": result.head_seq}
+
+
 def record_export(db: Database, result: BundleResult, *, actor: str, reason: str, report_id: str | None = None,
                   request_id: str | None = None) -> CustodyEvent:
     """The custody event of an export: who, why, which items and the bundle's SHA-256."""
@@ -428,10 +443,7 @@ def record_export(db: Database, result: BundleResult, *, actor: str, reason: str
 
             report_id = get_report_by_reference(session, result.report_reference).id
         return ledger.append(db, session, actor=actor, action="export.created", subject=f"report:{report_id}",
-                             report_id=report_id, detail={"reason": reason, "bundle_sha256": result.sha256,
-                                                          "bundle_size": result.size, "items": result.items,
-                                                          "ledger_head_seq": result.head_seq},
-                             request_id=request_id)
+                             report_id=report_id, detail=export_detail(result, reason), request_id=request_id)
 
 
 # --- human-readable parts ----------------------------------------------------------------
