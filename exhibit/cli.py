@@ -324,9 +324,14 @@ def cmd_export(settings: Settings, args: argparse.Namespace, out: Output) -> int
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half bundle left where a whole one is expected
         raise
+    # The custody event names who, why and the bundle's hash (issue 13 item 1). It is
+    # written before the bundle takes its name: no bundle without its event (AU-10).
+    try:
+        event = export.record_export(db, result, actor=_actor(), reason=args.reason)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, target)
-    # The custody event names who, why and the bundle's hash (issue 13 item 1).
-    event = export.record_export(db, result, actor=_actor(), reason=args.reason)
     data = {"ok": True, "path": str(target), "sha256": result.sha256, "size": result.size,
             "report": result.report_reference, "items": result.items, "ledger_head_seq": result.head_seq,
             "event_seq": event.seq}
