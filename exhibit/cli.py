@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from storage import ledger
 from storage.db import Database
@@ -286,6 +286,82 @@ def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace, out: Outp
     return 0
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    import asyncio
+
+    from storage import export
+    from storage.blobs import open_store
+
+    if not args.reason.strip():
+        raise DomainError("a reason is required to export evidence (--reason)", code="ERR_REASON_REQUIRED")
+    item_ids = [i.strip() for i in args.items.split(",") if i.strip()] if args.items else None
+    db = _open_db(settings)
+    assert settings.signing_key_file is not None
+    key = ledger.load_or_create_signing_key(settings.signing_key_file)
+    target = Path(args.out)
+    tmp = target.with_name(f".{target.name}.part")
+
+    async def run(f: BinaryIO) -> export.BundleResult:
+        store = open_store(settings)
+        try:
+            return await export.write_bundle(
+                db, store, args.ref, f, key=key, exported_by=_actor(), reason=args.reason, item_ids=item_ids,
+                with_derivatives=args.with_derivatives, include_infected=args.include_infected)
+        finally:
+            await store.close()
+
+    try:
+        with open(tmp, "wb") as f:
+            result = asyncio.run(run(f))
+            f.flush()
+            os.fsync(f.fileno())
+    except ledger.LedgerBroken as exc:
+        tmp.unlink(missing_ok=True)
+        # Never sign over a chain that does not verify: that would vouch for the damage.
+        out.emit(exc.result.as_dict(), f"LEDGER BROKEN at seq {exc.result.first_bad_seq}: {exc.result.reason}; "
+                 "no bundle written")
+        return 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half bundle left where a whole one is expected
+        raise
+    # The custody event names who, why and the bundle's hash (issue 13 item 1). It is
+    # written before the bundle takes its name: no bundle without its event (AU-10).
+    try:
+        event = export.record_export(db, result, actor=_actor(), reason=args.reason)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+    data = {"ok": True, "path": str(target), "sha256": result.sha256, "size": result.size,
+            "report": result.report_reference, "items": result.items, "ledger_head_seq": result.head_seq,
+            "event_seq": event.seq}
+    out.emit(data, f"bundle of {result.report_reference} ({len(result.items)} items, {result.size} bytes) "
+             f"written to {target}\nsha256 {result.sha256}")
+    return 0
+
+
+def cmd_verify_bundle(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    from storage.bundle_verify import verify_bundle
+
+    # Offline: no database is opened. The signer is trusted only when pinned here, never
+    # because its key is inside the bundle (AU-06, as in audit verify).
+    pinned = args.public_key or settings.ledger_public_key
+    if pinned is None:
+        raise DomainError("give the force's public key with --public-key or EXHIBIT_LEDGER_PUBLIC_KEY: a key found "
+                          "inside the bundle proves nothing", code="ERR_CHECKPOINT_UNPINNED")
+    ledger.check_public_key(pinned)
+    if not Path(args.bundle).is_file():
+        raise DomainError(f"cannot read {args.bundle}", code="ERR_FILE_UNREADABLE")
+    report = verify_bundle(Path(args.bundle), pinned)
+    data = report.as_dict()
+    if report.ok:
+        out.emit(data, f"bundle intact: {report.files_checked} files, {report.events_checked} custody events up to "
+                 f"the signed head {report.head_seq}, report {report.report}")
+        return 0
+    out.emit(data, "BUNDLE DOES NOT VERIFY:\n" + "\n".join(f"- {p}" for p in report.problems))
+    return 1
+
+
 def _write_atomically(path: Path, content: str) -> None:
     """Write ``path`` whole or not at all (temp file, fsync, rename, fsync the directory):
     a crash while a checkpoint is written must not leave a truncated one in place of
@@ -481,6 +557,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: EXHIBIT_LEDGER_PUBLIC_KEY; never taken from the checkpoint or the data directory)")
     p = add(audit, "checkpoint", cmd_audit_checkpoint, "write a signed checkpoint of the head")
     p.add_argument("--out", required=True)
+
+    p = add(sub, "export", cmd_export, "write a report's evidence bundle for court (a custody event records it)")
+    p.add_argument("ref")
+    p.add_argument("--items", help="comma-separated item ids (default: every item of the report)")
+    p.add_argument("--with-derivatives", action="store_true", help="include the viewing copies made from the originals")
+    p.add_argument("--include-infected", action="store_true",
+                   help="include infected items, in a separate infected/ folder with a warning")
+    p.add_argument("--reason", required=True, help="why the evidence leaves the system (recorded)")
+    p.add_argument("--out", required=True, help="the .zip to write")
+    p = add(sub, "verify-bundle", cmd_verify_bundle, "check an export bundle offline: files, custody events, signature")
+    p.add_argument("bundle")
+    p.add_argument("--public-key", help="base64 Ed25519 public key the bundle must be signed with "
+                   "(default: EXHIBIT_LEDGER_PUBLIC_KEY; never taken from the bundle)")
 
     apikeys = sub.add_parser("apikeys", help="intake API keys").add_subparsers(dest="sub", required=True)
     for verb in ("create", "add"):  # "add": the name it had first

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from reviewer_ui import items, media, reports, sharing
+from reviewer_ui import exports, items, media, reports, sharing
 from reviewer_ui.context import ReviewContext
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
-    return [*reports.routes(), *items.routes(), *media.routes(), *sharing.routes()]
+    return [*reports.routes(), *items.routes(), *media.routes(), *sharing.routes(), *exports.routes()]

@@ -457,6 +457,7 @@ def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime,
         can = {
             "link": permissions.can_act(user, "link.issue"),
             "share": permissions.can_act(user, "share.create"),
+            "export": permissions.can_act(user, "export"),
         }
         shares: list[dict[str, Any]] = []
         partners: list[tuple[str, str]] = []
@@ -471,7 +472,7 @@ def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime,
 
 
 async def report_page(request: Request, *, form_error: str | None = None, issued: Any = None,
-                      status_code: int = 200) -> Response:
+                      status_code: int = 200, export_error: str | None = None) -> Response:
     ctx = context.get(request)
     report_id = request.path_params["report_id"]
     after = decode_cursor(request.query_params.get("after"))
@@ -491,7 +492,7 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
     view = await ctx.run_sync(load_and_record)
     return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
                       errors=await form_errors.casework(request, form_error), issued=issued,
-                      expiry_choices=EXPIRY_CHOICES,
+                      expiry_choices=EXPIRY_CHOICES, export_error=export_error,
                       default_max_files=ctx.settings.link_max_files,
                       default_max_bytes=_gib(ctx.settings.link_max_bytes), fmt_time=ledger.format_time,
                       fmt_bytes=_fmt_bytes, now=ctx.clock())
