@@ -24,5 +24,7 @@ lint:
 typecheck:
 	.venv/bin/mypy
 
+# -n auto: one pytest-xdist worker per core; each worker has its own PostgreSQL cluster,
+# clamd, moto server and template database (ports from the OS, dirs from tmp_path_factory).
 pytest:
-	.venv/bin/pytest -p no:cacheprovider
+	.venv/bin/pytest -p no:cacheprovider -n auto

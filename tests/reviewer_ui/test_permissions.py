@@ -5,7 +5,9 @@ level per role and share state, and over HTTP the uniform 404 + access.denied
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -17,6 +19,7 @@ from storage.reports import create_report
 from tests.fixtures.reviewer import ReviewHarness
 
 ROLES = [r.value for r in Role]
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 READ_ONLY_ACTIONS = {"report.view", "item.view", "item.media", "audit.read"}
 
 
@@ -24,10 +27,43 @@ def fake_user(role: str, **kw: object) -> User:
     return User(email=f"{role}@x.example", role=role, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("action", sorted(ACTIONS))
+def readme_matrix() -> dict[str, dict[str, str]]:
+    """The permission table of the README ("Access: who sees what") as action -> role ->
+    cell. A row ``link.issue / revoke`` stands for ``link.issue`` and ``link.revoke``;
+    ``note.add / tag.add`` for both actions named. ``own*`` is ``own`` with a footnote."""
+    section = README.split("## Access: who sees what", 1)[1]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| action"))
+    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header[0] == "action", header
+    matrix: dict[str, dict[str, str]] = {}
+    for row in rows[2:]:
+        cells = [c.strip().removesuffix("*") for c in row.strip("|").split("|")]
+        first, *rest = (part.strip() for part in cells[0].split("/"))
+        prefix = first.split(".", 1)[0]
+        for action in [first, *(r if "." in r else f"{prefix}.{r}" for r in rest)]:
+            matrix[action] = dict(zip(header[1:], cells[1:], strict=True))
+    return matrix
+
+
+README_MATRIX = readme_matrix()
+
+
+def test_the_readme_table_names_every_action_and_role_of_the_code() -> None:
+    assert set(README_MATRIX) == set(ACTIONS)
+    for action, cells in README_MATRIX.items():
+        assert set(cells) == set(ROLES), action
+
+
+@pytest.mark.parametrize("action", sorted(README_MATRIX))
 @pytest.mark.parametrize("role", ROLES)
 def test_function_level_matrix_is_what_the_table_says(role: str, action: str) -> None:
-    assert permissions.can_act(fake_user(role), action) is (ACTIONS[action][role] != NO)
+    # The README is what operators and auditors read (AC-01): the code must grant exactly
+    # what it promises, cell by cell, in both directions.
+    cell = README_MATRIX[action][role]
+    assert permissions.can_act(fake_user(role), action) is (cell != NO)
+    assert ACTIONS.get(action, {}).get(role) == cell
 
 
 def test_the_table_covers_every_role_for_every_action() -> None:
