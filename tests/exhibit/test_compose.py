@@ -47,3 +47,22 @@ def test_each_server_service_runs_one_role_and_the_staff_door_is_internal_only()
     # Every server waits for the migration step.
     for name in (staff_name, public_name, "worker"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_the_signing_key_and_the_owner_role_stay_off_the_public_door() -> None:
+    # Issue 11 item 3: an upload node that is broken into holds neither the ledger's signing
+    # key nor the owner role's password; only the migration step migrates as the owner.
+    services = _services()
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if name == "migrate":
+            assert "EXHIBIT_MIGRATION_DATABASE_URL" in env
+        else:
+            assert "EXHIBIT_MIGRATION_DATABASE_URL" not in env, name
+        if "EXHIBIT_DATABASE_URL" in env:
+            assert "exhibit_app:" in env["EXHIBIT_DATABASE_URL"], name
+    upload = services["upload"]
+    assert "secrets" not in upload and "EXHIBIT_SIGNING_KEY_FILE" not in (upload.get("environment") or {})
+    for name in ("staff", "worker"):
+        assert services[name]["secrets"] == ["ledger_key"], name
+        assert services[name]["environment"]["EXHIBIT_CHECKPOINT_URL"].startswith("s3://"), name
