@@ -54,19 +54,13 @@ _opened: list[Database] = []
 
 
 def _open_db(settings: Settings) -> Database:
-    from storage.migrate import SchemaOutOfDate, check_schema
+    from storage.migrate import open_current
 
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    db = Database(settings.database_url)
-    _opened.append(db)
     # Refuse to work on an unmigrated database with a clear instruction, rather than
     # failing later with "no such table".
-    try:
-        with db.read() as session:
-            check_schema(session.connection())
-    except SchemaOutOfDate as exc:
-        db.dispose()
-        raise DomainError(str(exc), code=exc.code) from None
+    db = open_current(settings.database_url)
+    _opened.append(db)
     return db
 
 

@@ -41,8 +41,7 @@ from typing import Any
 from storage.blobs import open_store
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
-from storage.errors import DomainError
-from storage.migrate import SchemaOutOfDate, check_schema
+from storage.migrate import open_current
 from storage.settings import Settings
 
 log = logging.getLogger("exhibit.server")
@@ -126,16 +125,8 @@ async def _queue(db: Database) -> dict[str, Any]:
 
 def prepare(settings: Settings) -> tuple[Database, BlobStore]:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # The server never migrates: it runs as the runtime role, which owns nothing and
-    # cannot (AU-08); `exhibit db upgrade` runs as the owner. An older schema is refused
-    # with a plain instruction.
-    db = Database(settings.database_url)
-    try:
-        with db.read() as session:
-            check_schema(session.connection())
-    except SchemaOutOfDate as exc:
-        db.dispose()
-        raise DomainError(str(exc), code=exc.code) from None
+    # The server never migrates (AU-08): an older schema is refused with a plain instruction.
+    db = open_current(settings.database_url)
     store = open_store(settings)
     return db, store
 

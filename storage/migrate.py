@@ -12,6 +12,9 @@ from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
+from storage.db import Database
+from storage.errors import DomainError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -70,3 +73,18 @@ def check_schema(connection: object) -> None:
         raise SchemaOutOfDate(
             f"the database {state}: run `exhibit db upgrade` (as the owner role, EXHIBIT_MIGRATION_DATABASE_URL) first"
         )
+
+
+def open_current(url: str) -> Database:
+    """A ``Database`` on ``url`` whose schema is the one this code was written for, or
+    ``DomainError`` (ERR_DB_NOT_MIGRATED) with the plain instruction. Servers and commands
+    never migrate on their own: they run as the runtime role, which owns nothing and cannot
+    (AU-08); `exhibit db upgrade` runs as the owner."""
+    db = Database(url)
+    try:
+        with db.read() as session:
+            check_schema(session.connection())
+    except SchemaOutOfDate as exc:
+        db.dispose()
+        raise DomainError(str(exc), code=exc.code) from None
+    return db
