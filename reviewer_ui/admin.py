@@ -147,6 +147,21 @@ ACTION_WORDS = {"disable": "disable the account", "enable": "enable the account"
                 "reset-password": "issue a new password"}
 
 
+async def _target_email(ctx: ReviewContext, user_id: str, *, reason: str) -> str:
+    """The e-mail of the account an admin action is about (named on the step-up page), or
+    the same 404 as any unknown account."""
+
+    def load() -> str | None:
+        with ctx.db.read() as s:
+            found = s.get(User, user_id)
+            return found.email if found is not None else None
+
+    email = await ctx.run_sync(load)
+    if email is None:
+        raise permissions.Denied(f"user:{user_id}", reason=reason)
+    return email
+
+
 def _user_action(action: str) -> Any:
     async def handler(request: Request) -> Response:
         ctx = get_ctx(request)
@@ -154,14 +169,7 @@ def _user_action(action: str) -> Any:
         user_id = str(request.path_params["user_id"])[:64]
         form = await _form(request)
 
-        def target_email() -> str | None:
-            with ctx.db.read() as s:
-                found = s.get(User, user_id)
-                return found.email if found is not None else None
-
-        email = await ctx.run_sync(target_email)
-        if email is None:
-            raise permissions.Denied(f"user:{user_id}", reason=f"admin.users.{action}")
+        email = await _target_email(ctx, user_id, reason=f"admin.users.{action}")
         # Every account change needs a fresh code (AC-13), like an original download; the
         # held form is carried out once the code passes (reviewer_ui.stepup).
         gate = await stepup.gate(request, form, what=f"{ACTION_WORDS[action]} for {email}")
@@ -214,14 +222,7 @@ async def users_role(request: Request) -> Response:
     form = await _form(request)
     new_role = form.get("role", "")
 
-    def target_email() -> str | None:
-        with ctx.db.read() as s:
-            found = s.get(User, user_id)
-            return found.email if found is not None else None
-
-    email = await ctx.run_sync(target_email)
-    if email is None:
-        raise permissions.Denied(f"user:{user_id}", reason="admin.users.role")
+    email = await _target_email(ctx, user_id, reason="admin.users.role")
     gate = await stepup.gate(request, form, what=f"change the role of {email} to {new_role}")
     if isinstance(gate, Response):
         return gate
