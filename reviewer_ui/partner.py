@@ -37,14 +37,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reviewer_ui import audit, context, coverage, permissions
-from storage import ledger
+from storage import export, ledger
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import Derivative, EvidenceItem, Report, Role, Submission, User
 
-# Metadata keys that place the evidence precisely (EXIF GPS, QuickTime/MP4 location
-# atoms, XMP): shown to a partner only with a location grant. Matched case-insensitively
-# against the flattened key path.
-LOCATION_KEY_PARTS = ("gps", "location", "latitude", "longitude", "altitude", "geo", "iso6709")
 MAX_LOCATION_ROWS = 50
 
 
@@ -100,7 +96,8 @@ def _location_rows(metadata: dict[str, Any] | None) -> tuple[tuple[str, str], ..
 
     rows: list[tuple[str, str]] = []
     _flatten("", metadata or {}, rows)
-    return tuple((k, v) for k, v in rows if any(p in k.lower() for p in LOCATION_KEY_PARTS))[:MAX_LOCATION_ROWS]
+    # The one list of location keys, shared with the partner's export bundle.
+    return tuple((k, v) for k, v in rows if export.is_location_key(k))[:MAX_LOCATION_ROWS]
 
 
 def _media(item: EvidenceItem, kinds: dict[str, Derivative]) -> str:

@@ -20,6 +20,14 @@ A bundle is one zip, written as a stream in constant memory (``write_bundle``):
 - ``continuity.html`` (printable continuity statement) and ``README.txt``;
 - ``SHA256SUMS`` over every other file, in the format ``sha256sum -c`` reads.
 
+A partner's bundle (``partner=PartnerScope(...)``, issue 13 item 3) has the same format,
+limited to the items their live shares let them download, and nothing of the force's
+casework: no triage or its reason, the citizen's typed place and the location fields of
+the metadata only with a location grant, and in ``custody/events.jsonl`` only the
+provenance events of those items (received, hashed, scanned, copied, state changes) in
+full; notes, tags, triage, views, downloads, shares and every report-level event appear
+by seq and hash only, like another report's (SECURITY_CHECKLIST AC-04).
+
 What the signature adds to the chain: an elided event's hash cannot be recomputed
 without its body, so the chain alone does not bind the segment to the checkpoint. The
 ledger key signs the head *and* the hashes of the bundle's files (events.jsonl among
@@ -71,6 +79,50 @@ WALK_BATCH = 5000
 # state and hash only), infected (only on an explicit admin request, apart).
 INFECTED = "infected"
 PURGED = "purged"
+
+
+# Metadata keys that place the evidence precisely (EXIF GPS, QuickTime/MP4 location
+# atoms, XMP): matched case-insensitively against each key (and the flattened key path
+# on the partner's page). Shown to, or exported for, a partner only with a location grant.
+LOCATION_KEY_PARTS = ("gps", "location", "latitude", "longitude", "altitude", "geo", "iso6709")
+
+# The events a partner's bundle carries in full: how the evidence came in and what the
+# system did to it. Everything else (casework, views, downloads, shares) is elided.
+PARTNER_EVENT_ACTIONS = frozenset({
+    "item.received", "item.client_hash", "item.sniffed", "item.verified", "item.metadata", "item.derivative",
+    "item.quarantined",
+})
+PARTNER_EVENT_PREFIXES = ("fixity.",)
+
+
+def is_location_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in LOCATION_KEY_PARTS)
+
+
+def without_location(value: Any) -> Any:
+    """``value`` (extracted metadata) with every location key removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_location(v) for k, v in value.items() if not is_location_key(str(k))}
+    if isinstance(value, list):
+        return [without_location(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class PartnerScope:
+    """Who a partner's bundle is for and what their shares grant beyond the evidence."""
+
+    recipient: str
+    grant_location: bool = False
+
+    def shows_event(self, action: str) -> bool:
+        from storage.lifecycle import ItemState
+
+        if action in PARTNER_EVENT_ACTIONS or action.startswith(PARTNER_EVENT_PREFIXES):
+            return True
+        # State changes of the item (item.scanning, item.clean, item.ready...).
+        return action.startswith("item.") and action[len("item."):] in {s.value for s in ItemState}
 
 
 class ExportError(DomainError):
@@ -216,6 +268,7 @@ async def write_bundle(
     item_ids: list[str] | None = None,
     with_derivatives: bool = False,
     include_infected: bool = False,
+    partner: PartnerScope | None = None,
     drain: Callable[[], Awaitable[None]] | None = None,
 ) -> BundleResult:
     """Write the bundle of report ``reference`` to ``out`` (only ``write``/``flush`` are
@@ -224,9 +277,15 @@ async def write_bundle(
     its ingest hash. The caller records the ``export.created`` event with the result.
 
     ``drain`` (optional) is awaited after every piece written, so a caller streaming
-    ``out`` to a client can hand the bytes on and apply back-pressure."""
+    ``out`` to a client can hand the bytes on and apply back-pressure.
+
+    ``partner``: a partner's bundle (see the module docstring). The caller decides which
+    items the partner may download and passes them as ``item_ids``."""
     if not reason.strip():
         raise ExportError("a reason is required to export evidence", code="ERR_REASON_REQUIRED")
+    if partner is not None and not item_ids:
+        # A partner's bundle is always an explicit list of shared items, never "the report".
+        raise ExportError("a partner's bundle needs the list of shared items", code="ERR_EXPORT_SCOPE")
     plan = _plan(db, reference, item_ids)
     sink = _HashingSink(out)
     files: dict[str, str] = {}  # path -> sha256 of every file but SHA256SUMS
@@ -301,11 +360,26 @@ async def write_bundle(
                 "location": sub.location, "declaration_version": sub.declaration_version,
                 "declaration_accepted_at": _time(sub.declaration_accepted_at),
             }
+            if partner is not None:
+                # The force's casework stays with the force (AC-04): no triage, no reason.
+                for internal in ("triage", "triage_reason"):
+                    entry.pop(internal)
+                if entry["submission"] is not None:
+                    # The citizen's receipt code opens their status page: not the partner's.
+                    entry["submission"].pop("reference")
+                if not partner.grant_location:
+                    # A witness's place is personal data: only with the sharer's grant.
+                    entry["metadata"] = without_location(entry["metadata"])
+                    if entry["submission"] is not None:
+                        entry["submission"]["location"] = None
             name = f"{item.id}_{sanitise_name(item.original_filename)}"
             if item.state == PURGED:
                 entry["not_included_because"] = "purged: the bytes were destroyed under the retention policy"
             elif declined:
-                entry["not_included_because"] = "declined at triage: listed with its hash, bytes not exported"
+                # A partner does not learn the force's triage decision, only that the bytes
+                # were withheld.
+                entry["not_included_because"] = ("withheld by the force: listed with its hash" if partner is not None
+                                                 else "declined at triage: listed with its hash, bytes not exported")
             elif infected and not include_infected:
                 entry["not_included_because"] = "infected: excluded (an admin may ask for it explicitly)"
             else:
@@ -358,6 +432,9 @@ async def write_bundle(
                 for ev in rows:
                     if first is not None and ev.seq >= first:
                         mine = ev.item_id in id_set or (ev.report_id == plan.report.id and ev.item_id is None)
+                        if mine and partner is not None:
+                            # A partner gets the evidence's provenance, not the casework.
+                            mine = ev.item_id in id_set and partner.shows_event(ev.action)
                         if mine:
                             body = {**ledger.event_body(ev), "prev_hash": ev.prev_hash, "hash": ev.hash}
                             events.append(body)
@@ -398,11 +475,14 @@ async def write_bundle(
             "items": manifest_items,
             "with_derivatives": with_derivatives,
             "include_infected": include_infected,
+            "audience": "force" if partner is None else "partner",
+            **({"shared_with": partner.recipient, "location_granted": partner.grant_location}
+               if partner is not None else {}),
             "custody": {"events": EVENTS, "checkpoint": CHECKPOINT, "ledger_head": head},
         }
         put(zf, "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n")
         put(zf, "continuity.html", continuity_html(manifest, events).encode())
-        put(zf, "README.txt", readme_text(report.reference).encode())
+        put(zf, "README.txt", readme_text(report.reference, partner=partner is not None).encode())
 
         # The signature: over the head the walk verified and every file written so far.
         signed = {"type": SIGNED_TYPE, "format": BUNDLE_FORMAT, "report": report.reference,
@@ -488,7 +568,7 @@ def continuity_html(manifest: dict[str, Any], events: list[dict[str, Any]]) -> s
         parts.append(f"<section><h2>Exhibit {n}: {e(item['original_filename'] or '(no name)')}</h2>")
         rows = [
             ("Item id", item["id"]),
-            ("State", item["state"] + (f" (triage: {item['triage']})" if item["triage"] else "")),
+            ("State", item["state"] + (f" (triage: {item['triage']})" if item.get("triage") else "")),
             ("Received", item["received_at"]),
             ("Size", f"{item['size']} bytes"),
             ("SHA-256 when received", item["sha256_at_ingest"]),
@@ -527,10 +607,15 @@ def continuity_html(manifest: dict[str, Any], events: list[dict[str, Any]]) -> s
     return "\n".join(parts)
 
 
-def readme_text(reference: str) -> str:
+def readme_text(reference: str, *, partner: bool = False) -> str:
+    shared = ("""
+This bundle was made for a partner agency and holds only the exhibits shared with it.
+Custody events about the force's own casework (notes, triage, views, downloads,
+shares) appear in custody/events.jsonl by their hash only, so the chain still checks.
+""" if partner else "")
     return f"""Evidence bundle for report {reference}
 ==========================================
-
+{shared}
 Check it with standard tools (Linux, macOS with coreutils):
 
 1. Unzip the bundle into an empty folder and, inside it, run:
