@@ -106,9 +106,9 @@ def durable_app(data_dir: Path) -> Any:
     """The discard app plus the two things the target asks of an upload and the peers
     skip: SHA-256 of every byte and an fdatasync before the answer. No framework, no
     threads, no database: what hashing and durability cost a server on this machine when
-    nothing else is done, to read Exhibit's ratio against (a context row, not the target). It
-    hashes, writes and syncs inline on the event loop, which is fine for one stream and
-    nothing else, so it runs in the single-stream scenarios only."""
+    nothing else is done: the baseline Exhibit's target is set against (DESIGN.md §6). It
+    hashes, writes and syncs inline on the event loop, one request at a time, which is
+    what one core does for concurrent streams too."""
     import hashlib
 
     data_dir.mkdir(parents=True, exist_ok=True)
