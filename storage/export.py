@@ -194,12 +194,13 @@ def _clean_argv(argv: list[str] | None, keys: dict[str, str]) -> list[str]:
     """A derivative's argv without storage keys or server paths: they say nothing to a
     third party reproducing the step and reveal the store's layout."""
     cleaned: list[str] = []
-    for arg in argv or []:
+    for n, arg in enumerate(argv or []):
         text = str(arg)
         for key, label in keys.items():
             text = text.replace(key, label)
         if text.startswith("/"):
-            text = "<file>"
+            # The program keeps its name (what a third party runs); other paths go.
+            text = text.rsplit("/", 1)[1] if n == 0 else "<file>"
         cleaned.append(text)
     return cleaned
 
