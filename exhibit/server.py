@@ -198,7 +198,11 @@ def build_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
     from reviewer_ui.app import create_app as create_staff_app
 
     staff = create_staff_app(settings, db, store)
-    return OnlyPaths(ReadyEndpoint(StaffHealth(staff, health, db), readiness), "staff"), None
+    from exhibit.metrics import MetricsEndpoint
+
+    # /metrics: staff door only, and only for EXHIBIT_METRICS_ALLOW (exhibit.metrics).
+    door_app = MetricsEndpoint(ReadyEndpoint(StaffHealth(staff, health, db), readiness), settings, db)
+    return OnlyPaths(door_app, "staff"), None
 
 
 def start_staff_services(settings: Settings, db: Database, store: BlobStore, stop: threading.Event,
