@@ -223,3 +223,23 @@ async def test_a_flood_of_readyz_costs_the_database_one_round(tmp_path: Path, pg
     finally:
         db.dispose()
         pg_cluster.drop_database(url)
+
+
+async def test_an_s3_store_that_is_gone_is_named_and_back_when_it_returns(
+        tmp_path: Path, db: Database, s3_settings: Settings, s3_client: Any) -> None:
+    settings = s3_settings.replace(database_url=db.url)
+    bucket = settings.storage_url.split("/")[2]
+    public = _door(settings, db, "public")
+    assert (await _get(public)).status_code == 200
+    # The probe cleaned up after itself: no unfinished multipart upload is left behind.
+    assert not s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+    leftovers = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    for entry in leftovers:
+        s3_client.delete_object(Bucket=bucket, Key=entry["Key"])
+    s3_client.delete_bucket(Bucket=bucket)
+    down = await _until(public, 503)
+    assert down.json()["failing"] == ["blob_store"]
+
+    s3_client.create_bucket(Bucket=bucket)
+    assert (await _until(public, 200)).status_code == 200
