@@ -243,3 +243,16 @@ async def test_an_s3_store_that_is_gone_is_named_and_back_when_it_returns(
 
     s3_client.create_bucket(Bucket=bucket)
     assert (await _until(public, 200)).status_code == 200
+
+
+def test_signature_age_is_read_from_clamds_version_reply() -> None:
+    import datetime as dt
+
+    from exhibit.readiness import signature_age_seconds
+
+    now = dt.datetime(2026, 12, 3, 10, 0, 0, tzinfo=dt.UTC)
+    # A production database states when it was built: two days old here.
+    assert signature_age_seconds("ClamAV 1.4.6/27838/Tue Dec  1 10:00:00 2026", now) == 2 * 86400
+    assert signature_age_seconds("ClamAV 1.4.6/27838/Tue Dec  1 10:00:00 2026 (label)", now) == 2 * 86400
+    # The project's test signatures state no date: unknown, never "fresh".
+    assert signature_age_seconds("ClamAV 1.4.6", now) is None
