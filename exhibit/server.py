@@ -53,7 +53,9 @@ ROLES = ("public", "staff", "all")
 DOORS = ("public", "staff")
 PUBLIC_PREFIXES = ("/u/", "/api/")
 PUBLIC_EXACT = ("/u", "/api")
-SHARED = ("/healthz",)  # each door answers its own: "ok" on the public one, details on the staff one
+# Each door answers its own: "ok" on the public one, details on the staff one; /readyz
+# names parts and ok/failing on the public door, adds details on the staff one.
+SHARED = ("/healthz", "/readyz")
 FD_RESERVE = 256  # descriptors kept for the database, the store, clamd and logs
 
 
@@ -182,17 +184,25 @@ def uvicorn_config(app: Any, settings: Settings, door: str, *, guard: Any | None
 
 
 def build_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
-               health: dict[str, Any]) -> tuple[ASGIApp, Any]:
-    """The ASGI app a door serves, and the upload app's context (for housekeeping)."""
+               health: dict[str, Any], scans: bool = False) -> tuple[ASGIApp, Any]:
+    """The ASGI app a door serves, and the upload app's context (for housekeeping).
+    ``scans``: this process scans (the staff side runs the worker), so clamd is one of
+    the parts its /readyz names."""
+    from exhibit.readiness import Readiness, ReadyEndpoint
     from upload_api.app import create_app as create_public_app
 
+    readiness = Readiness(settings, db, store, door, scans=scans or bool(settings.clamd_address))
     if door == "public":
         public = create_public_app(settings, db, store)
-        return OnlyPaths(public, "public"), public.state.ctx
+        return OnlyPaths(ReadyEndpoint(public, readiness), "public"), public.state.ctx
     from reviewer_ui.app import create_app as create_staff_app
 
     staff = create_staff_app(settings, db, store)
-    return OnlyPaths(StaffHealth(staff, health, db), "staff"), None
+    from exhibit.metrics import MetricsEndpoint
+
+    # /metrics: staff door only, and only for EXHIBIT_METRICS_ALLOW (exhibit.metrics).
+    door_app = MetricsEndpoint(ReadyEndpoint(StaffHealth(staff, health, db), readiness), settings, db)
+    return OnlyPaths(door_app, "staff"), None
 
 
 def start_staff_services(settings: Settings, db: Database, store: BlobStore, stop: threading.Event,
@@ -263,7 +273,7 @@ def serve_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
     health: dict[str, Any] = {"storage": {"backend": backend}}
     stop = threading.Event()
     stop_services: Callable[[], None] = stop.set
-    app, _ctx = build_door(settings, db, store, door, health=health)
+    app, _ctx = build_door(settings, db, store, door, health=health, scans=door == "staff" and with_services)
     if door == "staff" and with_services:
         stop_services = start_staff_services(settings, db, store, stop, health)
     host, port = (settings.host, settings.port) if door == "public" else (settings.staff_host, settings.staff_port)

@@ -51,6 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_LEDGER_PUBLIC_KEY", "", "Base64 Ed25519 public key that custody checkpoints must be signed with (`exhibit audit verify`). Never read from a checkpoint or the data directory."),
     Setting("EXHIBIT_CHECKPOINT_URL", "", "Where the periodic ledger verifier writes signed checkpoints: a directory (file:///path) or s3://bucket/prefix (a bucket with Object Lock). Default: file://<data dir>/checkpoints, which is NOT separate from the data (logged as a warning)."),
     Setting("EXHIBIT_CHECKPOINT_INTERVAL", "15m", "How often the ledger verifier (in `exhibit worker`, and in `exhibit serve` beside its worker, outside the public door) checks the chain and writes a checkpoint."),
+    Setting("EXHIBIT_METRICS_ALLOW", "127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7", "Client addresses or networks (space- or comma-separated) that may read the staff door's Prometheus `/metrics`; anyone else gets 404. The public door has no /metrics."),
     Setting("EXHIBIT_CLAMD_ADDRESS", "", "clamd to use: unix:///path/clamd.sock or tcp://127.0.0.1:3310. Unset: `exhibit serve` starts and supervises its own clamd."),
     Setting("EXHIBIT_CLAMD_DATABASE_DIR", "", "Signature database for the managed clamd. Unset: /var/lib/clamav when it holds signatures, otherwise the project's own test signatures (announced loudly)."),
     Setting("EXHIBIT_LINK_DEFAULT_EXPIRY", "7d", "Lifetime of a new upload link when none is given."),
@@ -176,6 +177,7 @@ class Settings:
     fixity_interval_seconds: int = 30 * 86400
     sweep_grace_seconds: int = 24 * 3600
     trusted_proxies: tuple[str, ...] = ()
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -273,6 +275,7 @@ class Settings:
             log_level=get("EXHIBIT_LOG_LEVEL"),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
             trusted_proxies=trusted_proxies(get("EXHIBIT_TRUSTED_PROXIES")),
+            metrics_allow=networks("EXHIBIT_METRICS_ALLOW", get("EXHIBIT_METRICS_ALLOW")),
             fixity_mb_per_s=positive_float("EXHIBIT_FIXITY_MB_PER_S", get("EXHIBIT_FIXITY_MB_PER_S")),
             fixity_interval_seconds=number("EXHIBIT_FIXITY_INTERVAL", parse_duration),
             sweep_grace_seconds=number("EXHIBIT_SWEEP_GRACE", parse_duration),
@@ -292,9 +295,13 @@ def positive_float(name: str, raw: str) -> float:
 def trusted_proxies(raw: str) -> tuple[str, ...]:
     """``"10.0.0.0/8, 192.0.2.1"`` -> ("10.0.0.0/8", "192.0.2.1"); a value that is not an
     address or a network stops the start (a typo must not silently trust nobody, or all)."""
+    return networks("EXHIBIT_TRUSTED_PROXIES", raw)
+
+
+def networks(name: str, raw: str) -> tuple[str, ...]:
     values = tuple(v for v in raw.replace(",", " ").split() if v)
     try:
         parse_networks(values)
     except ValueError:
-        raise ValueError(f"EXHIBIT_TRUSTED_PROXIES: {raw!r} is not a list of addresses or networks") from None
+        raise ValueError(f"{name}: {raw!r} is not a list of addresses or networks") from None
     return values

@@ -1,0 +1,286 @@
+"""``exhibit backup`` and ``exhibit restore``: a consistent copy of a running system, and
+putting it back into an empty place (issue 16 item 2; README "Operations").
+
+What a backup holds, in this order:
+
+1. the database, first: SQLite through its online backup API (a consistent snapshot
+   while the server writes: never a file copy of a live WAL database); PostgreSQL through
+   ``pg_dump --format=custom`` (one consistent snapshot, as the owner role of
+   ``EXHIBIT_MIGRATION_DATABASE_URL``; the password goes to pg_dump in its environment,
+   never on its command line where ``ps`` shows it);
+2. then the filesystem blob store (finished originals, derivatives and unfinished
+   uploads). Taken after the database, every original the snapshot names is already
+   there: an original is written and synced before the row that names it commits, and
+   never changed. Files that arrive after the snapshot are copied too and are harmless
+   (``exhibit sweep`` removes what no row names). An S3 store is not copied: its bucket,
+   with versioning and Object Lock, is its own backup (replicate it to another region);
+3. the keys (server secret, ledger signing key) and, when they are files, the ledger
+   checkpoints: without the signing key a restored system could not extend the signed
+   history under the same pinned public key. So a backup holds secrets: it is written
+   0700/0600 and must be stored encrypted (README "Operations").
+
+``restore`` refuses a place that is not empty (threat: overwriting a live database or
+store by mistake, or mixing two histories into one ledger). Afterwards, run
+``exhibit audit verify`` and ``exhibit fixity run``: the restored ledger must verify and
+every original must hash to its recorded SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from storage.errors import DomainError
+from storage.settings import Settings
+
+MANIFEST = "manifest.json"
+SQLITE_FILE = "exhibit.db"
+PG_DUMP_FILE = "exhibit.pgdump"
+
+
+def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``backup`` and ``restore`` to the ``exhibit`` parser."""
+    p = add(sub, "backup", cmd_backup, "copy the database (consistently, while it runs), the filesystem blob "
+            "store, the keys and file checkpoints into an empty directory")
+    p.add_argument("--out", required=True, help="directory to create (must not exist or be empty)")
+    p = add(sub, "restore", cmd_restore, "put a backup back into an empty database and store; then run "
+            "`exhibit audit verify` and `exhibit fixity run`")
+    p.add_argument("--from", dest="source", required=True, help="a directory written by `exhibit backup`")
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite:"):
+        return None
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path == ":memory:":
+        raise DomainError("a backup needs a SQLite database file", code="ERR_BACKUP_UNSUPPORTED")
+    return Path(unquote(path.split("?", 1)[0]))
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True) or [shutil.which(name) or ""]
+    if not found[0]:
+        raise DomainError(f"{name} is not installed (Debian: postgresql-client)", code="ERR_BACKUP_TOOL_MISSING")
+    return found[0]
+
+
+def _pg_env(url: str) -> dict[str, str]:
+    """libpq's environment for ``url`` (the password stays out of argv and logs)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    for key, value in (("PGHOST", parsed.host), ("PGPORT", parsed.port), ("PGUSER", parsed.username),
+                       ("PGPASSWORD", parsed.password), ("PGDATABASE", parsed.database)):
+        if value is not None:
+            env[key] = str(value)
+    return env
+
+
+def _run_pg(argv: list[str], url: str) -> None:
+    result = subprocess.run(argv, env=_pg_env(url), capture_output=True, text=True,  # noqa: S603 - our argv, no shell
+                            timeout=24 * 3600, check=False)
+    if result.returncode != 0:
+        # pg_dump/pg_restore name the object that failed; no credentials are in their output.
+        raise RuntimeError(f"{Path(argv[0]).name} failed: {result.stderr.strip()[-500:]}")
+
+
+def _filesystem_root(settings: Settings) -> Path | None:
+    url = urlsplit(settings.storage_url)
+    return Path(unquote(url.path)) if url.scheme == "file" else None
+
+
+def _checkpoint_dir(settings: Settings) -> Path | None:
+    url = urlsplit(settings.checkpoint_url)
+    if url.scheme == "file":
+        return Path(unquote(url.path))
+    if url.scheme == "":
+        return Path(settings.checkpoint_url)
+    return None
+
+
+def _empty_dir(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def _copy_tree(source: Path, target: Path) -> int:
+    """Copy files (modes kept: finished originals stay read-only); returns the count."""
+    count = 0
+    for root, dirs, files in os.walk(source):
+        rel = Path(root).relative_to(source)
+        (target / rel).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for name in files:
+            shutil.copy2(Path(root) / name, target / rel / name)
+            count += 1
+        dirs.sort()
+    return count
+
+
+def _ledger_head(settings: Settings) -> int:
+    from sqlalchemy import text
+
+    from storage.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        with db.read() as session:
+            row = session.exec(text("SELECT MAX(seq) FROM custody_event")).first()  # type: ignore[call-overload]
+        return int(row[0] or 0) if row else 0
+    finally:
+        db.dispose()
+
+
+# --- backup ----------------------------------------------------------------------------
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace, out: Any) -> int:
+    target = Path(args.out)
+    if not _empty_dir(target):
+        raise DomainError(f"{target} is not empty: a backup goes into a new directory", code="ERR_BACKUP_TARGET")
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(target, 0o700)  # it holds the keys and every citizen's evidence
+    manifest: dict[str, Any] = {"format": 1, "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    manifest["ledger_head_seq"] = _ledger_head(settings)
+
+    # 1. The database, first (see the module docstring for why the order matters).
+    sqlite_path = _sqlite_path(settings.database_url)
+    if sqlite_path is not None:
+        if not sqlite_path.is_file():
+            raise DomainError("no database to back up", code="ERR_NO_DATABASE")
+        destination = target / SQLITE_FILE
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+        dst = sqlite3.connect(destination)
+        try:
+            src.backup(dst)  # the online backup API: a consistent snapshot of a live database
+        finally:
+            dst.close()
+            src.close()
+        manifest["database"] = {"kind": "sqlite", "file": SQLITE_FILE}
+    else:
+        dump = target / PG_DUMP_FILE
+        _run_pg([_pg_bin("pg_dump"), "--format=custom", "--no-password", "--file", str(dump)],
+                settings.migration_database_url)
+        os.chmod(dump, 0o600)
+        manifest["database"] = {"kind": "postgresql", "file": PG_DUMP_FILE}
+
+    # 2. The blob store.
+    root = _filesystem_root(settings)
+    if root is not None:
+        manifest["blobs"] = {"kind": "filesystem", "dir": "blobs", "files": _copy_tree(root, target / "blobs")}
+    else:
+        manifest["blobs"] = {"kind": "s3", "copied": False,
+                             "note": "the bucket (versioning, Object Lock) is its own backup: replicate it"}
+
+    # 3. Keys and file checkpoints.
+    keys: dict[str, str] = {}
+    for name, path in (("secret", settings.secret_key_file), ("signing_key", settings.signing_key_file)):
+        if path is not None and Path(path).is_file():
+            (target / "keys").mkdir(mode=0o700, exist_ok=True)
+            shutil.copy2(path, target / "keys" / name)
+            os.chmod(target / "keys" / name, 0o600)
+            keys[name] = f"keys/{name}"
+    manifest["keys"] = keys
+    checkpoints = _checkpoint_dir(settings)
+    if checkpoints is not None and checkpoints.is_dir():
+        manifest["checkpoints"] = {"dir": "checkpoints", "files": _copy_tree(checkpoints, target / "checkpoints")}
+    manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    (target / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    out.emit({"ok": True, "backup": str(target), **manifest},
+             f"backup written to {target}: {manifest['database']['kind']} database, ledger head "
+             f"{manifest['ledger_head_seq']}, blobs: {manifest['blobs']['kind']}")
+    return 0
+
+
+# --- restore ---------------------------------------------------------------------------
+
+
+def _pg_is_empty(url: str) -> bool:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return not inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace, out: Any) -> int:
+    source = Path(args.source)
+    try:
+        manifest = json.loads((source / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise DomainError(f"{source} is not a backup written by `exhibit backup`", code="ERR_BACKUP_INVALID") from None
+
+    # Refuse before touching anything: every destination must be empty.
+    kind = manifest["database"]["kind"]
+    sqlite_path = _sqlite_path(settings.database_url)
+    if (kind == "sqlite") != (sqlite_path is not None):
+        raise DomainError(f"the backup holds a {kind} database; EXHIBIT_DATABASE_URL names another kind",
+                          code="ERR_BACKUP_MISMATCH")
+    if sqlite_path is not None and sqlite_path.exists():
+        raise DomainError("the database already exists: restore only into an empty place", code="ERR_RESTORE_TARGET")
+    if sqlite_path is None and not _pg_is_empty(settings.migration_database_url):
+        raise DomainError("the database is not empty: restore only into an empty place", code="ERR_RESTORE_TARGET")
+    root = _filesystem_root(settings)
+    copy_blobs = manifest["blobs"]["kind"] == "filesystem"
+    if copy_blobs:
+        if root is None:
+            raise DomainError("the backup holds a filesystem store; EXHIBIT_STORAGE_URL is not file://",
+                              code="ERR_BACKUP_MISMATCH")
+        if any(p.is_file() for p in root.rglob("*")) if root.exists() else False:
+            raise DomainError("the blob store is not empty: restore only into an empty place",
+                              code="ERR_RESTORE_TARGET")
+    key_targets = {"secret": settings.secret_key_file, "signing_key": settings.signing_key_file}
+    for name in manifest.get("keys", {}):
+        existing = key_targets.get(name)
+        if existing is not None and Path(existing).exists():
+            raise DomainError(f"a {name} file already exists: restore only into an empty place",
+                              code="ERR_RESTORE_TARGET")
+
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if sqlite_path is not None:
+        sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(sqlite_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        src = sqlite3.connect(f"file:{source / SQLITE_FILE}?mode=ro", uri=True)
+        dst = sqlite3.connect(sqlite_path)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+    else:
+        _run_pg([_pg_bin("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
+                 "--dbname", str(_pg_env(settings.migration_database_url).get("PGDATABASE", "")),
+                 str(source / PG_DUMP_FILE)], settings.migration_database_url)
+    restored_files = _copy_tree(source / "blobs", root) if copy_blobs and root is not None else 0
+    for name, rel in manifest.get("keys", {}).items():
+        destination = key_targets.get(name)
+        if destination is not None:
+            Path(destination).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copy2(source / rel, destination)
+            os.chmod(destination, 0o600)
+    checkpoints = _checkpoint_dir(settings)
+    if "checkpoints" in manifest and checkpoints is not None:
+        _copy_tree(source / manifest["checkpoints"]["dir"], checkpoints)
+    data = {"ok": True, "database": kind, "blobs": manifest["blobs"]["kind"], "blob_files": restored_files,
+            "ledger_head_seq": manifest["ledger_head_seq"]}
+    out.emit(data, f"restored {kind} database (ledger head {manifest['ledger_head_seq']}) and "
+             f"{restored_files} blob files; now run `exhibit audit verify` and `exhibit fixity run`")
+    return 0

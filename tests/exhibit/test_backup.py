@@ -1,0 +1,172 @@
+"""Backup and restore drills (issue 16 item 2), as an operator runs them, through the real
+``exhibit`` commands in subprocesses:
+
+* SQLite with the filesystem store: ``exhibit backup`` while the system is running (the
+  server process holds the database open, its last commits still in the write-ahead log,
+  an upload half done), ``exhibit restore`` into an empty place;
+* PostgreSQL (``pg_dump``/``pg_restore``) with S3 (moto's server; the bucket, with
+  Object Lock, is kept: it is its own backup), restored into an empty database.
+
+Then, on the restored system: ``exhibit audit verify`` passes against the signed
+checkpoint with the pinned key, ``exhibit fixity run`` re-hashes every original and
+finds each one intact, and the citizen's unfinished upload resumes where it stopped and
+becomes evidence with the right SHA-256."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from sqlmodel import select
+
+from storage import ledger
+from storage.blobs import open_store
+from storage.db import Database
+from storage.ledger_watch import LedgerWatch
+from storage.models import EvidenceItem
+from storage.settings import Settings
+from tests.fixtures.evidence import make_jpeg
+from tests.fixtures.postgres import PostgresCluster
+from tests.fixtures.upload import UploadEnv, make_env
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def exhibit(env: dict[str, str], *argv: str) -> tuple[int, Any]:
+    result = subprocess.run([sys.executable, "-m", "exhibit", *argv, "--json"], env=env, capture_output=True,
+                            text=True, timeout=600, check=False)
+    try:
+        return result.returncode, json.loads(result.stdout)
+    except ValueError:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}") from None
+
+
+def environment(settings: Settings, public_key: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")}
+    env.update({"EXHIBIT_DATA_DIR": str(settings.data_dir), "EXHIBIT_DATABASE_URL": settings.database_url,
+                "EXHIBIT_STORAGE_URL": settings.storage_url, "EXHIBIT_LEDGER_PUBLIC_KEY": public_key,
+                "EXHIBIT_FIXITY_MB_PER_S": "1000"})
+    if settings.s3_endpoint_url:
+        env["EXHIBIT_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return env
+
+
+def meta(env: UploadEnv) -> str:
+    values = {"filename": "a.jpg", "filetype": "image/jpeg", "submission": env.link.submission.id}
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in values.items())
+
+
+def wal_bytes(sqlite_url: str) -> int:
+    return os.path.getsize(sqlite_url.split(":///", 1)[1] + "-wal")
+
+
+TUS = {"Content-Type": "application/offset+octet-stream"}
+
+
+async def test_backup_of_a_running_system_restores_verifies_and_uploads_resume(
+        db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    postgres = db.is_postgresql
+    live_dir = tmp_path / "live"
+    if postgres:
+        # PostgreSQL + S3: the bucket with Object Lock is kept across the restore.
+        base: Settings = request.getfixturevalue("s3_lock_settings")
+        settings = base.replace(data_dir=live_dir, database_url=db.url, migration_database_url=db.url,
+                                checkpoint_url=f"file://{tmp_path / 'live-checkpoints'}",
+                                secret_key_file=None, signing_key_file=None)
+    else:
+        settings = Settings(data_dir=live_dir, database_url=db.url, storage_url=f"file://{live_dir / 'blobs'}",
+                            checkpoint_url=f"file://{tmp_path / 'live-checkpoints'}")
+    store = open_store(settings)
+    live = make_env(db, tmp_path, store=store, settings=settings)
+
+    photo = make_jpeg(320, 240)
+    half = make_jpeg(640, 480, colour=(10, 200, 30))
+    cut = len(half) // 2
+    async with live.client() as c:
+        done = await c.post("/u/files/", headers={"Upload-Length": str(len(photo)), "Upload-Metadata": meta(live),
+                                                  **TUS}, content=photo)
+        assert done.status_code == 201, done.text
+        started = await c.post("/u/files/", headers={"Upload-Length": str(len(half)), "Upload-Metadata": meta(live),
+                                                     **TUS}, content=half[:cut])
+        assert started.status_code == 201, started.text
+    resume_url = started.headers["location"]
+    # The ledger verifier has signed the history so far (outside the database as well).
+    watch = LedgerWatch(settings, db)
+    assert watch.run_once().ok
+    assert settings.signing_key_file is not None
+    public_key = ledger.public_key_b64(ledger.load_or_create_signing_key(settings.signing_key_file))
+
+    # Back up while the system runs: this process still holds the database open (SQLite:
+    # the latest commits are still in the write-ahead log, which a copy of the database
+    # file alone would miss).
+    if not postgres:
+        assert wal_bytes(db.url) > 0
+    backup = tmp_path / "backup"
+    code, made = exhibit(environment(settings, public_key), "backup", "--out", str(backup))
+    assert code == 0, made
+    assert made["database"]["kind"] == ("postgresql" if postgres else "sqlite")
+    assert (backup / "keys" / "signing_key").stat().st_mode & 0o077 == 0
+    # The live system goes on after the backup: none of this is in the backup.
+    async with live.client() as c:
+        later = await c.post("/u/files/", headers={"Upload-Length": "4", "Upload-Metadata": meta(live), **TUS})
+        assert later.status_code == 201
+
+    # Restore into an empty place.
+    restored_dir = tmp_path / "restored"
+    if postgres:
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        restored_url = cluster.create_database(prefix="restored")
+        restored = settings.replace(data_dir=restored_dir, database_url=restored_url,
+                                    migration_database_url=restored_url,
+                                    checkpoint_url=f"file://{tmp_path / 'restored-checkpoints'}",
+                                    secret_key_file=None, signing_key_file=None)
+    else:
+        restored = Settings(data_dir=restored_dir, storage_url=f"file://{restored_dir / 'blobs'}",
+                            checkpoint_url=f"file://{tmp_path / 'restored-checkpoints'}")
+    env = environment(restored, public_key)
+    code, put_back = exhibit(env, "restore", "--from", str(backup))
+    assert code == 0, put_back
+    # Never over something that exists.
+    code, refused = exhibit(env, "restore", "--from", str(backup))
+    assert code == 2 and refused["error"]["code"] == "ERR_RESTORE_TARGET"
+
+    code, verified = exhibit(env, "audit", "verify")
+    assert code == 0, verified
+    assert verified["ok"] is True and verified["checkpoint_source"] == "database"
+    code, fixity = exhibit(env, "fixity", "run")
+    assert code == 0, fixity
+    assert fixity["checked"] == 1 and fixity["ok"] == 1 and fixity["alarms"] == 0
+
+    # The citizen's phone comes back and finishes the upload on the restored system.
+    restored_db = Database(restored.database_url)
+    try:
+        again = make_env(restored_db, tmp_path / "again", store=open_store(restored), settings=restored)
+        headers = {"Authorization": f"Bearer {live.link.token}", "Tus-Resumable": "1.0.0"}
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=again.app), base_url="http://testserver",
+                                      headers=headers) as c:
+            head = await c.head(resume_url)
+            assert head.status_code == 200, head.text
+            offset = int(head.headers["upload-offset"])
+            assert offset == cut
+            rest = await c.patch(resume_url, headers={"Upload-Offset": str(offset), **TUS}, content=half[offset:])
+            assert rest.status_code == 204, rest.text
+        with restored_db.read() as s:
+            hashes = sorted(i.sha256 for i in s.exec(select(EvidenceItem)).all())
+        assert hashes == sorted([hashlib.sha256(photo).hexdigest(), hashlib.sha256(half).hexdigest()])
+    finally:
+        restored_db.dispose()
+        if postgres:
+            cluster.drop_database(restored_url)
