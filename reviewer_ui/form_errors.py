@@ -86,6 +86,8 @@ async def casework(request: Request, form_error: str | None, download_error: str
             field = f"days-{scope}"
     elif path.endswith("/links"):
         field = _link_field(form.get("expires"), form.get("max_files"))
+    elif path.endswith("/assign"):
+        field = "assign-email"
     return [*errors, FieldError(form_error, field)]
 
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, form_errors, forms, mfa, middleware, permissions
+from reviewer_ui import assignment, audit, context, coverage, form_errors, forms, mfa, middleware, permissions
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -312,6 +312,7 @@ class ReportView:
     totals: dict[str, int]
     can: dict[str, bool] = field(default_factory=dict)
     refused: list[dict[str, Any]] = field(default_factory=list)
+    panel: assignment.Panel | None = None  # who works it (_assignment.html)
 
 
 def _grid(session: Session, user: User, report: Report, after: tuple[dt.datetime, str] | None, *,
@@ -466,9 +467,10 @@ def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime,
 
             shares = shares_for(session, item=None, report_id=report.id)
             partners = partner_choices(session)
+        panel = assignment.load_panel(session, user, report)
     return ReportView(report=report, owner=owner.email if owner else None, is_partner=is_partner,
                       submissions=submissions, links=links, cards=cards, next_cursor=next_cursor, shares=shares,
-                      partners=partners, totals=totals, can=can, refused=refused)
+                      partners=partners, totals=totals, can=can, refused=refused, panel=panel)
 
 
 async def report_page(request: Request, *, form_error: str | None = None, issued: Any = None,
@@ -487,6 +489,7 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
                           detail={"items_shown": len(view.cards)})
         # The thumbnails this grid shows are covered by that event (reviewer_ui.coverage).
         coverage.page_showed(request, [c.item.id for c in view.cards if c.has_thumbnail], ["thumbnail"])
+        assignment.mark_seen(request, view.report)  # "new" in My reports counts from here
         return view
 
     view = await ctx.run_sync(load_and_record)
