@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from reviewer_ui import assignment, exports, items, media, reports, sharing
+from reviewer_ui import assignment, exports, item_filters, items, media, reports, sharing
 from reviewer_ui.context import ReviewContext
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
-    return [*assignment.routes(), *reports.routes(), *items.routes(), *media.routes(), *sharing.routes(), *exports.routes()]
+    return [*assignment.routes(), *item_filters.routes(), *reports.routes(), *items.routes(), *media.routes(),
+            *sharing.routes(), *exports.routes()]
