@@ -121,21 +121,10 @@ def cmd_users_add(settings: Settings, args: argparse.Namespace, out: Output) -> 
     db = _open_db(settings)
     with db.write() as session:
         user = add_user(db, session, args.email, args.role, org_name=args.org, display_name=args.name or "",
-                        password=password, actor=_actor())
-        data = {"id": user.id, "email": user.email, "role": user.role, "org": args.org,
+                        password=password, unit=args.unit, actor=_actor())
+        data = {"id": user.id, "email": user.email, "role": user.role, "org": args.org, "unit": user.unit,
                 "has_password": user.password_hash is not None}
     out.emit(data, f"user {data['email']} added ({data['role']}), id {data['id']}")
-    return 0
-
-
-def cmd_reports_create(settings: Settings, args: argparse.Namespace, out: Output) -> int:
-    from storage.reports import create_report
-
-    db = _open_db(settings)
-    with db.write() as session:
-        report = create_report(db, session, args.ref, args.kind, title=args.title or "", actor=_actor())
-        data = {"id": report.id, "reference": report.reference, "kind": report.kind, "title": report.title}
-    out.emit(data, f"report {data['reference']} created ({data['kind']})")
     return 0
 
 
@@ -517,16 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
     users = sub.add_parser("users", help="accounts").add_subparsers(dest="sub", required=True)
     p = add(users, "add", cmd_users_add, "add a user")
     p.add_argument("email")
-    p.add_argument("--role", required=True, choices=["officer", "partner", "admin", "auditor"])
+    p.add_argument("--role", required=True, choices=["officer", "supervisor", "partner", "admin", "auditor"])
+    p.add_argument("--unit", help="the unit (team) they work in")
     p.add_argument("--org")
     p.add_argument("--name")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
 
-    reports = sub.add_parser("reports", help="reports").add_subparsers(dest="sub", required=True)
-    p = add(reports, "create", cmd_reports_create, "create a report")
-    p.add_argument("ref")
-    p.add_argument("--kind", required=True, choices=["rtc", "crime", "asb", "complaint", "other"])
-    p.add_argument("--title")
+    from exhibit import cli_reports
+
+    cli_reports.add_commands(sub.add_parser("reports", help="reports").add_subparsers(dest="sub", required=True), add)
 
     links = sub.add_parser("links", help="upload links").add_subparsers(dest="sub", required=True)
     p = add(links, "create", cmd_links_create, "issue an upload link for a report")

@@ -32,7 +32,7 @@ from storage.users import add_user
 
 MAX_FIELD = 320
 # Least privilege first: the form's default is an officer, never an admin.
-ROLE_CHOICES = [Role.OFFICER.value, Role.PARTNER.value, Role.AUDITOR.value, Role.ADMIN.value]
+ROLE_CHOICES = [Role.OFFICER.value, Role.SUPERVISOR.value, Role.PARTNER.value, Role.AUDITOR.value, Role.ADMIN.value]
 
 
 def _require(request: Request, action: str) -> User:

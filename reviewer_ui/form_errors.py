@@ -59,7 +59,15 @@ async def casework(request: Request, form_error: str | None, download_error: str
     if not form_error:
         return errors
     field: str | None = None
-    if path.endswith("/triage"):
+    if path.startswith("/reports/") and path.endswith("/triage"):
+        # The report page's bulk triage (reviewer_ui/item_filters.py).
+        if not form.getlist("item") or "Select" in form_error:
+            field = "bulk-items"
+        elif form.get("decision") not in ("accepted", "declined"):
+            field = "bulk-decision-accepted"
+        else:
+            field = "bulk-reason"
+    elif path.endswith("/triage"):
         if form.get("decision") not in ("accepted", "declined"):
             # items.triage stops at the first problem; the summary lists every one (as the
             # citizen form does), so a missing reason is named alongside the decision.
@@ -86,6 +94,8 @@ async def casework(request: Request, form_error: str | None, download_error: str
             field = f"days-{scope}"
     elif path.endswith("/links"):
         field = _link_field(form.get("expires"), form.get("max_files"))
+    elif path.endswith("/assign"):
+        field = "assign-email"
     return [*errors, FieldError(form_error, field)]
 
 

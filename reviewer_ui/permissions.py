@@ -4,23 +4,24 @@ handler calls on every request (SECURITY_CHECKLIST AC-01, AC-02, AC-03, AC-16).
 Function-level matrix (``can_act(user, action)``; ``ACTIONS`` below is the same table as
 data, and tests/reviewer_ui/test_permissions.py is generated from it):
 
-=====================  =====  =======  =======  =======
-action                 admin  officer  partner  auditor
-=====================  =====  =======  =======  =======
-report.view            all    own*     shared   all
-report.create          yes    yes      -        -
-link.issue / revoke    yes    own*     -        -
-item.view              all    own*     shared   all
-item.media             all    own*     shared   all
-item.download          yes    own*     shared+  -
-triage                 yes    own*     -        -
-note.add / tag.add     yes    own*     -        -
-share.create / revoke  yes    own*     -        -
-export                 yes    own*     -        -
-audit.read             yes    -        -        yes
-admin.users            yes    -        -        -
-admin.links            yes    -        -        -
-=====================  =====  =======  =======  =======
+=====================  =====  =======  ==========  =======  =======
+action                 admin  officer  supervisor  partner  auditor
+=====================  =====  =======  ==========  =======  =======
+report.view            all    own*     unit*       shared   all
+report.create          yes    yes      yes         -        -
+report.assign          yes    -        unit*       -        -
+link.issue / revoke    yes    own*     unit*       -        -
+item.view              all    own*     unit*       shared   all
+item.media             all    own*     unit*       shared   all
+item.download          yes    own*     unit*       shared+  -
+triage                 yes    own*     unit*       -        -
+note.add / tag.add     yes    own*     unit*       -        -
+share.create / revoke  yes    own*     unit*       -        -
+export                 yes    own*     unit*       -        -
+audit.read             yes    -        -           -        yes
+admin.users            yes    -        -           -        -
+admin.links            yes    -        -           -        -
+=====================  =====  =======  ==========  =======  =======
 
 Data-level rules (``visible_reports_query``, ``can_view_report``, ``can_view_item``):
 
@@ -28,6 +29,14 @@ Data-level rules (``visible_reports_query``, ``can_view_report``, ``can_view_ite
 * ``own*``   - an officer sees the reports they own or are assigned to
   (``ReportAssignment``), and, when ``settings.officer_unit_access`` is on, every report
   of their own unit.
+* ``unit*``  - a supervisor sees what an officer would, and every report of their own unit
+  (``Report.unit == User.unit``; a supervisor without a unit has no unit's reports). They
+  assign (``report.assign``) only their unit's reports, and only to officers and
+  supervisors of that unit; an admin assigns any report to any officer or supervisor.
+  Officers do not assign, not even on reports they own: assignment grants access to
+  evidence, and the unit's supervisor is the one accountable for who has it (AC-01).
+  ``_staff_scope`` is the one place these scopes are written; the list query and the
+  single-row check both use it.
 * ``shared`` - a partner sees only items reachable through a *live* share (not revoked,
   not expired) granted to their organisation or to them personally, either of that item
   or of its whole report; and among those only items that passed the virus scan
@@ -72,6 +81,7 @@ PARTNER_STATES = frozenset({"clean", "processing", "ready", "failed"})
 
 ALL = "all"
 OWN = "own"
+UNIT = "unit"
 SHARED = "shared"
 SHARED_DOWNLOAD = "shared+"
 YES = "yes"
@@ -79,23 +89,28 @@ NO = "-"
 
 # The matrix above as data. Keys are actions; values map role -> cell.
 ACTIONS: dict[str, dict[str, str]] = {
-    "report.view": {"admin": ALL, "officer": OWN, "partner": SHARED, "auditor": ALL},
-    "report.create": {"admin": YES, "officer": YES, "partner": NO, "auditor": NO},
-    "link.issue": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "link.revoke": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "item.view": {"admin": ALL, "officer": OWN, "partner": SHARED, "auditor": ALL},
-    "item.media": {"admin": ALL, "officer": OWN, "partner": SHARED, "auditor": ALL},
-    "item.download": {"admin": YES, "officer": OWN, "partner": SHARED_DOWNLOAD, "auditor": NO},
-    "triage": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "note.add": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "tag.add": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "share.create": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "share.revoke": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "export": {"admin": YES, "officer": OWN, "partner": NO, "auditor": NO},
-    "audit.read": {"admin": YES, "officer": NO, "partner": NO, "auditor": YES},
-    "admin.users": {"admin": YES, "officer": NO, "partner": NO, "auditor": NO},
-    "admin.links": {"admin": YES, "officer": NO, "partner": NO, "auditor": NO},
+    "report.view": {"admin": ALL, "officer": OWN, "supervisor": UNIT, "partner": SHARED, "auditor": ALL},
+    "report.create": {"admin": YES, "officer": YES, "supervisor": YES, "partner": NO, "auditor": NO},
+    "report.assign": {"admin": YES, "officer": NO, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "link.issue": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "link.revoke": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "item.view": {"admin": ALL, "officer": OWN, "supervisor": UNIT, "partner": SHARED, "auditor": ALL},
+    "item.media": {"admin": ALL, "officer": OWN, "supervisor": UNIT, "partner": SHARED, "auditor": ALL},
+    "item.download": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": SHARED_DOWNLOAD, "auditor": NO},
+    "triage": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "note.add": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "tag.add": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "share.create": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "share.revoke": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "export": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "audit.read": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": YES},
+    "admin.users": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": NO},
+    "admin.links": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": NO},
 }
+
+# Roles whose reach is "the reports they own, are assigned to, or (by unit) may see":
+# the force's own case workers. The ones a report can be assigned to.
+CASEWORKER_ROLES = frozenset({Role.OFFICER.value, Role.SUPERVISOR.value})
 
 
 class LoginRequired(Exception):
@@ -183,6 +198,21 @@ def _live_share_clause(user: User, now: dt.datetime) -> ColumnElement[bool]:
     )
 
 
+def _staff_scope(user: User, unit_access: bool) -> ColumnElement[bool]:
+    """THE definition of which reports an officer (``own*``) or a supervisor (``unit*``)
+    reaches, as a condition on ``Report``: owner, assignee, and their unit's reports for a
+    supervisor (or for an officer when the force's ``officer_unit_access`` allows it).
+    The list query and the single-row check below both use this one expression, so the
+    two can never disagree about who sees a report (AC-01). A user without a unit reaches
+    no unit's reports: ``Report.unit == NULL`` is never true."""
+    assigned = select(col(ReportAssignment.report_id)).where(
+        col(ReportAssignment.user_id) == user.id, col(ReportAssignment.report_id) == col(Report.id))
+    clauses: list[ColumnElement[bool]] = [col(Report.owner_id) == user.id, assigned.exists()]
+    if user.unit and (str(user.role) == Role.SUPERVISOR or unit_access):
+        clauses.append(col(Report.unit) == user.unit)
+    return or_(*clauses)
+
+
 def visible_items_query(user: User, *, now: dt.datetime | None = None,
                         unit_access: bool = False) -> SelectOfScalar[str]:
     """``select(col(EvidenceItem.id))`` of every item ``user`` may see. Use it as a subquery:
@@ -194,7 +224,7 @@ def visible_items_query(user: User, *, now: dt.datetime | None = None,
         return base.where(false())
     if role in (Role.ADMIN, Role.AUDITOR):
         return base
-    if role == Role.OFFICER:
+    if role in CASEWORKER_ROLES:
         # Correlated EXISTS (one primary-key probe of the item's report), not
         # `report_id IN (...)`: SQLite materialises the IN list, every report the officer
         # can see, on every check (48 ms at 10,000 reports; benchmarks/review.py).
@@ -223,12 +253,8 @@ def visible_reports_query(user: User, *, now: dt.datetime | None = None,
         return base.where(false())
     if role in (Role.ADMIN, Role.AUDITOR):
         return base
-    if role == Role.OFFICER:
-        assigned = select(col(ReportAssignment.report_id)).where(col(ReportAssignment.user_id) == user.id)
-        clauses: list[ColumnElement[bool]] = [col(Report.owner_id) == user.id, col(Report.id).in_(assigned)]
-        if unit_access and user.unit:
-            clauses.append(col(Report.unit) == user.unit)
-        return base.where(or_(*clauses))
+    if role in CASEWORKER_ROLES:
+        return base.where(_staff_scope(user, unit_access))
     if role == Role.PARTNER:
         items = visible_items_query(user, now=now)
         return base.where(col(Report.id).in_(select(col(EvidenceItem.report_id)).where(col(EvidenceItem.id).in_(items))))
@@ -285,10 +311,20 @@ def _partner_sees_report(session: Session, user: User, report: Report, now: dt.d
 
 
 def _officer_sees(session: Session, user: User, report: Report, unit_access: bool) -> bool:
-    if report.owner_id == user.id or (unit_access and user.unit and report.unit == user.unit):
+    # The scope of ``_staff_scope``, asked of this one report: a primary-key probe.
+    probe = select(col(Report.id)).where(col(Report.id) == report.id, _staff_scope(user, unit_access)).limit(1)
+    return session.exec(probe).first() is not None
+
+
+def can_assign(session: Session, user: User, report: Report) -> bool:
+    """May ``user`` change who owns or is assigned to ``report``? Admins: any report. A
+    supervisor: only a report of their own unit (not one of another unit they merely own
+    or are assigned to: handing out access is the report's unit supervisor's call)."""
+    if not can_act(user, "report.assign"):
+        return False
+    if str(user.role) == Role.ADMIN:
         return True
-    assigned = session.get(ReportAssignment, (report.id, user.id))
-    return assigned is not None
+    return bool(user.unit) and report.unit == user.unit
 
 
 def can_view_report(session: Session, user: User, report: Report, *, now: dt.datetime | None = None,
@@ -299,7 +335,7 @@ def can_view_report(session: Session, user: User, report: Report, *, now: dt.dat
         return False
     if role in (Role.ADMIN, Role.AUDITOR):
         return True
-    if role == Role.OFFICER:
+    if role in CASEWORKER_ROLES:
         return _officer_sees(session, user, report, unit_access)
     if role == Role.PARTNER:
         return _partner_sees_report(session, user, report, now or utcnow())
@@ -314,7 +350,7 @@ def can_view_item(session: Session, user: User, item: EvidenceItem, *, now: dt.d
         return False
     if role in (Role.ADMIN, Role.AUDITOR):
         return True
-    if role == Role.OFFICER:
+    if role in CASEWORKER_ROLES:
         report = session.get(Report, item.report_id)
         return report is not None and _officer_sees(session, user, report, unit_access)
     if role == Role.PARTNER:

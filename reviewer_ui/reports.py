@@ -28,7 +28,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, form_errors, forms, mfa, middleware, permissions
+from reviewer_ui import (
+    assignment,
+    audit,
+    context,
+    coverage,
+    form_errors,
+    forms,
+    item_filters,
+    mfa,
+    middleware,
+    permissions,
+)
 from storage import ledger
 from storage.errors import Conflict, Invalid, NotFound
 from storage.lifecycle import TERMINAL
@@ -91,6 +102,8 @@ class ReportFilters:
     date_to: dt.date | None = None
     waiting: bool = False
     after: tuple[dt.datetime, str] | None = None
+    unit: str = ""
+    owner: str = ""  # an e-mail address, exactly
 
     @classmethod
     def from_query(cls, params: Any) -> ReportFilters:
@@ -107,6 +120,8 @@ class ReportFilters:
             date_from=date("from"), date_to=date("to"),
             waiting=params.get("waiting") == "1",
             after=decode_cursor(params.get("after")),
+            unit=str(params.get("unit", "")).strip()[:100],
+            owner=str(params.get("owner", "")).strip().lower()[:320],
         )
 
     def query_string(self, after: str | None = None) -> str:
@@ -123,6 +138,10 @@ class ReportFilters:
             parts.append(("to", self.date_to.isoformat()))
         if self.waiting:
             parts.append(("waiting", "1"))
+        if self.unit:
+            parts.append(("unit", self.unit))
+        if self.owner:
+            parts.append(("owner", self.owner))
         if after:
             parts.append(("after", after))
         return urlencode(parts)
@@ -166,6 +185,12 @@ def list_reports(session: Session, user: User, filters: ReportFilters, *, now: d
         q = q.where(or_(*[and_(col(r.reference) >= v, col(r.reference) < v + "\U0010ffff") for v in variants]))
     if filters.kind:
         q = q.where(col(r.kind) == filters.kind)
+    if filters.unit and not is_partner:
+        q = q.where(col(r.unit) == filters.unit)
+    if filters.owner and not is_partner:
+        # Partners see nothing of who works a report (AC-04): the filter is ignored.
+        owner_id = select(col(User.id)).where(col(User.email) == filters.owner).scalar_subquery()
+        q = q.where(col(r.owner_id) == owner_id)
     if filters.date_from:
         q = q.where(col(r.created_at) >= _day_start(filters.date_from))
     if filters.date_to:
@@ -312,18 +337,21 @@ class ReportView:
     totals: dict[str, int]
     can: dict[str, bool] = field(default_factory=dict)
     refused: list[dict[str, Any]] = field(default_factory=list)
+    panel: assignment.Panel | None = None  # who works it (_assignment.html)
 
 
 def _grid(session: Session, user: User, report: Report, after: tuple[dt.datetime, str] | None, *,
-          now: dt.datetime, unit_access: bool) -> tuple[list[GridCard], str | None]:
+          now: dt.datetime, unit_access: bool,
+          filters: item_filters.ItemFilters | None = None) -> tuple[list[GridCard], str | None]:
     is_partner = str(user.role) == Role.PARTNER
+    narrowing = filters.conditions(partner=is_partner) if filters else []
     cards: list[EvidenceItem] = []
     cursor = after
     more = False
     scanned = 0
     batch_size = GRID_PAGE_SIZE + 1 if not is_partner else 200
     while True:
-        q = select(EvidenceItem).where(col(EvidenceItem.report_id) == report.id)
+        q = select(EvidenceItem).where(col(EvidenceItem.report_id) == report.id, *narrowing)
         if cursor:
             at, ident = cursor
             q = q.where(or_(col(EvidenceItem.received_at) > at, and_(col(EvidenceItem.received_at) == at, col(EvidenceItem.id) > ident)))
@@ -425,7 +453,8 @@ def _refused(session: Session, report: Report) -> list[dict[str, Any]]:
     return out
 
 
-def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime, str] | None) -> ReportView:
+def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime, str] | None,
+                     filters: item_filters.ItemFilters | None = None) -> ReportView:
     ctx = context.get(request)
     user = permissions.current_user(request)
     now = ctx.clock()
@@ -433,7 +462,7 @@ def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime,
     with ctx.db.read() as session:
         report = permissions.require_report(request, session, report_id, "report.view")
         is_partner = str(user.role) == Role.PARTNER
-        cards, next_cursor = _grid(session, user, report, after, now=now, unit_access=unit)
+        cards, next_cursor = _grid(session, user, report, after, now=now, unit_access=unit, filters=filters)
         owner = session.get(User, report.owner_id) if report.owner_id and not is_partner else None
         submissions: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
@@ -466,9 +495,10 @@ def load_report_view(request: Request, report_id: str, after: tuple[dt.datetime,
 
             shares = shares_for(session, item=None, report_id=report.id)
             partners = partner_choices(session)
+        panel = assignment.load_panel(session, user, report)
     return ReportView(report=report, owner=owner.email if owner else None, is_partner=is_partner,
                       submissions=submissions, links=links, cards=cards, next_cursor=next_cursor, shares=shares,
-                      partners=partners, totals=totals, can=can, refused=refused)
+                      partners=partners, totals=totals, can=can, refused=refused, panel=panel)
 
 
 async def report_page(request: Request, *, form_error: str | None = None, issued: Any = None,
@@ -476,17 +506,19 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
     ctx = context.get(request)
     report_id = request.path_params["report_id"]
     after = decode_cursor(request.query_params.get("after"))
+    filters = item_filters.ItemFilters.from_query(request.query_params)
 
     def load_and_record() -> ReportView:
         # The session check, the reads and the custody event in one worker call (one
         # thread hop, not three).
         middleware.resolve_deferred(request.scope)
-        view = load_report_view(request, report_id, after)
+        view = load_report_view(request, report_id, after, filters)
         # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
         audit.record_sync(ctx, request, "report.viewed", report_id=view.report.id,
                           detail={"items_shown": len(view.cards)})
         # The thumbnails this grid shows are covered by that event (reviewer_ui.coverage).
         coverage.page_showed(request, [c.item.id for c in view.cards if c.has_thumbnail], ["thumbnail"])
+        assignment.mark_seen(request, view.report)  # "new" in My reports counts from here
         return view
 
     view = await ctx.run_sync(load_and_record)
@@ -495,7 +527,9 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
                       expiry_choices=EXPIRY_CHOICES, export_error=export_error,
                       default_max_files=ctx.settings.link_max_files,
                       default_max_bytes=_gib(ctx.settings.link_max_bytes), fmt_time=ledger.format_time,
-                      fmt_bytes=_fmt_bytes, now=ctx.clock())
+                      fmt_bytes=_fmt_bytes, now=ctx.clock(), grid_filters=filters,
+                      item_states=item_filters.STATE_VALUES, can_triage=permissions.can_act(
+                          permissions.current_user(request), "triage"))
 
 
 async def report_page_get(request: Request) -> Response:

@@ -74,6 +74,8 @@ def json_col(*, nullable: bool = True) -> Any:
 class Role(enum.StrEnum):
     ADMIN = "admin"
     OFFICER = "officer"
+    # Sees its unit's reports and assigns them to officers (issue 15 item 1).
+    SUPERVISOR = "supervisor"
     PARTNER = "partner"
     AUDITOR = "auditor"
 
@@ -171,6 +173,9 @@ class Report(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_report_created_id", "created_at", "id"),
         sa.Index("ix_report_kind_created_id", "kind", "created_at", "id"),
+        # A supervisor's list (their unit's reports, newest first) and the unit filter
+        # read this index in order (migration 0013_assign).
+        sa.Index("ix_report_unit_created_id", "unit", "created_at", "id"),
     )
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     reference: str = Field(max_length=64, unique=True, index=True)
@@ -190,6 +195,16 @@ class ReportAssignment(SQLModel, table=True):
     user_id: str = Field(foreign_key="user.id", primary_key=True, max_length=32, index=True)
     assigned_by: str | None = Field(default=None, max_length=32)
     created_at: dt.datetime = created()
+
+
+class ReportSeen(SQLModel, table=True):
+    """When a user last looked at a report (its page): "My reports" counts the evidence
+    received since then as new (migration 0013_assign)."""
+
+    __tablename__ = "report_seen"
+    user_id: str = Field(foreign_key="user.id", primary_key=True, max_length=32)
+    report_id: str = Field(foreign_key="report.id", primary_key=True, max_length=32)
+    seen_at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
 class UploadLink(SQLModel, table=True):

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from storage import ledger
 from storage.db import Database
 from storage.errors import Conflict, Invalid, NotFound
-from storage.models import Report, ReportKind
+from storage.models import Report, ReportKind, User
 
 REFERENCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,63}$")
 
@@ -41,10 +41,16 @@ def create_report(
     report = Report(reference=reference, kind=kind, title=title[:300], owner_id=owner_id, unit=unit)
     session.add(report)
     session.flush()
+    detail: dict[str, str] = {"reference": reference, "kind": str(kind), "title": report.title}
+    # Who works it from the start is part of its history (issue 15 item 1).
+    if owner_id:
+        owner = session.get(User, owner_id)
+        detail["owner"] = owner.email if owner else owner_id
+    if unit:
+        detail["unit"] = unit
     ledger.append(
         db, session, actor=actor, action="report.created", subject=f"report:{report.id}",
-        report_id=report.id, detail={"reference": reference, "kind": str(kind), "title": report.title},
-        request_id=request_id,
+        report_id=report.id, detail=detail, request_id=request_id,
     )
     return report
 

@@ -41,6 +41,10 @@ STATUS: dict[str, int] = {
     "ERR_OFFSET_MISMATCH": 409,
     "ERR_CONFLICT": 409,
     "ERR_REPORT_EXISTS": 409,
+    # The intake API's owner and unit fields (issue 15 item 1).
+    "ERR_OWNER_UNKNOWN": 422,
+    "ERR_UNIT_NOT_ALLOWED": 403,
+    "ERR_UNIT_INVALID": 400,
     "ERR_REFERENCE_INVALID": 400,
     "ERR_KIND_INVALID": 400,
     "ERR_TUS_VERSION": 412,

@@ -18,14 +18,15 @@ import json
 from typing import Any
 
 import anyio.to_thread
+from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from storage import apikeys, items, ledger, links, reports
-from storage.errors import DomainError
+from storage import apikeys, assignments, items, ledger, links, reports
+from storage.errors import DomainError, NotFound
 from storage.lifecycle import ItemState
-from storage.models import ApiKey
+from storage.models import ApiKey, User
 from upload_api.auth import guessed_wrong, request_id
 from upload_api.context import UploadContext
 from upload_api.errors import STATUS
@@ -67,6 +68,33 @@ def _int_field(body: dict[str, Any], name: str, default: int, maximum: int) -> i
     return value
 
 
+def _owner_and_unit(session: Session, key: ApiKey, body: dict[str, Any]) -> tuple[User | None, str | None]:
+    """The owner and unit the force's form names for a new report (issue 15 item 1).
+
+    ``owner``: the e-mail of an enabled officer or supervisor, else 422
+    ``ERR_OWNER_UNKNOWN`` and nothing is created (a report owned by nobody reaches no
+    officer's queue, which is the failure this field exists to prevent). ``unit``: a key
+    scoped to a unit creates reports in that unit only (403 ``ERR_UNIT_NOT_ALLOWED``):
+    a leaked or misconfigured key must not fill another unit's queue (AC-01). Without a
+    ``unit`` the report takes the key's unit, else the owner's."""
+    raw_owner, raw_unit = body.get("owner"), body.get("unit")
+    if raw_owner is not None and not isinstance(raw_owner, str):
+        raise DomainError("owner must be an e-mail address", code="ERR_INVALID")
+    if raw_unit is not None and not isinstance(raw_unit, str):
+        raise DomainError("unit must be a string", code="ERR_INVALID")
+    unit = assignments.normalise_unit(raw_unit)
+    if key.unit is not None and unit is not None and unit != key.unit:
+        raise DomainError(f"this key creates reports in unit {key.unit} only", code="ERR_UNIT_NOT_ALLOWED")
+    owner = None
+    if raw_owner:
+        try:
+            owner = assignments.assignable_user(session, raw_owner)
+        except NotFound:
+            raise DomainError("owner is not an enabled officer or supervisor of this force",
+                              code="ERR_OWNER_UNKNOWN") from None
+    return owner, unit or key.unit or (owner.unit if owner else None)
+
+
 def routes(ctx: UploadContext) -> list[BaseRoute]:
     settings = ctx.settings
 
@@ -102,15 +130,17 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
         def work() -> dict[str, Any]:
             with ctx.db.write() as session:
+                owner, unit = _owner_and_unit(session, key, body)
                 # The report joins the key's scope: its creator, and the key's unit.
                 report = reports.create_report(
                     ctx.db, session, str(body.get("reference", "")), str(body.get("kind", "other")),
-                    title=str(body.get("title", ""))[:300], unit=key.unit, actor=f"apikey:{key.id}",
-                    request_id=request_id(request),
+                    title=str(body.get("title", ""))[:300], owner_id=owner.id if owner else None, unit=unit,
+                    actor=f"apikey:{key.id}", request_id=request_id(request),
                 )
                 report.created_by_api_key_id = key.id
                 session.add(report)
-                return {"id": report.id, "reference": report.reference, "kind": report.kind, "title": report.title}
+                return {"id": report.id, "reference": report.reference, "kind": report.kind, "title": report.title,
+                        "owner": owner.email if owner else None, "unit": report.unit}
 
         return JSONResponse(await anyio.to_thread.run_sync(work), status_code=201)
 
@@ -168,7 +198,8 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
 ERROR_CODES = sorted(
     {"ERR_API_KEY", "ERR_RATE_LIMITED", "ERR_BAD_REQUEST", "ERR_INVALID", "ERR_ABOVE_LIMIT", "ERR_FIELD_TOO_LARGE",
-     "ERR_REPORT_EXISTS", "ERR_REFERENCE_INVALID", "ERR_KIND_INVALID", "ERR_REPORT_NOT_FOUND"}
+     "ERR_REPORT_EXISTS", "ERR_REFERENCE_INVALID", "ERR_KIND_INVALID", "ERR_REPORT_NOT_FOUND",
+     "ERR_OWNER_UNKNOWN", "ERR_UNIT_NOT_ALLOWED", "ERR_UNIT_INVALID"}
 )
 
 
@@ -196,7 +227,8 @@ def openapi_schema(public_url: str) -> dict[str, Any]:
                     "properties": {"code": {"type": "string", "enum": ERROR_CODES}, "message": {"type": "string"}}}}},
                 "Report": {"type": "object", "properties": {
                     "id": {"type": "string"}, "reference": {"type": "string"}, "kind": {"type": "string"},
-                    "title": {"type": "string"}}},
+                    "title": {"type": "string"}, "owner": {"type": ["string", "null"]},
+                    "unit": {"type": ["string", "null"]}}},
                 "Link": {"type": "object", "properties": {
                     "link_id": {"type": "string"}, "url": {"type": "string", "format": "uri"},
                     "report_reference": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
@@ -215,8 +247,14 @@ def openapi_schema(public_url: str) -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["reference"],
                     "properties": {"reference": {"type": "string"}, "kind": {"type": "string"},
-                                   "title": {"type": "string"}}}}}},
-                "responses": responses("201", {"$ref": "#/components/schemas/Report"}, 400, 401, 409, 429),
+                                   "title": {"type": "string"},
+                                   "owner": {"type": "string", "format": "email",
+                                             "description": "e-mail of the enabled officer or supervisor who "
+                                                            "works it (422 ERR_OWNER_UNKNOWN otherwise)"},
+                                   "unit": {"type": "string", "description": "default: the key's unit, else "
+                                            "the owner's; a key with a unit may name only that one (403)"}}}}}},
+                "responses": responses("201", {"$ref": "#/components/schemas/Report"}, 400, 401, 403, 409, 422,
+                                       429),
             }},
             "/api/v1/reports/{reference}/links": {"post": {
                 "summary": "Issue an upload link for a report (the URL is shown once)",

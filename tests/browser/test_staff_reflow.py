@@ -79,6 +79,7 @@ def staff(live_review: LiveReview, casework_video: Casework) -> Staff:
         "mfa-enrol": f"{base}/mfa",
         "reauth": f"{base}/reauth?next=/reports",
         "report list": f"{base}/reports",
+        "my reports": f"{base}/my-reports",
         "new report": f"{base}/reports/new",
         "report page": f"{base}/reports/{report.id}",
         "image item": f"{base}/items/{image.id}",
@@ -133,7 +134,7 @@ def _overflow(page: Page) -> dict[str, int]:
     })""")
 
 
-@pytest.mark.parametrize("name", ["login", "mfa", "mfa-enrol", "reauth", "report list", "new report",
+@pytest.mark.parametrize("name", ["login", "mfa", "mfa-enrol", "reauth", "report list", "my reports", "new report",
                                   "report page", "image item", "video item", "infected item", "notes",
                                   "admin users", "admin links"])
 def test_staff_page_reflows_without_sideways_scrolling_and_axe_is_clean(sized: Any, staff: Staff, name: str) -> None:
@@ -149,7 +150,7 @@ def test_staff_page_reflows_without_sideways_scrolling_and_axe_is_clean(sized: A
 
 
 def test_wide_tables_scroll_in_labelled_focusable_regions(sized: Any, staff: Staff) -> None:
-    for name in ("report list", "report page", "image item", "notes", "admin users", "admin links"):
+    for name in ("report list", "my reports", "report page", "image item", "notes", "admin users", "admin links"):
         page = _open(sized, staff, name)
         tables = page.locator("main table")
         assert tables.count() > 0, name

@@ -76,7 +76,7 @@ def test_auditors_change_nothing_and_only_admins_administer() -> None:
     for action in ACTIONS:
         if action not in READ_ONLY_ACTIONS:
             assert not permissions.can_act(auditor, action), action
-    for role in ("officer", "partner", "auditor"):
+    for role in ("officer", "supervisor", "partner", "auditor"):
         assert not permissions.can_act(fake_user(role), "admin.users")
         assert not permissions.can_act(fake_user(role), "admin.links")
     for action in ("triage", "note.add", "share.create", "link.issue", "report.create", "export"):
@@ -96,6 +96,9 @@ class World:
     assigned: User
     unit_mate: User
     stranger: User
+    supervisor: User
+    supervisor_south: User
+    supervisor_no_unit: User
     partner: User
     partner_colleague: User
     other_partner: User
@@ -124,6 +127,9 @@ def world(review: ReviewHarness) -> World:
     assigned = user("officer")
     unit_mate = user("officer", unit="north")
     stranger = user("officer", unit="south")
+    supervisor = user("supervisor", unit="north")
+    supervisor_south = user("supervisor", unit="south")
+    supervisor_no_unit = user("supervisor")
     partner = user("partner", org="CPS")
     partner_colleague = user("partner", org="CPS")
     other_partner = user("partner", org="Council")
@@ -139,7 +145,8 @@ def world(review: ReviewHarness) -> World:
         s.flush()
         s.add(Share(report_id=report.id, item_id=ready.id, partner_org_id=partner.org_id, allow_download=False,
                     created_by=owner.id, expires_at=now + dt.timedelta(days=3)))
-    return World(review, owner, assigned, unit_mate, stranger, partner, partner_colleague, other_partner, admin,
+    return World(review, owner, assigned, unit_mate, stranger, supervisor, supervisor_south, supervisor_no_unit,
+                 partner, partner_colleague, other_partner, admin,
                  auditor, report, other, ready, sibling, infected, elsewhere)
 
 
@@ -163,6 +170,12 @@ def test_data_level_visibility_per_role(world: World) -> None:
     assert visible_items(w, w.assigned) == {w.ready.id, w.sibling.id, w.infected.id}
     assert visible_items(w, w.stranger) == {w.elsewhere.id}
     assert visible_reports(w, w.stranger) == {w.other_report.id}
+    # A supervisor sees their unit's reports whatever the setting; one without a unit sees
+    # none but their own (none here).
+    assert visible_reports(w, w.supervisor) == {w.report.id}
+    assert visible_items(w, w.supervisor) == {w.ready.id, w.sibling.id, w.infected.id}
+    assert visible_reports(w, w.supervisor_south) == {w.other_report.id}
+    assert visible_reports(w, w.supervisor_no_unit) == set()
     # Unit access only when the force's setting allows it.
     assert visible_reports(w, w.unit_mate) == set()
     assert visible_reports(w, w.unit_mate, unit_access=True) == {w.report.id}
@@ -298,7 +311,8 @@ def test_single_row_checks_agree_with_the_list_queries(world: World) -> None:
                     allow_download=False, created_by=w.owner.id, expires_at=now - dt.timedelta(seconds=1)))
         s.add(Share(report_id=w.report.id, item_id=w.infected.id, partner_org_id=w.other_partner.org_id,
                     allow_download=True, created_by=w.owner.id, expires_at=now + dt.timedelta(days=1)))
-    users = [w.owner, w.assigned, w.unit_mate, w.stranger, w.partner, w.partner_colleague, w.other_partner,
+    users = [w.owner, w.assigned, w.unit_mate, w.stranger, w.supervisor, w.supervisor_south, w.supervisor_no_unit,
+             w.partner, w.partner_colleague, w.other_partner,
              w.admin, w.auditor]
     items = [w.ready, w.sibling, w.infected, w.elsewhere]
     reports = [w.report, w.other_report]
@@ -313,3 +327,20 @@ def test_single_row_checks_agree_with_the_list_queries(world: World) -> None:
                 for report in reports:
                     assert permissions.can_view_report(s, user, report, now=now, unit_access=unit_access) is (
                         report.id in seen_reports), (user.email, report.reference, unit_access)
+
+
+def test_only_admins_and_the_units_supervisor_assign(world: World) -> None:
+    """Assignment hands out access to evidence (AC-01): an admin assigns any report, a
+    supervisor only their own unit's, and an officer never, not even the owner."""
+    w = world
+    with w.review.db.write() as s:
+        s.add(ReportAssignment(report_id=w.other_report.id, user_id=w.supervisor.id))
+    with w.review.db.read() as s:
+        assert permissions.can_assign(s, w.admin, w.report) and permissions.can_assign(s, w.admin, w.other_report)
+        assert permissions.can_assign(s, w.supervisor, w.report)
+        # Assigned to a report of another unit: may work it, may not hand it out.
+        assert permissions.can_view_report(s, w.supervisor, w.other_report)
+        assert not permissions.can_assign(s, w.supervisor, w.other_report)
+        assert not permissions.can_assign(s, w.supervisor_no_unit, w.report)
+        for user in (w.owner, w.assigned, w.auditor, w.partner):
+            assert not permissions.can_assign(s, user, w.report), user.email
