@@ -580,6 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item", help="check only this item")
     p.add_argument("--mb-per-s", type=float, help="bandwidth budget (default EXHIBIT_FIXITY_MB_PER_S; 0: none)")
 
+    from exhibit.cli_retention import register as register_retention
+
+    register_retention(sub, add)
+
     p = add(sub, "sweep", cmd_sweep, "remove orphans crashes left (never an original)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.add_argument("--temp-root", help="where the workers' exhibit-job-* directories are (default: TMPDIR or /tmp)")
