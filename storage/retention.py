@@ -472,10 +472,14 @@ async def _destroy(store: BlobStore, disposal: Disposal, hook: Hook | None) -> l
     """Step 2: delete every key, each delete idempotent (a resumed run finds some gone)."""
     if not isinstance(store, Destroyer):
         raise BlobStoreError("this blob store cannot destroy bytes")
-    destroyed = []
+    destroyed: list[str] = []
     for n, key in enumerate(disposal.keys or []):
-        if await store.destroy(key):
-            destroyed.append(key)
+        try:
+            if await store.destroy(key):
+                destroyed.append(key)
+        except RetentionLocked as exc:
+            exc.destroyed = destroyed  # type: ignore[attr-defined]
+            raise
         if hook:
             hook(f"deleted:{n}")
     return destroyed
@@ -503,12 +507,25 @@ def _finish(db: Database, disposal: Disposal, destroyed: list[str]) -> dict[str,
                 "state_before": before}
 
 
+def _abandon(db: Database, item_id: str) -> None:
+    """A fresh disposal refused by a lock before any byte went: drop its row, so the
+    item is untouched (held, checked by fixity) and the next run decides again."""
+    with db.write() as s:
+        row = _lock_row(db, s, Disposal, item_id)
+        if row is not None and row.finished_at is None:
+            s.delete(row)
+
+
 async def _dispose(db: Database, store: BlobStore, disposal: Disposal, report: RunReport,
-                   hook: Hook | None) -> None:
+                   hook: Hook | None, *, resumed: bool = False) -> None:
     try:
         destroyed = await _destroy(store, disposal, hook)
     except RetentionLocked as exc:
+        # Threat: evidence kept past its lawful date with nobody told. Reported every run.
         report.refused.append({"item_id": disposal.item_id, "reason": str(exc)})
+        log.warning("retention.refused", extra={"item_id": disposal.item_id, "reason": str(exc)})
+        if not resumed and not getattr(exc, "destroyed", None):
+            await anyio.to_thread.run_sync(_abandon, db, disposal.item_id)
         return
     except BlobStoreError as exc:
         report.errors.append({"item_id": disposal.item_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
@@ -541,7 +558,7 @@ async def run_async(db: Database, store: BlobStore, policy: Policy, *, actor: st
     if not dry_run:
         for disposal in unfinished(db):
             report.resumed.append(disposal.item_id)
-            await _dispose(db, store, disposal, report, hook)
+            await _dispose(db, store, disposal, report, hook, resumed=True)
     with db.read() as s:
         listed = due(s, policy, now=now, limit=limit)
     for entry in listed:
