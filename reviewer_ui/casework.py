@@ -22,4 +22,7 @@ from reviewer_ui.context import ReviewContext
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
-    return [*reports.routes(), *items.routes(), *media.routes(), *sharing.routes(), *exports.routes()]
+    from reviewer_ui import retention
+
+    return [*reports.routes(), *items.routes(), *media.routes(), *sharing.routes(), *exports.routes(),
+            *retention.routes()]
