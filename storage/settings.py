@@ -37,7 +37,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_S3_ENDPOINT_URL", "", "S3 endpoint (MinIO, moto, a VPC endpoint). Unset: AWS. Credentials come from the usual AWS_* variables."),
     Setting("EXHIBIT_S3_REGION", "us-east-1", "S3 region name."),
     Setting("EXHIBIT_S3_RETENTION_DAYS", "2555", "Object Lock retention (days, COMPLIANCE mode) of the signed custody checkpoints written to an S3 bucket with Object Lock enabled (originals: EXHIBIT_S3_SEAL_LOCK_DAYS, then their retention date)."),
-    Setting("EXHIBIT_S3_SEAL_LOCK_DAYS", "1", "Object Lock retention (days, COMPLIANCE mode) an original is born and sealed with, before the retention date of its report is applied to it (which follows at once, and is repaired by every retention run). Keep it short: COMPLIANCE retention can be extended but never shortened, so a longer one would outlive a shorter retention date and forbid the lawful disposal."),
+    Setting("EXHIBIT_S3_SEAL_LOCK_DAYS", "30", "Object Lock retention (days, COMPLIANCE mode) an original is born and sealed with, until the worker's retention round (every minute) or `exhibit retention run` raises it to its report's retention date. Keep it below the shortest retention period (EXHIBIT_RETENTION_DECLINED): COMPLIANCE retention can be extended but never shortened, and a disposal it still forbids is reported, not done."),
     Setting("EXHIBIT_PUBLIC_URL", "http://localhost:8000", "Base URL citizens reach; upload links are built on it. https:// here turns on Secure cookies."),
     Setting("EXHIBIT_HOST", "127.0.0.1", "Address the public door (citizens' upload pages and the intake API) listens on."),
     Setting("EXHIBIT_PORT", "8000", "Port of the public door."),
@@ -142,7 +142,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_retention_days: int = 2555
-    s3_seal_lock_days: int = 1
+    s3_seal_lock_days: int = 30
     public_url: str = "http://localhost:8000"
     host: str = "127.0.0.1"
     port: int = 8000

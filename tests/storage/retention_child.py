@@ -19,7 +19,7 @@ from storage.settings import Settings
 def main(config: dict[str, str]) -> int:
     settings = Settings(data_dir=Path(config["data_dir"]), database_url=config["database_url"],
                         storage_url=config["storage_url"], s3_endpoint_url=config.get("s3_endpoint_url") or None,
-                        s3_seal_lock_days=int(config.get("s3_seal_lock_days", "1")))
+                        s3_seal_lock_days=int(config.get("s3_seal_lock_days", "30")))
     forever = threading.Event()
 
     def hook(step: str) -> None:
