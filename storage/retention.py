@@ -690,6 +690,47 @@ async def sync_locks(db: Database, store: Lockable, policy: Policy, *, report: R
     return applied
 
 
+async def lock_item(db: Database, store: BlobStore, policy: Policy, item_id: str) -> bool:
+    """At sealing: lock a new original until its report's retention date now, not at the
+    worker's next round. Best effort: a failure here leaves the wanted lock recorded
+    (or the row missing) and the next run applies it. A no-op without Object Lock."""
+    if not (isinstance(store, Lockable) and store.object_lock):
+        return False
+
+    def want() -> tuple[str, dt.datetime, bool] | None:
+        with db.write() as s:
+            item = s.get(EvidenceItem, item_id)
+            report = s.get(Report, item.report_id) if item is not None else None
+            if item is None or report is None or item.state == ItemState.PURGED:
+                return None
+            until = item_date(policy, item, report, s.get(ReportRetention, report.id)).until
+            held = is_held(s, item)
+            if s.get(ObjectLock, item_id) is None:
+                s.add(ObjectLock(item_id=item_id, want_until=until, want_hold=held, updated_at=utcnow()))
+            return item.blob_key, until, held
+
+    wanted = await anyio.to_thread.run_sync(want)
+    if wanted is None:
+        return False
+    key, until, held = wanted
+    try:
+        in_force = await store.set_lock(key, until=until, hold=held)
+    except BlobStoreError as exc:
+        log.warning("retention.lock_deferred", extra={"item_id": item_id, "error": str(exc)[:200]})
+        return False
+
+    def record() -> None:
+        with db.write() as s:
+            lock = _lock_row(db, s, ObjectLock, item_id)
+            if lock is not None and lock.want_until <= until and lock.want_hold == held:
+                lock.applied_until = max(until, in_force) if in_force else until
+                lock.applied_hold = held
+                s.add(lock)
+
+    await anyio.to_thread.run_sync(record)
+    return True
+
+
 async def apply_now(db: Database, store: BlobStore, policy: Policy) -> int:
     """After a decision (a date set, a hold placed or released): apply it at once
     rather than at the next run. A no-op without Object Lock."""
