@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, permissions
+from reviewer_ui import audit, context, permissions, stepup
 from storage import ledger
 from storage import retention as domain
 from storage.errors import DomainError
@@ -132,6 +132,21 @@ def _hold_action(place: bool) -> Any:
         user = permissions.current_user(request)
         report_id = str(request.path_params["report_id"])[:64]
         form = await _form(request)
+        cookie: str | None = None
+        if not place:
+            # Releasing a hold lets evidence be destroyed: like an original download or an
+            # account change, it needs a TOTP code from the last few minutes (AC-13), so a
+            # stolen or unattended admin session cannot do it. The access check comes
+            # first, so the code page is never shown for a report one may not touch.
+            def check() -> None:
+                with ctx.db.read() as s:
+                    _target(s, request, report_id, form.get("item_id", "")[:64], action)
+
+            await ctx.run_sync(check)
+            gate = await stepup.gate(request, form, what="release a legal hold")
+            if isinstance(gate, Response):
+                return gate
+            cookie = gate
 
         def apply() -> None:
             with ctx.db.write() as s:
@@ -147,9 +162,9 @@ def _hold_action(place: bool) -> Any:
         try:
             await ctx.run_sync(apply)
         except DomainError as exc:
-            return await _again(request, exc.message)
+            return stepup.finish(await _again(request, exc.message), request, cookie)
         await domain.apply_now(ctx.db, ctx.store, domain.Policy.from_settings(ctx.settings))
-        return RedirectResponse(f"/reports/{report_id}#retention", status_code=303)
+        return stepup.finish(RedirectResponse(f"/reports/{report_id}#retention", status_code=303), request, cookie)
 
     return handler
 

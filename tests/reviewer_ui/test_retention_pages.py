@@ -82,3 +82,18 @@ def test_admin_page_lists_holds_and_what_falls_due(casework: Casework) -> None:
     assert page.status_code == 200
     assert "IOPC referral" in page.text and report.reference in page.text and "asb=3y" in page.text
     assert casework.client(officer).get("/admin/retention").status_code == 404
+
+
+def test_releasing_a_hold_needs_a_fresh_code(casework: Casework) -> None:
+    admin = casework.user("admin")
+    report = casework.report(admin, kind="crime")
+    fresh = casework.client(admin)
+    assert fresh.post(f"/reports/{report.id}/holds", {"reason": "inquest"}).status_code == 303
+    stale = casework.client(admin, verified_seconds_ago=3600)
+    r = stale.post(f"/reports/{report.id}/holds/release", {"reason": "inquest closed"})
+    assert r.status_code == 403 and "step_up_code" in r.text
+    with casework.db.read() as s:
+        assert s.exec(select(LegalHold)).one().released_at is None
+    assert fresh.post(f"/reports/{report.id}/holds/release", {"reason": "inquest closed"}).status_code == 303
+    with casework.db.read() as s:
+        assert s.exec(select(LegalHold)).one().released_at is not None
