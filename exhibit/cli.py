@@ -572,6 +572,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_ops(sub, add)  # backup, restore
 
+    from exhibit.cli_retention import register as register_retention
+
+    register_retention(sub, add)
+
     p = add(sub, "sweep", cmd_sweep, "remove orphans crashes left (never an original)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.add_argument("--temp-root", help="where the workers' exhibit-job-* directories are (default: TMPDIR or /tmp)")

@@ -254,12 +254,31 @@ def housekeeping_round(settings: Settings, db: Database, *, actor: str, stop: th
     if stop.is_set():
         return {"fixity": summary}
     moved = asyncio.run(_quarantine_pending(settings, db, actor))
+    disposed = _retention_round(settings, db, actor=actor, stop=stop)
     swept = sweep.run(db, lambda: open_store(settings), grace_seconds=settings.sweep_grace_seconds,
                       temp_root=sweep.default_temp_root())
     report = swept.as_dict()
     if report["removed"] or swept.errors:
         log.info("worker.sweep", extra={k: v for k, v in report.items() if k != "unreferenced_originals"})
-    return {"fixity": summary, "sweep": swept, "quarantined": moved}
+    return {"fixity": summary, "sweep": swept, "quarantined": moved, "retention": disposed}
+
+
+def _retention_round(settings: Settings, db: Database, *, actor: str, stop: threading.Event) -> Any:
+    """Dispose of due, unheld evidence and apply Object Locks (``storage.retention``):
+    interrupted disposals are completed first. A lock that still forbids a disposal is
+    logged loudly every round until someone looks (never skipped silently)."""
+    from storage import retention
+    from storage.blobs import open_store
+
+    result = retention.run(db, lambda: open_store(settings), retention.Policy.from_settings(settings),
+                           actor=actor, stop=stop)
+    counts = result.as_dict()["counts"]
+    if result.disposed or result.resumed or result.locks_applied:
+        log.info("worker.retention", extra={**counts, "locks_applied": result.locks_applied})
+    if result.refused or result.errors:
+        log.warning("worker.retention_blocked", extra={**counts, "refused": result.refused[:20],
+                                                       "errors": result.errors[:20]})
+    return result
 
 
 async def _quarantine_pending(settings: Settings, db: Database, actor: str) -> list[str]:

@@ -23,5 +23,7 @@ from reviewer_ui.context import ReviewContext
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
+    from reviewer_ui import retention
+
     return [*assignment.routes(), *item_filters.routes(), *reports.routes(), *items.routes(), *media.routes(),
-            *sharing.routes(), *exports.routes()]
+            *sharing.routes(), *exports.routes(), *retention.routes()]

@@ -21,6 +21,10 @@ export                 yes    own*     unit*       -        -
 audit.read             yes    -        -           -        yes
 admin.users            yes    -        -           -        -
 admin.links            yes    -        -           -        -
+retention.set          yes    own*     unit*       -        -
+hold.add               yes    own*     unit*       -        -
+hold.remove            yes    -        -           -        -
+retention.review       yes    -        -           -        -
 =====================  =====  =======  ==========  =======  =======
 
 Data-level rules (``visible_reports_query``, ``can_view_report``, ``can_view_item``):
@@ -106,6 +110,18 @@ ACTIONS: dict[str, dict[str, str]] = {
     "audit.read": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": YES},
     "admin.users": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": NO},
     "admin.links": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": NO},
+    # Retention and legal hold (issue 14; storage.retention). MoPI puts disposal decisions
+    # with the force's review function, not the investigator: an officer (a supervisor,
+    # on their unit's) may keep their
+    # own report's evidence LONGER (set a later date; storage refuses an earlier one,
+    # ERR_RETENTION_SHORTEN) and may place a hold at once when they learn evidence is
+    # needed, but only an admin may bring a date forward or release a hold, both of which
+    # let evidence be destroyed. Threat: an officer destroying evidence early, e.g. in a
+    # complaint against themselves. Auditors read dates and holds in the ledger.
+    "retention.set": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "hold.add": {"admin": YES, "officer": OWN, "supervisor": UNIT, "partner": NO, "auditor": NO},
+    "hold.remove": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": NO},
+    "retention.review": {"admin": YES, "officer": NO, "supervisor": NO, "partner": NO, "auditor": NO},
 }
 
 # Roles whose reach is "the reports they own, are assigned to, or (by unit) may see":

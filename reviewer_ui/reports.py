@@ -522,7 +522,11 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
         return view
 
     view = await ctx.run_sync(load_and_record)
+    from reviewer_ui.retention import panel
+
+    retention = await ctx.run_sync(panel, request, view.report)
     return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
+                      retention=retention,
                       errors=await form_errors.casework(request, form_error), issued=issued,
                       expiry_choices=EXPIRY_CHOICES, export_error=export_error,
                       default_max_files=ctx.settings.link_max_files,

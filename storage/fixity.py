@@ -41,7 +41,7 @@ from sqlmodel import Session, col
 from storage.blobs import BlobNotFound, BlobStore, BlobStoreError
 from storage.db import Database
 from storage.lifecycle import ItemState, can_transition, transition
-from storage.models import EvidenceItem, FixityCheck, utcnow
+from storage.models import Disposal, EvidenceItem, FixityCheck, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,8 @@ async def check_item(
         # given another key while we read is not an alarm; its next check will tell.
         if item is None or ItemState(item.state) in NO_BYTES or item.blob_key != key:
             return None
+        if s.get(Disposal, item_id) is not None:
+            return None  # being disposed of (storage.retention): its bytes go on purpose
         s.add(FixityCheck(item_id=item_id, checked_at=utcnow(), result=result, blob_key=key,
                           expected_sha256=expected, sha256=digest, size=size, seconds=round(seconds, 4),
                           error=error))

@@ -479,3 +479,65 @@ class FixityCheck(SQLModel, table=True):
     size: int | None = big(default=None, nullable=True)
     seconds: float = 0.0
     error: str | None = Field(default=None, max_length=500)
+
+
+# --- retention, legal hold, disposal (storage.retention; issue 14 items 1-3) -----------
+
+
+class ReportRetention(SQLModel, table=True):
+    """A retention date set on one report by a person, with their reason (the custody
+    event ``report.retention_set`` records it too). Without a row, a report's date is
+    its creation plus the period of its kind (``EXHIBIT_RETENTION_BY_KIND``)."""
+
+    __tablename__ = "report_retention"
+    report_id: str = Field(foreign_key="report.id", primary_key=True, max_length=32)
+    retain_until: dt.datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    reason: str = Field(max_length=1000)
+    set_by: str = Field(max_length=200)
+    set_at: dt.datetime = created()
+
+
+class LegalHold(SQLModel, table=True):
+    """A legal hold on a whole report (``item_id`` None) or one item: while live
+    (``released_at`` None) nothing it covers is disposed of."""
+
+    __tablename__ = "legal_hold"
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    report_id: str = Field(foreign_key="report.id", index=True, max_length=32)
+    item_id: str | None = Field(default=None, foreign_key="evidence_item.id", index=True, max_length=32)
+    reason: str = Field(max_length=1000)
+    placed_by: str = Field(max_length=200)
+    placed_at: dt.datetime = created()
+    released_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True, index=True)
+    released_by: str | None = Field(default=None, max_length=200)
+    release_reason: str | None = Field(default=None, max_length=1000)
+
+
+class Disposal(SQLModel, table=True):
+    """One item's disposal: written (with the rule and every key to destroy) before the
+    first byte is deleted, finished in the transaction that makes the item ``purged``.
+    An unfinished row is a disposal a crash interrupted: the next run completes it."""
+
+    __tablename__ = "disposal"
+    item_id: str = Field(foreign_key="evidence_item.id", primary_key=True, max_length=32)
+    rule: str = Field(max_length=200)
+    retain_until: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    keys: list[str] | None = json_col()
+    actor: str = Field(max_length=200)
+    started_at: dt.datetime = created()
+    finished_at: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True, index=True)
+
+
+class ObjectLock(SQLModel, table=True):
+    """What the S3 Object Lock of an item's original should be (``want_*``, written with
+    the decision that changes it) and what was last applied (``applied_*``). A row whose
+    two differ is applied by the next retention run, so a crash between the decision and
+    the PutObjectRetention/PutObjectLegalHold call is repaired."""
+
+    __tablename__ = "object_lock"
+    item_id: str = Field(foreign_key="evidence_item.id", primary_key=True, max_length=32)
+    want_until: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
+    want_hold: bool = False
+    applied_until: dt.datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    applied_hold: bool | None = None
+    updated_at: dt.datetime = created()

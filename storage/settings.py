@@ -9,6 +9,7 @@ else: code receives a ``Settings`` object and passes it down.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -35,7 +36,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_STORAGE_URL", "", "Blob store. Default: file://<data dir>/blobs. S3: s3://bucket/prefix."),
     Setting("EXHIBIT_S3_ENDPOINT_URL", "", "S3 endpoint (MinIO, moto, a VPC endpoint). Unset: AWS. Credentials come from the usual AWS_* variables."),
     Setting("EXHIBIT_S3_REGION", "us-east-1", "S3 region name."),
-    Setting("EXHIBIT_S3_RETENTION_DAYS", "2555", "Object Lock retention (days, COMPLIANCE mode) set on finished originals when the bucket has Object Lock enabled."),
+    Setting("EXHIBIT_S3_RETENTION_DAYS", "2555", "Object Lock retention (days, COMPLIANCE mode) of the signed custody checkpoints written to an S3 bucket with Object Lock enabled (originals: EXHIBIT_S3_SEAL_LOCK_DAYS, then their retention date)."),
+    Setting("EXHIBIT_S3_SEAL_LOCK_DAYS", "30", "Object Lock retention (days, COMPLIANCE mode) an original is born and sealed with, until the worker's retention round (every minute) or `exhibit retention run` raises it to its report's retention date. Keep it below the shortest retention period (EXHIBIT_RETENTION_DECLINED): COMPLIANCE retention can be extended but never shortened, and a disposal it still forbids is reported, not done."),
     Setting("EXHIBIT_PUBLIC_URL", "http://localhost:8000", "Base URL citizens reach; upload links are built on it. https:// here turns on Secure cookies."),
     Setting("EXHIBIT_HOST", "127.0.0.1", "Address the public door (citizens' upload pages and the intake API) listens on."),
     Setting("EXHIBIT_PORT", "8000", "Port of the public door."),
@@ -75,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_FIXITY_MB_PER_S", "50", "Bandwidth budget of the fixity job (MB/s, 10^6 bytes) that re-hashes every original at rest, so it never starves uploads and reviewers of the store."),
     Setting("EXHIBIT_FIXITY_INTERVAL", "30d", "Each original is re-hashed by the worker's fixity job when its last check (or its receipt) is older than this; the oldest-checked go first."),
     Setting("EXHIBIT_SWEEP_GRACE", "24h", "The sweep removes orphans (derivative blobs with no row, unfinished uploads with no upload row, `exhibit-job-*` work directories) only when older than this, so work in flight is never taken."),
+    Setting("EXHIBIT_RETENTION_DEFAULT", "6y", "Retention period of a report whose kind EXHIBIT_RETENTION_BY_KIND does not name, counted from its creation: Ny (calendar years), or a duration (90d, 12w). MoPI's minimum review period for most offences is six years."),
+    Setting("EXHIBIT_RETENTION_BY_KIND", "crime=6y,rtc=6y,asb=3y,complaint=6y,other=2y", "Retention period per report kind (kind=period, comma-separated), counted from the report's creation. A report's date can be changed with a reason (`exhibit retention set`, the report page); evidence past it and not under legal hold is disposed of by `exhibit retention run` and the worker."),
+    Setting("EXHIBIT_RETENTION_DECLINED", "90d", "Retention of an item declined at triage, counted from its receipt, when its report's date was not set by a person (then that date governs every item): declined evidence is kept no longer than needed (UK GDPR storage limitation)."),
     Setting("EXHIBIT_REQUIRE_CONTACT", "false", "true: the citizen upload page requires a name and contact details; false: both are optional."),
 )
 
@@ -138,6 +143,7 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_retention_days: int = 2555
+    s3_seal_lock_days: int = 30
     public_url: str = "http://localhost:8000"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -176,6 +182,9 @@ class Settings:
     fixity_mb_per_s: float = 50.0
     fixity_interval_seconds: int = 30 * 86400
     sweep_grace_seconds: int = 24 * 3600
+    retention_default: str = "6y"
+    retention_by_kind: str = "crime=6y,rtc=6y,asb=3y,complaint=6y,other=2y"
+    retention_declined: str = "90d"
     trusted_proxies: tuple[str, ...] = ()
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -239,6 +248,7 @@ class Settings:
             s3_endpoint_url=opt("EXHIBIT_S3_ENDPOINT_URL"),
             s3_region=get("EXHIBIT_S3_REGION"),
             s3_retention_days=number("EXHIBIT_S3_RETENTION_DAYS"),
+            s3_seal_lock_days=number("EXHIBIT_S3_SEAL_LOCK_DAYS"),
             public_url=get("EXHIBIT_PUBLIC_URL").rstrip("/"),
             host=get("EXHIBIT_HOST"),
             port=number("EXHIBIT_PORT"),
@@ -279,7 +289,74 @@ class Settings:
             fixity_mb_per_s=positive_float("EXHIBIT_FIXITY_MB_PER_S", get("EXHIBIT_FIXITY_MB_PER_S")),
             fixity_interval_seconds=number("EXHIBIT_FIXITY_INTERVAL", parse_duration),
             sweep_grace_seconds=number("EXHIBIT_SWEEP_GRACE", parse_duration),
+            retention_default=checked("EXHIBIT_RETENTION_DEFAULT", get("EXHIBIT_RETENTION_DEFAULT"), parse_period),
+            retention_by_kind=checked("EXHIBIT_RETENTION_BY_KIND", get("EXHIBIT_RETENTION_BY_KIND"), parse_periods),
+            retention_declined=checked("EXHIBIT_RETENTION_DECLINED", get("EXHIBIT_RETENTION_DECLINED"), parse_period),
         )
+
+
+@dataclass(frozen=True)
+class Period:
+    """A retention period: calendar years, or an exact number of seconds."""
+
+    years: int = 0
+    seconds: int = 0
+
+    def after(self, start: dt.datetime) -> dt.datetime:
+        if self.years:
+            try:
+                return start.replace(year=start.year + self.years)
+            except ValueError:  # 29 February into a year without one
+                return start.replace(year=start.year + self.years, day=28)
+        return start + dt.timedelta(seconds=self.seconds)
+
+    def before(self, end: dt.datetime) -> dt.datetime:
+        """The latest start whose period ends by ``end``."""
+        if self.years:
+            try:
+                return end.replace(year=end.year - self.years)
+            except ValueError:
+                return end.replace(year=end.year - self.years, day=28)
+        return end - dt.timedelta(seconds=self.seconds)
+
+    def __str__(self) -> str:
+        return f"{self.years}y" if self.years else f"{self.seconds // 86400}d" if self.seconds % 86400 == 0 \
+            else f"{self.seconds}s"
+
+
+def parse_period(text: str) -> Period:
+    """'6y' -> six calendar years; '90d', '12w', '36h' -> that duration. A zero or an
+    unparsable period is a ValueError (a zero retention would dispose of evidence at once)."""
+    raw = text.strip().lower()
+    match = re.fullmatch(r"([0-9]{1,3})\s*y", raw, re.ASCII)
+    period = Period(years=int(match.group(1))) if match else Period(seconds=parse_duration(raw))
+    if period.years == 0 and period.seconds == 0:
+        raise ValueError(f"{text[:40]!r} is not a retention period")
+    return period
+
+
+def parse_periods(text: str) -> dict[str, Period]:
+    """'crime=6y, asb=3y' -> {"crime": 6y, "asb": 3y}; a kind that is not a report kind
+    is refused (a typo must not silently fall back to the default)."""
+    kinds = ("crime", "rtc", "asb", "complaint", "other")
+    found: dict[str, Period] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        kind, sep, value = part.partition("=")
+        kind = kind.strip().lower()
+        if not sep or kind not in kinds:
+            raise ValueError(f"{part[:40]!r} is not kind=period with kind one of {', '.join(kinds)}")
+        found[kind] = parse_period(value)
+    return found
+
+
+def checked(name: str, raw: str, parse: Callable[[str], object]) -> str:
+    try:
+        parse(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a valid value") from None
+    return raw
 
 
 def positive_float(name: str, raw: str) -> float:

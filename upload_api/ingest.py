@@ -57,7 +57,7 @@ from sqlalchemy import Connection, func, text, update
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
-from storage import items, ledger
+from storage import items, ledger, retention
 from storage.blobs.protocol import BlobNotFound, BlobStore, UploadFinished
 from storage.blobs.protocol import Upload as BlobUpload
 from storage.db import Database
@@ -863,6 +863,9 @@ async def complete(ctx: UploadContext, upload_id: str, *, actor: str, request_id
     outcome = await anyio.to_thread.run_sync(commit)
     if isinstance(outcome, Refused):
         raise outcome
+    # Sealed with the short seal lock: now lock the original until its report's retention
+    # date (issue 14 item 4). Best effort: the worker's retention round repairs a miss.
+    await retention.lock_item(ctx.db, ctx.store, retention.Policy.from_settings(ctx.settings), outcome.id)
     return outcome
 
 

@@ -72,7 +72,9 @@ def open_store(settings: Settings) -> BlobStore:
             prefix=url.path.strip("/"),
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
-            retention_days=settings.s3_retention_days,
+            # Short, then raised to the report's retention date (storage.retention):
+            # COMPLIANCE retention can be extended, never shortened.
+            retention_days=settings.s3_seal_lock_days,
         )
         store, capabilities = s3, s3.capabilities
     else:

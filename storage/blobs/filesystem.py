@@ -307,6 +307,32 @@ class FilesystemBlobStore:
         if data.parent.exists():
             _fsync_dir(data.parent)
 
+    # -- lawful disposal (storage.retention) -------------------------------------
+
+    async def destroy(self, key: str) -> bool:
+        """Delete the finished object ``key`` and any unfinished upload under that name
+        (its sidecar too). Idempotent: True when something was there. Only
+        ``storage.retention`` calls this, after recording the disposal and its rule."""
+        return await _run(self._destroy_sync, key)
+
+    def _destroy_sync(self, key: str) -> bool:
+        paths = [self._object_path(key), self._incoming_path(key), self._sidecar_path(key),
+                 self._sidecar_path(key).with_suffix(".json.tmp")]
+        found = False
+        for path in paths:
+            try:
+                path.unlink()  # the 0444 mode guards the bytes, not the name: the directory is ours
+                found = True
+            except FileNotFoundError:
+                continue
+            _fsync_dir(path.parent)
+        return found
+
+    async def lock_state(self, key: str) -> str | None:
+        """Nothing below the application locks a file: never refused here."""
+        split_key(key)
+        return None
+
     # -- per-upload operations (sync, run in threads) --------------------------
 
     def _info_sync(self, key: str) -> UploadInfo:

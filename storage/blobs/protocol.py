@@ -57,6 +57,11 @@ class OffsetMismatch(BlobStoreError):
         self.got = got
 
 
+class RetentionLocked(BlobStoreError):
+    """A deletion for a lawful disposal was refused because an Object Lock (a retention
+    date not reached, a legal hold) still protects the bytes."""
+
+
 class UploadFinished(BlobStoreError):
     """The upload is sealed: no more writes, no termination."""
 

@@ -62,6 +62,7 @@ from storage.blobs.protocol import (
     BlobStoreError,
     InvalidKey,
     OffsetMismatch,
+    RetentionLocked,
     UploadFinished,
     UploadInfo,
     refused,
@@ -476,6 +477,92 @@ class S3BlobStore:
         if self._head(self._object_name(f"{QUARANTINE}/{hexpart}")) is None:
             raise BlobStoreError("refusing to drop an original that is not in quarantine")
         self._client.delete_object(Bucket=self._bucket, Key=self._object_name(key))
+
+    # -- lawful disposal and Object Lock (storage.retention) ----------------------
+
+    def _versions(self, name: str) -> list[dict[str, Any]]:
+        """Every version and delete marker stored under exactly ``name``."""
+        found: list[dict[str, Any]] = []
+        for page in self._client.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=name):
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if entry["Key"] == name:
+                    found.append(dict(entry))
+        return found
+
+    async def destroy(self, key: str) -> bool:
+        """Delete ``key`` for a lawful disposal: every version of the object (on a
+        versioned Object Lock bucket a plain delete only hides it behind a marker), every
+        multipart upload under its name, and its .info/.part. Idempotent. A version an
+        Object Lock still protects: ``RetentionLocked`` (nothing is skipped silently)."""
+        return await self._call(self._destroy_sync, key)
+
+    def _destroy_sync(self, key: str) -> bool:
+        found = False
+        name = self._object_name(key)
+        names = [name, self._meta_name(key, ".info"), self._meta_name(key, ".part")]
+        for each in names:
+            for version in self._versions(each):
+                found = True
+                try:
+                    if version.get("VersionId") in (None, "null"):
+                        self._client.delete_object(Bucket=self._bucket, Key=each)
+                    else:
+                        self._client.delete_object(Bucket=self._bucket, Key=each, VersionId=version["VersionId"])
+                except ClientError as exc:
+                    if _code(exc) in ("AccessDenied", "InvalidRequest", "ObjectLocked"):
+                        raise RetentionLocked(f"{key}: Object Lock refused the deletion ({_code(exc)})") from exc
+                    if not _is_not_found(exc):
+                        raise
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self._bucket, Prefix=name)
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == name:
+                    found = True
+                    self._abort(key, upload["UploadId"])
+        return found
+
+    async def lock_state(self, key: str) -> str | None:
+        """Why deleting ``key`` would be refused now: a version under a legal hold or a
+        retain-until date in the future (read from head_object: moto's
+        GetObjectRetention answers 500). None when nothing protects it."""
+        return await self._call(self._lock_state_sync, key)
+
+    def _lock_state_sync(self, key: str) -> str | None:
+        if not self.object_lock:
+            return None
+        name = self._object_name(key)
+        now = dt.datetime.now(dt.UTC)
+        for version in self._versions(name):
+            if "Size" not in version and "ETag" not in version:
+                continue  # a delete marker holds no bytes and no lock
+            head = self._client.head_object(Bucket=self._bucket, Key=name, VersionId=version["VersionId"])
+            if head.get("ObjectLockLegalHoldStatus") == "ON":
+                return f"{key}: an S3 Object Lock legal hold is on"
+            until = head.get("ObjectLockRetainUntilDate")
+            if until is not None and until > now:
+                return f"{key}: S3 Object Lock ({head.get('ObjectLockMode')}) retains it until {until.isoformat()}"
+        return None
+
+    async def set_lock(self, key: str, *, until: dt.datetime | None, hold: bool | None) -> dt.datetime | None:
+        """Extend the COMPLIANCE retain-until of the finished object ``key`` to ``until``
+        (never shortened: S3 refuses, and a shorter date must not be asked for) and set its
+        legal hold ON/OFF. Returns the retain-until in force afterwards."""
+        return await self._call(self._set_lock_sync, key, until, hold)
+
+    def _set_lock_sync(self, key: str, until: dt.datetime | None, hold: bool | None) -> dt.datetime | None:
+        if not self._locked(key):
+            return None
+        name = self._object_name(key)
+        head = self._client.head_object(Bucket=self._bucket, Key=name)
+        current: dt.datetime | None = head.get("ObjectLockRetainUntilDate")
+        if until is not None and until > dt.datetime.now(dt.UTC) and (current is None or until > current):
+            self._client.put_object_retention(Bucket=self._bucket, Key=name,
+                                              Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+            current = until
+        if hold is not None and (head.get("ObjectLockLegalHoldStatus") == "ON") != hold:
+            self._client.put_object_legal_hold(Bucket=self._bucket, Key=name,
+                                               LegalHold={"Status": "ON" if hold else "OFF"})
+        return current
 
     # -- the sweep (storage.sweep): listing and removing orphans ------------------
 
