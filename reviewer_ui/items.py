@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, form_errors, middleware, partner, permissions
+from reviewer_ui import audit, context, coverage, form_errors, middleware, partner, permissions, visits
 from storage import ledger
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
@@ -44,6 +44,8 @@ TAG_RE = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,63}$")
 TRIAGE_REASON_MAX = 1000
 NOTE_MAX = 10000
 TIMELINE_LIMIT = 500
+# A photo's viewer copies: shown by the page itself, so covered by its item.viewed.
+IMAGE_KINDS = ("preview", "full")
 
 # What a reviewer reads for each state that has no preview.
 STATE_EXPLANATIONS = {
@@ -211,11 +213,15 @@ def load_item_view(request: Request, item_id: str) -> ItemView:
 
 
 async def item_page(request: Request, *, download_error: str | None = None, form_error: str | None = None,
-                    status_code: int = 200) -> Response:
+                    status_code: int = 200, landing: bool = False) -> Response:
+    """The item page. ``landing``: a GET that may be the redirect after a change
+    (``reviewer_ui.visits``); any other render (a form's error page) is a view."""
     ctx = context.get(request)
     item_id = request.path_params["item_id"]
+    done: str | None = None
 
     def load_and_record() -> ItemView | partner.PartnerItemView:
+        nonlocal done
         # The view's reads and its custody event in one worker call (a thread hop costs a
         # wake-up; under upload load, a wait for a CPU), the session check first of all.
         # A refusal raises before the event.
@@ -225,9 +231,18 @@ async def item_page(request: Request, *, download_error: str | None = None, form
             # with parts hidden (AC-04, reviewer_ui/partner.py).
             return partner.load_and_record(request, item_id)
         view = load_item_view(request, item_id)
-        audit.record_sync(ctx, request, "item.viewed", report_id=view.item.report_id, item_id=view.item.id)
-        # The poster and thumbnail the page shows are covered by that event (reviewer_ui.coverage).
-        coverage.page_showed(request, [view.item.id], ["poster", "thumbnail"])
+        # AU-03, i15 item 4: one item.viewed per visit. The redirect after a change this
+        # session just made (its own event written) is that change's answer, not a new
+        # visit; the one-shot mark is server-side, so a client cannot forge it.
+        done = visits.take(request, f"item:{view.item.id}") if landing else None
+        if done is None:
+            audit.record_sync(ctx, request, "item.viewed", report_id=view.item.report_id, item_id=view.item.id)
+            # The stills the page shows (poster, thumbnail; a photo's preview and
+            # full-resolution copy: seeing the page is seeing the photo) are covered by
+            # that event (reviewer_ui.coverage). A video's proxy is not: its first read
+            # in this visit, when playback starts, writes media.stream.
+            coverage.page_showed(request, [view.item.id], ["poster", "thumbnail", *IMAGE_KINDS])
+            coverage.forget(request, view.item.id, ["proxy"])
         return view
 
     view = await ctx.run_sync(load_and_record)
@@ -239,12 +254,12 @@ async def item_page(request: Request, *, download_error: str | None = None, form
         request, "item.html", status_code=status_code, view=view, item=view.item, report=view.report,
         explanation=STATE_EXPLANATIONS.get(view.item.state, ""), fmt_bytes=_fmt_bytes,
         fmt_time=ledger.format_time, watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
-        now=now, errors=await form_errors.casework(request, form_error, download_error),
+        now=now, errors=await form_errors.casework(request, form_error, download_error), done=done,
     )
 
 
 async def item_page_get(request: Request) -> Response:
-    return await item_page(request)
+    return await item_page(request, landing=True)
 
 
 async def progress_json(request: Request) -> Response:
@@ -294,6 +309,7 @@ async def triage(request: Request) -> Response:
     error = await ctx.run_sync(apply)
     if error:
         return await item_page(request, form_error=error, status_code=400)
+    visits.landed(request, f"item:{item_id}", f"Decision recorded: {decision}.")
     return _back(item_id, "#triage")
 
 
@@ -332,6 +348,7 @@ async def add_note(request: Request) -> Response:
     error = await ctx.run_sync(apply)
     if error:
         return await item_page(request, form_error=error, status_code=400)
+    visits.landed(request, f"item:{item_id}", "New version of the note saved." if supersedes else "Note added.")
     return _back(item_id, "#notes")
 
 
@@ -369,8 +386,10 @@ async def change_tag(request: Request) -> Response:
     remove = request.url.path.endswith("/remove")
     form = await request.form()
     tag = normalise_tag(str(form.get("tag") or ""))
+    changed = False
 
     def apply() -> str | None:
+        nonlocal changed
         with ctx.db.write() as session:
             item = permissions.require_item(request, session, item_id, "tag.add")
             if tag is None:
@@ -379,10 +398,12 @@ async def change_tag(request: Request) -> Response:
             existing = session.get(ItemTag, (item.id, tag))
             if remove and existing is not None:
                 session.delete(existing)
+                changed = True
                 audit.record_in(ctx, session, request, "tag.removed", report_id=item.report_id, item_id=item.id,
                                 detail={"tag": tag})
             elif not remove and existing is None:
                 session.add(ItemTag(item_id=item.id, tag=tag, created_by=user.id))
+                changed = True
                 audit.record_in(ctx, session, request, "tag.added", report_id=item.report_id, item_id=item.id,
                                 detail={"tag": tag})
         return None
@@ -390,6 +411,8 @@ async def change_tag(request: Request) -> Response:
     error = await ctx.run_sync(apply)
     if error:
         return await item_page(request, form_error=error, status_code=400)
+    if changed:  # only a change with its own custody event answers for the next view
+        visits.landed(request, f"item:{item_id}", f"Tag {'removed' if remove else 'added'}: {tag}.")
     return _back(item_id, "#tags")
 
 

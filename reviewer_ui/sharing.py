@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, forms, permissions
+from reviewer_ui import audit, context, forms, permissions, visits
 from storage import ledger
 from storage.models import EvidenceItem, Organisation, Report, Role, Share, User
 
@@ -130,6 +130,10 @@ async def _share(
         return RedirectResponse(permissions.step_up_url(back), status_code=303)
     if error:
         return await error_page(error)
+    if back.startswith("/items/"):
+        # share.created is written: the item page it lands on is its answer, not a new view.
+        visits.landed(request, "item:" + back.removeprefix("/items/").split("#")[0],
+                      "Shared. The partner can see it until the share expires or is revoked.")
     return RedirectResponse(back, status_code=303)
 
 
@@ -168,6 +172,8 @@ async def revoke_share(request: Request) -> Response:
     ctx = context.get(request)
     share_id = request.path_params["share_id"]
 
+    revoked: list[str] = []
+
     def apply() -> str:
         with ctx.db.write() as session:
             share = session.get(Share, share_id) if len(share_id) <= 64 else None
@@ -183,9 +189,13 @@ async def revoke_share(request: Request) -> Response:
                 session.add(share)
                 audit.record_in(ctx, session, request, "share.revoked", report_id=share.report_id,
                                 item_id=share.item_id, subject=f"share:{share.id}", detail={"share_id": share.id})
+                if share.item_id:
+                    revoked.append(share.item_id)
             return f"/items/{share.item_id}#shares" if share.item_id else f"/reports/{share.report_id}#shares"
 
     target = await ctx.run_sync(apply)
+    for item_id in revoked:  # share.revoked is written: the page it lands on is its answer
+        visits.landed(request, f"item:{item_id}", "Share revoked. The partner can no longer see it.")
     return RedirectResponse(target, status_code=303)
 
 
