@@ -6,7 +6,8 @@
 * ``items``    the item page (viewer, metadata, custody timeline), progress JSON,
                triage, notes, tags;
 * ``media``    derivatives with HTTP Range, the original as an audited download;
-* ``sharing``  shares to partners and their revocation.
+* ``sharing``  shares to partners and their revocation;
+* ``stills``   "save this frame" of a video (made by the worker).
 
 Every handler authorises its own request through ``permissions`` (``require_item`` /
 ``require_report``), so a refusal is the same 404 and an ``access.denied`` event on
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from reviewer_ui import exports, items, media, reports, sharing
+from reviewer_ui import exports, items, media, reports, sharing, stills
 from reviewer_ui.context import ReviewContext
 
 
 def routes(ctx: ReviewContext) -> list[BaseRoute]:
-    return [*reports.routes(), *items.routes(), *media.routes(), *sharing.routes(), *exports.routes()]
+    return [*reports.routes(), *items.routes(), *media.routes(), *sharing.routes(), *exports.routes(),
+            *stills.routes()]

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, form_errors, middleware, partner, permissions, visits
-from storage import ledger
+from reviewer_ui import audit, context, coverage, custody_words, form_errors, middleware, partner, permissions, visits
+from storage import ledger, stills
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
     CustodyEvent,
@@ -65,15 +65,8 @@ STATE_EXPLANATIONS = {
 }
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} bytes"
+# One size formatter for every staff page (i15 item 5: sizes in one unit everywhere).
+_fmt_bytes = context.format_bytes
 
 
 def _flatten(prefix: str, value: Any, out: list[tuple[str, str]], depth: int = 0) -> None:
@@ -124,6 +117,33 @@ class ItemView:
     @property
     def terminal(self) -> bool:
         return self.item.state in TERMINAL
+
+    @property
+    def stills(self) -> list[Derivative]:
+        """Stills saved from the video ("save this frame"), in time order."""
+        found = [d for kind, d in self.derivatives.items() if stills.is_still_kind(kind)]
+        return sorted(found, key=lambda d: float(d.kind.removeprefix("still-")))
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second of the video (ffprobe's average rate), for frame stepping;
+        25 when unknown."""
+        for stream in (self.item.media_metadata or {}).get("streams") or []:
+            if isinstance(stream, dict) and stream.get("type") == "video":
+                num, _, den = str(stream.get("frame_rate") or "").partition("/")
+                try:
+                    rate = float(num) / float(den or 1)
+                except (ValueError, ZeroDivisionError):
+                    continue
+                if 1 <= rate <= 1000:
+                    return rate
+        return 25.0
+
+
+def still_time(kind: str) -> str:
+    """``still-75.400`` -> ``1:15.400``."""
+    minutes, rest = divmod(float(kind.removeprefix("still-")), 60)
+    return f"{int(minutes)}:{rest:06.3f}"
 
 
 def notes_for(session: Session, item_id: str) -> list[dict[str, Any]]:
@@ -241,7 +261,8 @@ async def item_page(request: Request, *, download_error: str | None = None, form
             # full-resolution copy: seeing the page is seeing the photo) are covered by
             # that event (reviewer_ui.coverage). A video's proxy is not: its first read
             # in this visit, when playback starts, writes media.stream.
-            coverage.page_showed(request, [view.item.id], ["poster", "thumbnail", *IMAGE_KINDS])
+            coverage.page_showed(request, [view.item.id], ["poster", "thumbnail", *IMAGE_KINDS,
+                                                            *(d.kind for d in view.stills)])
             coverage.forget(request, view.item.id, ["proxy"])
         return view
 
@@ -255,6 +276,7 @@ async def item_page(request: Request, *, download_error: str | None = None, form
         explanation=STATE_EXPLANATIONS.get(view.item.state, ""), fmt_bytes=_fmt_bytes,
         fmt_time=ledger.format_time, watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
         now=now, errors=await form_errors.casework(request, form_error, download_error), done=done,
+        still_time=still_time, describe=custody_words.describe,
     )
 
 

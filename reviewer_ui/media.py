@@ -38,11 +38,12 @@ from starlette.routing import Route
 
 from reviewer_ui import audit, context, coverage, middleware, permissions, stepup
 from reviewer_ui.ranges import ByteRange, Unsatisfiable, parse_range
+from storage import stills
 from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError
 from storage.lifecycle import VIEWABLE
 from storage.models import Derivative, EvidenceItem, Report
 
-MEDIA_KINDS = frozenset({"thumbnail", "preview", "poster", "proxy"})
+MEDIA_KINDS = frozenset({"thumbnail", "preview", "full", "poster", "proxy"})
 # Types a browser may render inline from us. Anything else a derivative row claims is
 # refused: an HTML or SVG "derivative" must never reach the page's origin (VL-04).
 INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "video/mp4", "video/webm"})
@@ -196,7 +197,7 @@ async def derivative(request: Request) -> Response:
     item_id = request.path_params["item_id"]
     kind = request.path_params["kind"]
     _refuse_cross_site(request, item_id)
-    if kind not in MEDIA_KINDS:
+    if kind not in MEDIA_KINDS and not stills.is_still_kind(kind):
         # Checked after nothing: an unknown kind says nothing about the item.
         return permissions.not_found_response(request)
     prepared = await ctx.run_sync(_prepare, request, item_id, kind)
