@@ -160,3 +160,50 @@ def test_tabs_and_one_view_after_a_note(live_review: LiveReview, chromium: Brows
     page.set_viewport_size({"width": 320, "height": 640})
     page.wait_for_function("() => !document.querySelector('.workspace').classList.contains('is-tabbed')")
     assert page.get_by_role("tab").count() == 0 and page.locator("#panel-custody").is_visible()
+
+
+def test_after_the_code_the_download_completes_with_the_reason_in_the_ledger(
+        live_review: LiveReview, chromium: Browser) -> None:
+    """i15 item 5: the reason survives the step-up and the original downloads."""
+    import datetime as dt
+
+    from reviewer_ui import mfa, sessions
+    from storage.models import StaffSession, User, utcnow
+
+    cw: Casework = live_review.casework
+    officer = cw.user("officer")
+    secret = mfa.new_secret()
+    with cw.db.write() as session:
+        row = session.get(User, officer.id)
+        assert row is not None
+        row.totp_secret = mfa.seal(cw.ctx.secret, secret, officer.id)
+        session.add(row)
+    item = cw.item(cw.report(officer), filename="crash.jpg").item
+    cookies = live_review.cookies(officer)
+    with cw.db.write() as session:  # the last code was ten minutes ago: past the step-up window
+        staff = session.get(StaffSession, sessions.session_id(cookies[0]["value"]))
+        assert staff is not None
+        staff.created_at = staff.created_at - dt.timedelta(minutes=10)
+        session.add(staff)
+    context = new_context(chromium, bypass_csp=True, accept_downloads=True)
+    context.add_cookies(cookies)  # type: ignore[arg-type]
+    page = context.new_page()
+    try:
+        page.goto(f"{live_review.base_url}/items/{item.id}")
+        reason = "Disclosure to CPS, case file 12"
+        page.get_by_label("Reason for downloading the original").fill(reason)
+        page.get_by_role("button", name="Download original").click()
+        page.wait_for_selector("h1:has-text('Confirm it is you')")
+        assert reason in page.locator("main").inner_text()
+        assert cw.events("item.original_downloaded") == []
+        page.get_by_label("6-digit code").fill(mfa.code_at(secret, utcnow()))
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Confirm and carry out").click()
+        download = info.value
+        assert download.suggested_filename == "crash.jpg"
+        assert Path(download.path()).read_bytes()[:2] == b"\xff\xd8"
+        [event] = cw.events("item.original_downloaded", item.id)
+        assert event.actor == officer.email and (event.detail or {})["reason"] == reason
+        assert axe_violations(page) == []
+    finally:
+        context.close()
