@@ -56,6 +56,7 @@ def clip(tmp_path: Path) -> bytes:
     return colour_clip(tmp_path)
 
 
+@pytest.mark.both_databases  # a job, a unique derivative kind and two ledger events: PostgreSQL too
 def test_an_officer_saves_a_frame_and_the_still_is_that_frame_with_its_provenance(
         casework: Casework, clip: bytes, tmp_path: Path) -> None:
     officer = casework.user("officer")
