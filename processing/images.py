@@ -46,6 +46,11 @@ FORMAT_FOR_MIME: dict[str, str] = {
 ALLOWED_FORMATS: tuple[str, ...] = tuple(sorted(set(FORMAT_FOR_MIME.values())))
 THUMBNAIL_PX = 320
 PREVIEW_PX = 2048
+# The full-resolution copy (i15 item 5: a number plate read at 100% without the original):
+# made only when the picture is larger than the preview, at the original's pixel size,
+# metadata stripped like every copy. WebP (for transparency) cannot exceed 16383 px a side.
+FULL_JPEG_QUALITY = 92
+WEBP_MAX_SIDE = 16383
 MAX_TEXT = 200
 MAX_FRAMES = 1000  # animated GIF/WebP with more frames than this are refused
 
@@ -75,6 +80,7 @@ _NO_METADATA: dict[str, dict[str, Any]] = {
     "JPEG": {"exif": b"", "xmp": b"", "icc_profile": b"", "comment": b""},
     "WEBP": {"exif": b"", "xmp": b"", "icc_profile": b""},
 }
+FULL_KIND = "full"
 
 
 def save_bare(im: Image.Image, fmt: str, **options: Any) -> bytes:
@@ -221,9 +227,33 @@ def extract_metadata(path: Path, mime: str) -> dict[str, Any]:
             im.close()
 
 
+def _full(base: Image.Image, has_alpha: bool, mime: str) -> ImageDerivative | None:
+    """The oriented, sRGB pixels at their own size, no metadata (BF-06, BF-18): for
+    reading detail at 100% in the viewer. None when the preview already holds every
+    pixel, or a transparent image is too large for WebP."""
+    if max(base.size) <= PREVIEW_PX:
+        return None
+    if has_alpha:
+        if max(base.size) > WEBP_MAX_SIDE:
+            return None
+        data = save_bare(base.copy(), "WEBP", quality=FULL_JPEG_QUALITY, method=4)
+        mime_out, save = "image/webp", f"WEBP quality={FULL_JPEG_QUALITY} method=4"
+    else:
+        data = save_bare(base.copy(), "JPEG", quality=FULL_JPEG_QUALITY)
+        mime_out, save = "image/jpeg", f"JPEG quality={FULL_JPEG_QUALITY}"
+    argv = [
+        f"Image.open(formats=[{FORMAT_FOR_MIME[mime]}])",
+        "ImageOps.exif_transpose",
+        f"convert({base.mode}, ICC profile -> sRGB)",
+        f"save({save}, no metadata)",
+    ]
+    return ImageDerivative(FULL_KIND, data, mime_out, base.width, base.height, argv)
+
+
 def make_derivatives(path: Path, mime: str) -> list[ImageDerivative]:
-    """A thumbnail (<= 320 px) and a preview (<= 2048 px): orientation applied, first
-    frame only, metadata stripped, JPEG (WebP when the image has transparency)."""
+    """A thumbnail (<= 320 px), a preview (<= 2048 px) and, for a larger picture, a
+    full-resolution copy: orientation applied, first frame only, metadata stripped, JPEG
+    (WebP when the image has transparency)."""
     with _guarded():
         im = _open(path, mime)
         try:
@@ -234,6 +264,9 @@ def make_derivatives(path: Path, mime: str) -> list[ImageDerivative]:
             )
             base = _to_srgb(oriented, "RGBA" if has_alpha else "RGB")
             out: list[ImageDerivative] = []
+            whole = _full(base, has_alpha, mime)
+            if whole is not None:
+                out.append(whole)
             source = base
             for kind, box in (("preview", PREVIEW_PX), ("thumbnail", THUMBNAIL_PX)):
                 # The thumbnail is made from the preview: same result, a fraction of the work.

@@ -442,6 +442,8 @@ def _prepare(ctx: JobContext, item: EvidenceItem, workdir: Path, ident: Identifi
     """Make the derivatives this item still lacks, privately (nothing stored)."""
     out: list[Prepared] = []
     if is_image(ident.mime):
+        # A "full" copy exists only for pictures larger than the preview: an item that has
+        # its preview and thumbnail is done (a retry does not decode again to find out).
         if not {"thumbnail", "preview"} <= have.keys():
             for d in images.make_derivatives(workdir / "input", ident.mime):
                 if d.kind not in have:

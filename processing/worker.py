@@ -41,7 +41,7 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy import select
 
-from processing import video
+from processing import stills, video
 from processing.blobs import BlobBridge
 from processing.pipeline import Cancelled, Hook, JobContext, process_item
 from processing.scanning import ClamdScanner, Scanner, ScannerUnavailable
@@ -55,6 +55,7 @@ from storage.settings import Settings
 log = logging.getLogger(__name__)
 
 JOB_KIND = "process_item"
+JOB_KINDS = [JOB_KIND, stills.JOB_KIND]
 
 
 def default_scanner(settings: Settings) -> ClamdScanner:
@@ -211,7 +212,9 @@ def run_one(
     heartbeat = _Heartbeat(db, ctx, lease_seconds, stop)
     try:
         with heartbeat:
-            state = process_item(ctx)
+            # A still of a video ("save this frame", processing.stills) or an item's checks
+            # and derivatives.
+            state = stills.run(ctx) if claim.kind == stills.JOB_KIND else process_item(ctx)
         log.info("worker.job_done", extra={"job_id": claim.job_id, "item_id": claim.item_id, "state": state})
         return state
     except (Cancelled, video.Cancelled):
@@ -353,7 +356,7 @@ def run_worker(
         idle = 0.0
         while not stop.is_set():
             try:
-                claim = queue.claim(database, owner, kinds=[JOB_KIND], lease_seconds=settings.job_lease_seconds,
+                claim = queue.claim(database, owner, kinds=JOB_KINDS, lease_seconds=settings.job_lease_seconds,
                                     lanes=lanes_of(index))
             except Exception as exc:  # database down: wait and try again
                 log.warning("worker.claim_failed", extra={"error": str(exc)[:200]})

@@ -8,6 +8,7 @@
 * ``media``    derivatives with HTTP Range, the original as an audited download;
 * ``sharing``  shares to partners and their revocation;
 * ``assignment`` who works a report (assign, reassign) and "My reports".
+* ``stills``   "save this frame" of a video (made by the worker).
 
 Every handler authorises its own request through ``permissions`` (``require_item`` /
 ``require_report``), so a refusal is the same 404 and an ``access.denied`` event on
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from reviewer_ui import assignment, exports, item_filters, items, media, reports, sharing
+from reviewer_ui import assignment, exports, item_filters, items, media, reports, sharing, stills
 from reviewer_ui.context import ReviewContext
 
 
@@ -26,4 +27,4 @@ def routes(ctx: ReviewContext) -> list[BaseRoute]:
     from reviewer_ui import retention
 
     return [*assignment.routes(), *item_filters.routes(), *reports.routes(), *items.routes(), *media.routes(),
-            *sharing.routes(), *exports.routes(), *retention.routes()]
+            *sharing.routes(), *exports.routes(), *retention.routes(), *stills.routes()]

@@ -33,7 +33,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from reviewer_ui import form_errors
+from reviewer_ui import display, form_errors
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
 from storage.models import utcnow
@@ -105,6 +105,7 @@ def make_templates() -> jinja2.Environment:
     env.globals["posted"] = form_errors.posted
     env.filters["bytes"] = format_bytes
     env.filters["when"] = format_when
+    display.install(env)  # times in EXHIBIT_TIME_ZONE with UTC on hover
     return env
 
 

@@ -56,6 +56,12 @@ class Coverage:
                 return True
             return False
 
+    def discard(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        digests = [_digest(key) for key in keys]
+        with self._lock:
+            for digest in digests:
+                self._seen.pop(digest, None)
+
     def add(self, keys: Iterable[tuple[str, str, str]]) -> None:
         digests = [_digest(key) for key in keys]
         with self._lock:
@@ -101,3 +107,12 @@ def mark(request: Request, item_id: str, kind: str) -> None:
     session = _session_key(request)
     if session is not None:
         _coverage(request).add([(session, item_id, kind)])
+
+
+def forget(request: Request, item_id: str, kinds: Iterable[str]) -> None:
+    """A new visit (an audited page view) starts: the next read of ``kinds`` is a new
+    stream start with its own event (i15 item 4: "watched it" is per visit, not once per
+    session)."""
+    session = _session_key(request)
+    if session is not None:
+        _coverage(request).discard((session, item_id, kind) for kind in kinds)

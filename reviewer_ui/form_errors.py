@@ -80,6 +80,8 @@ async def casework(request: Request, form_error: str | None, download_error: str
         field = "triage-reason"
     elif path.endswith("/tags"):
         field = "tag-new"
+    elif path.endswith("/stills"):
+        field = "still-at"
     elif path.endswith("/notes"):
         supersedes = str(form.get("supersedes") or "")
         body = str(form.get("body") or "").strip()

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, form_errors, middleware, partner, permissions
-from storage import ledger
+from reviewer_ui import audit, context, coverage, custody_words, form_errors, middleware, partner, permissions, visits
+from storage import ledger, stills
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
     CustodyEvent,
@@ -44,6 +44,8 @@ TAG_RE = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,63}$")
 TRIAGE_REASON_MAX = 1000
 NOTE_MAX = 10000
 TIMELINE_LIMIT = 500
+# A photo's viewer copies: shown by the page itself, so covered by its item.viewed.
+IMAGE_KINDS = ("preview", "full")
 
 # What a reviewer reads for each state that has no preview.
 STATE_EXPLANATIONS = {
@@ -63,15 +65,8 @@ STATE_EXPLANATIONS = {
 }
 
 
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} bytes"
+# One size formatter for every staff page (i15 item 5: sizes in one unit everywhere).
+_fmt_bytes = context.format_bytes
 
 
 def _flatten(prefix: str, value: Any, out: list[tuple[str, str]], depth: int = 0) -> None:
@@ -122,6 +117,33 @@ class ItemView:
     @property
     def terminal(self) -> bool:
         return self.item.state in TERMINAL
+
+    @property
+    def stills(self) -> list[Derivative]:
+        """Stills saved from the video ("save this frame"), in time order."""
+        found = [d for kind, d in self.derivatives.items() if stills.is_still_kind(kind)]
+        return sorted(found, key=lambda d: float(d.kind.removeprefix("still-")))
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second of the video (ffprobe's average rate), for frame stepping;
+        25 when unknown."""
+        for stream in (self.item.media_metadata or {}).get("streams") or []:
+            if isinstance(stream, dict) and stream.get("type") == "video":
+                num, _, den = str(stream.get("frame_rate") or "").partition("/")
+                try:
+                    rate = float(num) / float(den or 1)
+                except (ValueError, ZeroDivisionError):
+                    continue
+                if 1 <= rate <= 1000:
+                    return rate
+        return 25.0
+
+
+def still_time(kind: str) -> str:
+    """``still-75.400`` -> ``1:15.400``."""
+    minutes, rest = divmod(float(kind.removeprefix("still-")), 60)
+    return f"{int(minutes)}:{rest:06.3f}"
 
 
 def notes_for(session: Session, item_id: str) -> list[dict[str, Any]]:
@@ -211,11 +233,15 @@ def load_item_view(request: Request, item_id: str) -> ItemView:
 
 
 async def item_page(request: Request, *, download_error: str | None = None, form_error: str | None = None,
-                    status_code: int = 200) -> Response:
+                    status_code: int = 200, landing: bool = False) -> Response:
+    """The item page. ``landing``: a GET that may be the redirect after a change
+    (``reviewer_ui.visits``); any other render (a form's error page) is a view."""
     ctx = context.get(request)
     item_id = request.path_params["item_id"]
+    done: str | None = None
 
     def load_and_record() -> ItemView | partner.PartnerItemView:
+        nonlocal done
         # The view's reads and its custody event in one worker call (a thread hop costs a
         # wake-up; under upload load, a wait for a CPU), the session check first of all.
         # A refusal raises before the event.
@@ -225,9 +251,19 @@ async def item_page(request: Request, *, download_error: str | None = None, form
             # with parts hidden (AC-04, reviewer_ui/partner.py).
             return partner.load_and_record(request, item_id)
         view = load_item_view(request, item_id)
-        audit.record_sync(ctx, request, "item.viewed", report_id=view.item.report_id, item_id=view.item.id)
-        # The poster and thumbnail the page shows are covered by that event (reviewer_ui.coverage).
-        coverage.page_showed(request, [view.item.id], ["poster", "thumbnail"])
+        # AU-03, i15 item 4: one item.viewed per visit. The redirect after a change this
+        # session just made (its own event written) is that change's answer, not a new
+        # visit; the one-shot mark is server-side, so a client cannot forge it.
+        done = visits.take(request, f"item:{view.item.id}") if landing else None
+        if done is None:
+            audit.record_sync(ctx, request, "item.viewed", report_id=view.item.report_id, item_id=view.item.id)
+            # The stills the page shows (poster, thumbnail; a photo's preview and
+            # full-resolution copy: seeing the page is seeing the photo) are covered by
+            # that event (reviewer_ui.coverage). A video's proxy is not: its first read
+            # in this visit, when playback starts, writes media.stream.
+            coverage.page_showed(request, [view.item.id], ["poster", "thumbnail", *IMAGE_KINDS,
+                                                            *(d.kind for d in view.stills)])
+            coverage.forget(request, view.item.id, ["proxy"])
         return view
 
     view = await ctx.run_sync(load_and_record)
@@ -239,12 +275,13 @@ async def item_page(request: Request, *, download_error: str | None = None, form
         request, "item.html", status_code=status_code, view=view, item=view.item, report=view.report,
         explanation=STATE_EXPLANATIONS.get(view.item.state, ""), fmt_bytes=_fmt_bytes,
         fmt_time=ledger.format_time, watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
-        now=now, errors=await form_errors.casework(request, form_error, download_error),
+        now=now, errors=await form_errors.casework(request, form_error, download_error), done=done,
+        still_time=still_time, describe=custody_words.describe,
     )
 
 
 async def item_page_get(request: Request) -> Response:
-    return await item_page(request)
+    return await item_page(request, landing=True)
 
 
 async def progress_json(request: Request) -> Response:
@@ -294,6 +331,7 @@ async def triage(request: Request) -> Response:
     error = await ctx.run_sync(apply)
     if error:
         return await item_page(request, form_error=error, status_code=400)
+    visits.landed(request, f"item:{item_id}", f"Decision recorded: {decision}.")
     return _back(item_id, "#triage")
 
 
@@ -332,6 +370,7 @@ async def add_note(request: Request) -> Response:
     error = await ctx.run_sync(apply)
     if error:
         return await item_page(request, form_error=error, status_code=400)
+    visits.landed(request, f"item:{item_id}", "New version of the note saved." if supersedes else "Note added.")
     return _back(item_id, "#notes")
 
 
@@ -369,8 +408,10 @@ async def change_tag(request: Request) -> Response:
     remove = request.url.path.endswith("/remove")
     form = await request.form()
     tag = normalise_tag(str(form.get("tag") or ""))
+    changed = False
 
     def apply() -> str | None:
+        nonlocal changed
         with ctx.db.write() as session:
             item = permissions.require_item(request, session, item_id, "tag.add")
             if tag is None:
@@ -379,10 +420,12 @@ async def change_tag(request: Request) -> Response:
             existing = session.get(ItemTag, (item.id, tag))
             if remove and existing is not None:
                 session.delete(existing)
+                changed = True
                 audit.record_in(ctx, session, request, "tag.removed", report_id=item.report_id, item_id=item.id,
                                 detail={"tag": tag})
             elif not remove and existing is None:
                 session.add(ItemTag(item_id=item.id, tag=tag, created_by=user.id))
+                changed = True
                 audit.record_in(ctx, session, request, "tag.added", report_id=item.report_id, item_id=item.id,
                                 detail={"tag": tag})
         return None
@@ -390,6 +433,8 @@ async def change_tag(request: Request) -> Response:
     error = await ctx.run_sync(apply)
     if error:
         return await item_page(request, form_error=error, status_code=400)
+    if changed:  # only a change with its own custody event answers for the next view
+        visits.landed(request, f"item:{item_id}", f"Tag {'removed' if remove else 'added'}: {tag}.")
     return _back(item_id, "#tags")
 
 

@@ -33,16 +33,17 @@ from urllib.parse import quote
 from sqlalchemy import and_
 from sqlmodel import col, select
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, middleware, permissions
+from reviewer_ui import audit, context, coverage, middleware, permissions, stepup
 from reviewer_ui.ranges import ByteRange, Unsatisfiable, parse_range
+from storage import stills
 from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError
 from storage.lifecycle import VIEWABLE
 from storage.models import Derivative, EvidenceItem, Report
 
-MEDIA_KINDS = frozenset({"thumbnail", "preview", "poster", "proxy"})
+MEDIA_KINDS = frozenset({"thumbnail", "preview", "full", "poster", "proxy"})
 # Types a browser may render inline from us. Anything else a derivative row claims is
 # refused: an HTML or SVG "derivative" must never reach the page's origin (VL-04).
 INLINE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "video/mp4", "video/webm"})
@@ -196,7 +197,7 @@ async def derivative(request: Request) -> Response:
     item_id = request.path_params["item_id"]
     kind = request.path_params["kind"]
     _refuse_cross_site(request, item_id)
-    if kind not in MEDIA_KINDS:
+    if kind not in MEDIA_KINDS and not stills.is_still_kind(kind):
         # Checked after nothing: an unknown kind says nothing about the item.
         return permissions.not_found_response(request)
     prepared = await ctx.run_sync(_prepare, request, item_id, kind)
@@ -263,10 +264,16 @@ async def download_original(request: Request) -> Response:
 
         return await item_page(request, download_error=f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
                                status_code=400)
-    if not permissions.recently_verified(request):
-        # Step-up (AC-13): a stolen or unattended session alone cannot take an original
-        # away; a fresh TOTP code is asked for, then the officer submits again.
-        return RedirectResponse(permissions.step_up_url(f"/items/{item.id}#original"), status_code=303)
+    # Step-up (AC-13): a stolen or unattended session alone cannot take an original away;
+    # a fresh TOTP code is asked for. The form (the reason) is held in the code page, and
+    # the download is carried out in the request that brings the code (i15 item 5: the
+    # reason was lost on the way through /reauth and nothing downloaded).
+    held = {k: str(v) for k, v in form.items()}
+    gate = await stepup.gate(request, held, what=f"download the original of {item.original_filename or item.id}, "
+                                                 f"with the reason: {reason}",
+                             cancel=f"/items/{item.id}#original", why="Downloading an original")
+    if isinstance(gate, Response):
+        return gate
     # The event (with the reason) is written before a byte leaves (AU-10, ACPO P2).
     await audit.record(ctx, request, "item.original_downloaded", report_id=item.report_id, item_id=item.id,
                        detail={"reason": reason, "sha256": item.sha256, "size": item.size})
@@ -281,7 +288,8 @@ async def download_original(request: Request) -> Response:
         # Raw citizen bytes: even opened as a document they can run nothing (VL-04).
         "Content-Security-Policy": "sandbox; default-src 'none'",
     })
-    return StreamingResponse(body, status_code=200, headers=headers, media_type="application/octet-stream")
+    return stepup.finish(StreamingResponse(body, status_code=200, headers=headers, media_type="application/octet-stream"),
+                         request, gate)
 
 
 def routes() -> list[Route]:

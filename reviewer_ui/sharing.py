@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, forms, permissions
+from reviewer_ui import audit, context, forms, permissions, stepup, visits
 from storage import ledger
 from storage.models import EvidenceItem, Organisation, Report, Role, Share, User
 
@@ -112,6 +112,20 @@ async def _share(
     with the refusal, or a redirect back."""
     ctx = context.get(request)
     asked = await _form(request)
+    # Step-up (AC-13) before evidence leaves the force: the form is held on the code page
+    # and the share is made in the request that brings the code (i15 item 5: it was lost).
+    held = {k: str(v) for k, v in (await request.form()).items()}
+
+    def may_share() -> None:  # the uniform 404 (and its event) comes before any code page
+        with ctx.db.read() as session:
+            target(session)
+
+    await ctx.run_sync(may_share)
+    gate = await stepup.gate(request, held, what=f"share this evidence with a partner for {asked.days or '?'} days",
+                             cancel=back,
+                             why="Sharing evidence outside the force")
+    if isinstance(gate, Response):
+        return gate
 
     def apply() -> str | None:
         with ctx.db.write() as session:
@@ -126,11 +140,15 @@ async def _share(
 
     try:
         error = await ctx.run_sync(apply)
-    except StepUpNeeded:
+    except StepUpNeeded:  # the gate passed moments ago: only a clock jump gets here
         return RedirectResponse(permissions.step_up_url(back), status_code=303)
     if error:
-        return await error_page(error)
-    return RedirectResponse(back, status_code=303)
+        return stepup.finish(await error_page(error), request, gate)
+    if back.startswith("/items/"):
+        # share.created is written: the item page it lands on is its answer, not a new view.
+        visits.landed(request, "item:" + back.removeprefix("/items/").split("#")[0],
+                      "Shared. The partner can see it until the share expires or is revoked.")
+    return stepup.finish(RedirectResponse(back, status_code=303), request, gate)
 
 
 async def share_item(request: Request) -> Response:
@@ -168,6 +186,8 @@ async def revoke_share(request: Request) -> Response:
     ctx = context.get(request)
     share_id = request.path_params["share_id"]
 
+    revoked: list[str] = []
+
     def apply() -> str:
         with ctx.db.write() as session:
             share = session.get(Share, share_id) if len(share_id) <= 64 else None
@@ -183,9 +203,13 @@ async def revoke_share(request: Request) -> Response:
                 session.add(share)
                 audit.record_in(ctx, session, request, "share.revoked", report_id=share.report_id,
                                 item_id=share.item_id, subject=f"share:{share.id}", detail={"share_id": share.id})
+                if share.item_id:
+                    revoked.append(share.item_id)
             return f"/items/{share.item_id}#shares" if share.item_id else f"/reports/{share.report_id}#shares"
 
     target = await ctx.run_sync(apply)
+    for item_id in revoked:  # share.revoked is written: the page it lands on is its answer
+        visits.landed(request, f"item:{item_id}", "Share revoked. The partner can no longer see it.")
     return RedirectResponse(target, status_code=303)
 
 

@@ -1,5 +1,7 @@
-"""Fresh step-up for account changes on /admin, with the form held, not lost (AC-13;
-i11 item 5: "admin actions need the same fresh step-up as a download").
+"""Fresh step-up for account changes on /admin, an original's download and a share, with
+the form held, not lost (AC-13; i11 item 5: "admin actions need the same fresh step-up
+as a download"; i15 item 5: after re-authentication the download or share completes,
+with the reason the officer typed).
 
 A stolen or unattended admin session must not be enough to create an admin, reset
 another account's two-step sign-in, change a role or disable an account: each needs a
@@ -26,11 +28,13 @@ CODE_FIELD = "step_up_code"
 NOT_HELD = frozenset({CODE_FIELD, "csrf_token"})  # the CSRF token is re-rendered for the new page
 
 
-async def gate(request: Request, form: dict[str, str], *, what: str) -> Response | str | None:
+async def gate(request: Request, form: dict[str, str], *, what: str, cancel: str = "/admin/users",
+               why: str = "Changing accounts") -> Response | str | None:
     """``None``: the session is fresh, go ahead. A ``str``: the form carried a code that
     passed; go ahead and ``finish(response, cookie)``. A ``Response``: answer with it (the
     held form asking for a code, or the same page again after a wrong or throttled code);
-    nothing was done."""
+    nothing was done. ``why`` starts the page's sentence ("... needs a fresh code"),
+    ``cancel`` is where its Cancel link goes (a local path)."""
     if permissions.recently_verified(request):
         return None
     ctx = get_ctx(request)
@@ -49,7 +53,7 @@ async def gate(request: Request, form: dict[str, str], *, what: str) -> Response
             status, errors = 400, [FieldError(auth.CODE_FAILURE, "step-up-code")]
     held = {k: v for k, v in form.items() if k not in NOT_HELD}
     return ctx.render(request, "step_up_held.html", status_code=status, action=request.url.path, held=held,
-                      what=what, errors=errors, code_field=CODE_FIELD)
+                      what=what, errors=errors, code_field=CODE_FIELD, cancel=cancel, why=why)
 
 
 def finish(response: Response, request: Request, cookie: str | None) -> Response:

@@ -73,6 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_SESSION_ABSOLUTE_HOURS", "12", "Staff session absolute lifetime."),
     Setting("EXHIBIT_OFFICER_UNIT_ACCESS", "false", "true: an officer also sees every report of their own unit (the force's policy), not only those they own or are assigned to."),
     Setting("EXHIBIT_LOG_LEVEL", "INFO", "Python log level."),
+    Setting("EXHIBIT_TIME_ZONE", "Europe/London", "The force's time zone (an IANA name) for times shown to staff; each shows its UTC time on hover. The ledger, logs and exports stay in UTC."),
     Setting("EXHIBIT_TRUSTED_PROXIES", "", "Addresses or CIDR ranges (comma-separated) of the reverse proxies in front of Exhibit. Only from these peers are X-Forwarded-For / Forwarded believed, read from the right up to the first address that is not a trusted proxy; everyone else's are ignored. Unset: the TCP peer is the client (sign-in and link throttles, session and ledger addresses)."),
     Setting("EXHIBIT_FIXITY_MB_PER_S", "50", "Bandwidth budget of the fixity job (MB/s, 10^6 bytes) that re-hashes every original at rest, so it never starves uploads and reviewers of the store."),
     Setting("EXHIBIT_FIXITY_INTERVAL", "30d", "Each original is re-hashed by the worker's fixity job when its last check (or its receipt) is older than this; the oldest-checked go first."),
@@ -178,6 +179,7 @@ class Settings:
     session_absolute_hours: int = 12
     officer_unit_access: bool = False
     log_level: str = "INFO"
+    time_zone: str = "Europe/London"
     require_contact: bool = False
     fixity_mb_per_s: float = 50.0
     fixity_interval_seconds: int = 30 * 86400
@@ -283,6 +285,7 @@ class Settings:
             session_absolute_hours=number("EXHIBIT_SESSION_ABSOLUTE_HOURS"),
             officer_unit_access=get("EXHIBIT_OFFICER_UNIT_ACCESS").strip().lower() in {"1", "true", "yes", "on"},
             log_level=get("EXHIBIT_LOG_LEVEL"),
+            time_zone=time_zone(get("EXHIBIT_TIME_ZONE")),
             require_contact=get("EXHIBIT_REQUIRE_CONTACT").strip().lower() in ("1", "true", "yes", "on"),
             trusted_proxies=trusted_proxies(get("EXHIBIT_TRUSTED_PROXIES")),
             metrics_allow=networks("EXHIBIT_METRICS_ALLOW", get("EXHIBIT_METRICS_ALLOW")),
@@ -357,6 +360,17 @@ def checked(name: str, raw: str, parse: Callable[[str], object]) -> str:
     except ValueError:
         raise ValueError(f"{name}: {raw!r} is not a valid value") from None
     return raw
+def time_zone(raw: str) -> str:
+    """An IANA zone name zoneinfo knows; a typo stops the start (times shown in the wrong
+    zone would mislead a statement)."""
+    import zoneinfo
+
+    name = raw.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"EXHIBIT_TIME_ZONE: {raw!r} is not a time zone (for example Europe/London)") from None
+    return name
 
 
 def positive_float(name: str, raw: str) -> float:

@@ -170,6 +170,7 @@ def test_officer_watches_a_citizens_clip_and_sees_the_custody_trail(served: Serv
         page.wait_for_function("() => document.querySelector('video').currentTime > 3.0")
 
         page.reload()
+        page.get_by_role("tab", name="Custody").click()  # the item workspace's custody panel
         timeline = page.locator("table.custody").inner_text()
         for action in ("item.received", "item.clean", "item.ready", "item.viewed", "media.stream"):
             assert action in timeline, action

@@ -128,7 +128,7 @@ def test_casework_forms_on_the_item_page(browser_context: BrowserContext, live_r
     page = browser_context.new_page()
     url = f"{live_review.base_url}/items/{item.id}"
 
-    page.goto(url)
+    page.goto(url + "#triage")  # the workspace opens the panel the anchor is in (i15 item 5)
     # Triage sent empty: the browser does not stop it with a bubble; the server answers.
     triage = page.locator("form[action$='/triage']")
     assert triage.get_attribute("novalidate") is not None
@@ -139,13 +139,13 @@ def test_casework_forms_on_the_item_page(browser_context: BrowserContext, live_r
     assert_errors_identified(page, {"triage-reason": "Give a reason"})
     expect(page.get_by_label("Decline")).to_be_checked()  # what was chosen is kept
     # A reason typed without a decision is kept too.
-    page.goto(url)
+    page.goto(url + "#triage")
     page.get_by_label("Reason", exact=True).fill("Shows the junction clearly.")
     page.get_by_role("button", name="Record decision").click()
     assert_errors_identified(page, {"decision-accept": "Choose accept or decline"})
     expect(page.get_by_label("Reason", exact=True)).to_have_value("Shows the junction clearly.")
 
-    page.goto(url)
+    page.goto(url + "#tags")
     page.get_by_role("button", name="Add tag").click()
     assert_errors_identified(page, {"tag-new": "A tag is 1 to 64"})
     page.get_by_label("Add a tag").fill("plate?!")
@@ -153,12 +153,12 @@ def test_casework_forms_on_the_item_page(browser_context: BrowserContext, live_r
     assert_errors_identified(page, {"tag-new": "A tag is 1 to 64"})
     expect(page.get_by_label("Add a tag")).to_have_value("plate?!")
 
-    page.goto(url)
+    page.goto(url + "#notes")
     page.get_by_role("button", name="Add note").click()
     assert_errors_identified(page, {"note-body": "A note is 1 to"})
 
     # Editing a note with its text removed: the folded editor opens on the error.
-    page.goto(url)
+    page.goto(url + "#notes")
     page.get_by_text("Edit this note").click()
     editor = page.get_by_label("New version")
     editor.fill("")
@@ -167,7 +167,7 @@ def test_casework_forms_on_the_item_page(browser_context: BrowserContext, live_r
     assert field and field.startswith("edit-")
     assert_errors_identified(page, {field: "A note is 1 to"})
 
-    page.goto(url)
+    page.goto(url + "#shares")
     page.get_by_label("Expires after (days)").fill("")
     page.get_by_role("button", name="Share this item").click()
     assert_errors_identified(page, {"days-item": "a whole number of days from 1 to"})

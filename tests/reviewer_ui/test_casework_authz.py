@@ -120,7 +120,10 @@ def test_the_same_endpoints_work_for_the_owner(casework: Casework) -> None:
     form = dict(FORM, partner=f"user:{partner.id}")
     for method, template in item_endpoints(casework):
         r = call(client, method, template, item.id, form)
-        assert r.status_code in (200, 206, 303), (method, template, r.status_code)
+        # A photo has no frame to save: the owner is answered with the form's error, not
+        # the 404 (tests/reviewer_ui/test_stills.py saves one from a video).
+        ok = (400,) if template.endswith("/stills") else (200, 206, 303)
+        assert r.status_code in ok, (method, template, r.status_code)
     assert casework.events("access.denied") == []
 
 

@@ -1,0 +1,58 @@
+"""How times and sizes read on staff pages (i15 item 5): one formatter each.
+
+* Times in the force's zone (``EXHIBIT_TIME_ZONE``, default Europe/London, zoneinfo: BST
+  and GMT as the date has them), each in a ``<time>`` element whose ``datetime`` and
+  ``title`` (shown on hover) give the UTC instant the ledger keeps. The ledger, logs and
+  exports stay UTC.
+* Sizes in binary units (``1.5 MiB``) everywhere: ``context.format_bytes``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from functools import cache
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+
+@cache
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # The database hands back naive UTC on SQLite.
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def local_text(value: dt.datetime, zone_name: str, *, seconds: bool = False) -> str:
+    local = _aware(value).astimezone(zone(zone_name))
+    return local.strftime(f"%d %b %Y %H:%M{':%S' if seconds else ''} %Z").lstrip("0")
+
+
+def time_html(value: dt.datetime | None, zone_name: str, *, seconds: bool = False) -> Markup:
+    """``<time datetime="...Z" title="... UTC">3 Dec 2026 10:04 GMT</time>``."""
+    if value is None:
+        return Markup("-")
+    utc = _aware(value).astimezone(dt.UTC)
+    return Markup('<time datetime="{}" title="{} UTC">{}</time>').format(
+        utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.strftime("%Y-%m-%d %H:%M:%S"),
+        local_text(utc, zone_name, seconds=seconds))
+
+
+def _zone_of(context: jinja2.runtime.Context) -> str:
+    settings: Any = context.get("settings")
+    return str(getattr(settings, "time_zone", "") or "Europe/London")
+
+
+@jinja2.pass_context
+def local_time(context: jinja2.runtime.Context, value: dt.datetime | None, seconds: bool = False) -> Markup:
+    """``{{ local_time(at) }}`` in a template."""
+    return time_html(value, _zone_of(context), seconds=seconds)
+
+
+def install(env: jinja2.Environment) -> None:
+    env.globals["local_time"] = local_time
