@@ -57,7 +57,7 @@ from sqlalchemy import func, or_, select
 from sqlmodel import col
 
 from storage import ledger
-from storage.blobs.protocol import BlobNotFound, BlobStore
+from storage.blobs.protocol import NAMESPACES, BlobNotFound, BlobStore
 from storage.db import Database
 from storage.errors import DomainError, NotFound
 from storage.models import CustodyEvent, Derivative, EvidenceItem, Report, Submission
@@ -116,13 +116,51 @@ class PartnerScope:
     recipient: str
     grant_location: bool = False
 
-    def shows_event(self, action: str) -> bool:
+    def shows_event(self, ev: CustodyEvent, internal: frozenset[str]) -> bool:
+        """Is ``ev`` one the partner may read in full? Its action must be provenance, its
+        actor the citizen, the worker or the system (never a member of staff: their
+        e-mail, reasons and decisions are the force's), and its detail must name nothing
+        internal: no storage key of these items (``internal``), no server path, no tool
+        output or free-text reason. An event body cannot be cleaned without breaking its
+        hash, so anything else is elided whole (AC-04); the manifest gives the same
+        provenance facts in clean form."""
         from storage.lifecycle import ItemState
 
-        if action in PARTNER_EVENT_ACTIONS or action.startswith(PARTNER_EVENT_PREFIXES):
-            return True
-        # State changes of the item (item.scanning, item.clean, item.ready...).
-        return action.startswith("item.") and action[len("item."):] in {s.value for s in ItemState}
+        action = ev.action
+        provenance = (action in PARTNER_EVENT_ACTIONS or action.startswith(PARTNER_EVENT_PREFIXES)
+                      or (action.startswith("item.") and action[len("item."):] in {s.value for s in ItemState}))
+        if not provenance or not ev.actor.startswith(PARTNER_SAFE_ACTORS):
+            return False
+        return _partner_safe(ev.detail or {}, internal)
+
+
+PARTNER_COPY_NOTE = (
+    "Partner copy. Custody events of these exhibits that record the force's own handling (views, "
+    "downloads, shares, casework, decisions by staff) or name its internal storage are withheld: they "
+    "appear in custody/events.jsonl by their hash only, so the chain still checks, and each exhibit "
+    "states how many (custody_events_withheld); the force's own record holds them in full. Without a "
+    "location grant the manifest omits the typed place and the location fields of the metadata, but "
+    "each original is byte for byte as received and keeps whatever its camera embedded."
+)
+
+# Who may appear in a partner's copy of the trail: the citizen's link, the worker, the system.
+PARTNER_SAFE_ACTORS = ("citizen:", "worker:", "system:")
+# Detail keys that carry people's words or a tool's raw output: never shown to a partner.
+PARTNER_UNSAFE_KEYS = frozenset({"reason", "human_decision", "stderr", "stdout", "reply", "error", "note"})
+_ABSOLUTE_PATH = re.compile(r"(?:^|[\s=:'\"(])/[A-Za-z0-9._-]")
+# Any storage key's shape (storage/blobs/keys.py), of these items or any other.
+_STORAGE_KEY = re.compile("(?:" + "|".join(NAMESPACES) + ")/[0-9a-f]{32}")
+
+
+def _partner_safe(value: Any, internal: frozenset[str]) -> bool:
+    if isinstance(value, dict):
+        return all(str(k) not in PARTNER_UNSAFE_KEYS and _partner_safe(v, internal) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_partner_safe(v, internal) for v in value)
+    if isinstance(value, str):
+        return (not _ABSOLUTE_PATH.search(value) and not _STORAGE_KEY.search(value)
+                and not any(key in value for key in internal))
+    return True
 
 
 class ExportError(DomainError):
@@ -425,6 +463,10 @@ async def write_bundle(
         ids = [i.id for i in plan.items]
         id_set = set(ids)
         first = _first_relevant_seq(db, plan.report.id, ids)
+        withheld: dict[str, int] = {}
+        internal_keys = frozenset(
+            {i.blob_key for i in plan.items} | {d.blob_key for ds in plan.derivatives.values() for d in ds}
+        )
         events: list[dict[str, Any]] = []
         events_digest = hashlib.sha256()
         with zf.open(info(EVENTS, deflate=True), "w", force_zip64=True) as ef:
@@ -435,7 +477,10 @@ async def write_bundle(
                         mine = ev.item_id in id_set or (ev.report_id == plan.report.id and ev.item_id is None)
                         if mine and partner is not None:
                             # A partner gets the evidence's provenance, not the casework.
-                            mine = ev.item_id in id_set and partner.shows_event(ev.action)
+                            shown = ev.item_id in id_set and partner.shows_event(ev, internal_keys)
+                            if not shown and ev.item_id in id_set:
+                                withheld[ev.item_id] = withheld.get(ev.item_id, 0) + 1
+                            mine = shown
                         if mine:
                             body = {**ledger.event_body(ev), "prev_hash": ev.prev_hash, "hash": ev.hash}
                             events.append(body)
@@ -465,6 +510,9 @@ async def write_bundle(
         files[EVENTS] = events_digest.hexdigest()
         head = {"seq": result.head_seq, "hash": result.head_hash, "count": result.count}
 
+        if partner is not None:
+            for entry in manifest_items:
+                entry["custody_events_withheld"] = withheld.get(entry["id"], 0)
         report = plan.report
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -477,8 +525,8 @@ async def write_bundle(
             "with_derivatives": with_derivatives,
             "include_infected": include_infected,
             "audience": "force" if partner is None else "partner",
-            **({"shared_with": partner.recipient, "location_granted": partner.grant_location}
-               if partner is not None else {}),
+            **({"shared_with": partner.recipient, "location_granted": partner.grant_location,
+                "partner_copy": PARTNER_COPY_NOTE} if partner is not None else {}),
             "custody": {"events": EVENTS, "checkpoint": CHECKPOINT, "ledger_head": head},
         }
         put(zf, "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n")
@@ -565,6 +613,8 @@ def continuity_html(manifest: dict[str, Any], events: list[dict[str, Any]]) -> s
         "was received and checked again when it was verified and when this bundle was made. Every event "
         "listed is an entry of the system's tamper-evident custody record.</p>",
     ]
+    if manifest.get("audience") == "partner":
+        parts.append(f"<p><strong>{e(PARTNER_COPY_NOTE)}</strong></p>")
     for n, item in enumerate(manifest["items"], 1):
         parts.append(f"<section><h2>Exhibit {n}: {e(item['original_filename'] or '(no name)')}</h2>")
         rows = [
@@ -600,6 +650,9 @@ def continuity_html(manifest: dict[str, Any], events: list[dict[str, Any]]) -> s
             parts.append("</tbody></table>")
         else:
             parts.append("<p>No custody events recorded for this item.</p>")
+        if item.get("custody_events_withheld"):
+            parts.append(f"<p>{e(str(item['custody_events_withheld']))} further custody events of this exhibit "
+                         "are withheld from this partner copy (listed by their hash only).</p>")
         parts.append("</section>")
     head = manifest["custody"]["ledger_head"]
     parts.append(f"<p>The custody record was verified in full up to entry {e(str(head['seq']))} "

@@ -48,10 +48,30 @@ def _public_key(casework: Casework) -> str:
 
 def test_a_partner_bundle_has_the_shared_exhibit_and_none_of_the_casework(casework: Casework, tmp_path: Path) -> None:
     _officer, partner, item, secrets = _setup(casework)
-    with casework.db.write() as session:  # the worker's provenance events, as it writes them
-        for action in ("item.verified", "item.ready"):
-            ledger.append(casework.db, session, actor="worker:test", action=action, subject=f"item:{item.id}",
-                          report_id=item.report_id, item_id=item.id, detail={"sha256": item.sha256})
+    # The worker's and the staff's events in the shapes they are really written
+    # (processing/pipeline.py, storage/lifecycle.py): provenance that names a storage key
+    # or a server path, a clamd reply, an officer's human decision with a reason, and a
+    # clean state change.
+    officer_email = secrets["officer email"]
+    written = [
+        ("worker:node1:42", "item.verified", {"tool": "hashlib", "argv": ["sha256", item.blob_key],
+                                              "expected": item.sha256, "computed": item.sha256}),
+        ("worker:node1:42", "item.sniffed", {"argv": ["/usr/bin/ffprobe", "-v", "error", "file:input"]}),
+        ("worker:node1:42", "item.scanning", {"from": "received", "to": "scanning"}),
+        ("worker:node1:42", "item.unscannable", {"from": "scanning", "to": "unscannable",
+                                                 "reason": "PLANTED-CLAMD-REPLY size limit", "argv": ["INSTREAM",
+                                                                                                     item.blob_key]}),
+        (officer_email, "item.clean", {"from": "unscannable", "to": "clean", "human_decision": True,
+                                       "reason": "PLANTED-OVERRIDE checked by hand"}),
+        ("worker:node1:42", "item.processing", {"from": "clean", "to": "processing"}),
+        ("worker:node1:42", "item.ready", {"from": "processing", "to": "ready"}),
+    ]
+    with casework.db.write() as session:
+        for actor, action, detail in written:
+            ledger.append(casework.db, session, actor=actor, action=action, subject=f"item:{item.id}",
+                          report_id=item.report_id, item_id=item.id, detail=detail)
+    secrets.update({"clamd reply": "PLANTED-CLAMD-REPLY", "override reason": "PLANTED-OVERRIDE",
+                    "server path": "/usr/bin/ffprobe"})
     path, files = _bundle(partner, item, tmp_path)
     original = asyncio.run(_read(casework, item.blob_key))
 
@@ -78,12 +98,20 @@ def test_a_partner_bundle_has_the_shared_exhibit_and_none_of_the_casework(casewo
     # The custody trail: provenance in full, the casework events only as their hash.
     lines = [json.loads(line) for line in files["custody/events.jsonl"].splitlines()]
     full = [e for e in lines if not e.get("elided")]
-    assert [e["action"] for e in full] == ["item.verified", "item.ready"]
+    assert [e["action"] for e in full] == ["item.scanning", "item.processing", "item.ready"]
     assert all(e["item_id"] == item.id for e in full)
     casework_events = {e.hash for e in casework.events(item_id=item.id)
                        if e.action in ("item.triage", "note.added", "tag.added", "item.original_downloaded",
                                        "share.created", "item.viewed")}
     assert casework_events and casework_events <= {e["hash"] for e in lines if e.get("elided")}
+    # ...and the partner is told so, in the manifest and the printable statement.
+    withheld = entry["custody_events_withheld"]
+    head = manifest["custody"]["ledger_head"]["seq"]  # export.created comes after the bundle
+    assert withheld == len([e for e in casework.events(item_id=item.id)
+                            if e.seq <= head and e.hash not in {f["hash"] for f in full}])
+    assert "Partner copy" in manifest["partner_copy"]
+    statement = files["continuity.html"].decode()
+    assert "Partner copy" in statement and f"{withheld} further custody events" in statement
 
     # Anyone checks it offline: standard tools, and verify-bundle with the force's key.
     unzipped = tmp_path / "unzipped"
