@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-run}
 
 run_pkgs=(ffmpeg clamav-daemon python3-venv ca-certificates)
-test_pkgs=(postgresql chromium clamav-testfiles procps)
+test_pkgs=(postgresql chromium clamav-testfiles procps haproxy)
 pkgs=("${run_pkgs[@]}")
 [ "$mode" = test ] && pkgs+=("${test_pkgs[@]}")
 

@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.reviewer",
     "tests.fixtures.evidence",
     "tests.fixtures.casework",
+    "tests.fixtures.nodes",
 ]
 
 

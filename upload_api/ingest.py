@@ -58,7 +58,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from storage import items, ledger, retention
-from storage.blobs.protocol import BlobNotFound, BlobStore, UploadFinished
+from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError, UploadFinished
 from storage.blobs.protocol import Upload as BlobUpload
 from storage.db import Database
 from storage.errors import DomainError, Invalid, NotFound
@@ -418,18 +418,27 @@ def _states(ctx: UploadContext) -> dict[str, HashState]:
 async def hash_state(ctx: UploadContext, upload_id: str, key: str, offset: int) -> HashState:
     """The hash state covering exactly ``offset`` bytes, from the cache or rebuilt."""
     states = _states(ctx)
-    state = states.get(upload_id)
+    state = states.pop(upload_id, None)
     if state is not None and state.offset == offset:
+        states[upload_id] = state
         return state
-    states.pop(upload_id, None)
-    state = HashState(offset=0)
-    if offset:
+    if state is None or not state.covers_stream or state.offset > offset:
+        state = HashState(offset=0)
+    # else: another node appended since this one last wrote (a balancer alternating the
+    # PATCHes): the prefix is append-only, so only the bytes after ours are read.
+    if state.offset < offset:
         if isinstance(ctx.store, PartialReader):
-            async for chunk in ctx.store.read_partial(key, 0, offset):
-                if len(state.head) < SNIFF_BYTES:
-                    state.head += chunk[: SNIFF_BYTES - len(state.head)]
-                await anyio.to_thread.run_sync(state.sha256.update, chunk)
-                state.offset += len(chunk)
+            try:
+                async for chunk in ctx.store.read_partial(key, state.offset, offset):
+                    if len(state.head) < SNIFF_BYTES:
+                        state.head += chunk[: SNIFF_BYTES - len(state.head)]
+                    await anyio.to_thread.run_sync(state.sha256.update, chunk)
+                    state.offset += len(chunk)
+            except BlobStoreError:
+                # Unreadable prefix (an S3 upload begun before parts were staged): the hash
+                # is taken from the sealed object at completion instead.
+                log.warning("upload.hash_state_not_rebuilt", extra={"upload_id": upload_id})
+                state.offset = -1
             if state.offset != offset:
                 state = HashState(offset=offset, covers_stream=False)
         else:

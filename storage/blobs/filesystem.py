@@ -19,7 +19,9 @@ into batches of ``WRITE_BUFFER_BYTES`` and writes each (one ``writev``) in a thr
 the next batch fills (``streaming.pump``): the thread hop is paid once per MiB, and
 the disk works beside the network instead of after it.
 
-``read`` streams from an open file; a caller that stops early should close the iterator
+``read_partial`` streams the durable prefix of an unfinished upload (a node that meets
+the upload without its hash state rebuilds the state from it). ``read`` streams from an
+open file; a caller that stops early should close the iterator
 (``contextlib.aclosing``) so the file is closed at once rather than at collection.
 """
 
@@ -205,6 +207,43 @@ class FilesystemBlobStore:
                 position += len(chunk)
             if position < stop:
                 raise BlobStoreError("object shorter than its size")
+        finally:
+            os.close(fd)
+
+    def read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of an *unfinished* upload (its incoming file), so that a
+        process that meets the upload without its hash state rebuilds it from the stored
+        prefix (DESIGN §4; ``upload_api.ingest.PartialReader``). Only the durable prefix
+        is served: ``end`` beyond the incoming file's size is an error, never a short read
+        that a caller could mistake for the whole prefix. An upload finished meanwhile is
+        read from its object (the same bytes: an upload is append-only, then renamed)."""
+        incoming, obj = self._incoming_path(key), self._object_path(key)  # InvalidKey before I/O
+        if start < 0 or end < start:
+            raise ValueError("invalid byte range")
+        return self._read_partial(incoming, obj, start, end)
+
+    async def _read_partial(self, incoming: Path, obj: Path, start: int, end: int) -> AsyncIterator[bytes]:
+        def open_() -> int:
+            for path in (incoming, obj):
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                if os.fstat(fd).st_size < end:
+                    os.close(fd)
+                    raise BlobStoreError("the stored prefix is shorter than the range asked for")
+                return fd
+            raise BlobNotFound("no upload with this key")
+
+        fd = await _run(open_)
+        try:
+            position = start
+            while position < end:
+                chunk = await _run(os.pread, fd, min(READ_CHUNK_BYTES, end - position), position)
+                if not chunk:
+                    raise BlobStoreError("upload shorter than its stored prefix")
+                position += len(chunk)
+                yield chunk
         finally:
             os.close(fd)
 

@@ -6,10 +6,22 @@ Objects, under the store's prefix ``P``::
     P/.uploads/<namespace>/<hex>.info   JSON: declared length and the multipart upload id
     P/.uploads/<namespace>/<hex>.part   bytes received but too few for a part (< 5 MiB)
 
+    P/.uploads/<namespace>/<hex>.parts/<n>  the bytes of part n, readable (see below)
+
 Appends ride one multipart upload per unfinished upload. S3 refuses parts under 5 MiB
 (except the last), so a write that ends with fewer bytes than that stores them in the
 ``.part`` object, and the next write downloads them and sends them in front of its own
 bytes. ``offset = sum(part sizes) + size(.part)``.
+
+The parts of a multipart upload cannot be read back before it completes, yet a node that
+meets an unfinished upload without its hash state must rebuild it from the stored prefix
+(DESIGN §4; issue 17 item 4). So each part is first PUT as a plain, readable object under
+``.parts/`` and then becomes the part by UploadPartCopy, a copy inside S3 (the bytes
+cross the network once). ``read_partial`` streams the prefix from those objects and the
+``.part``, with ranged GETs in constant memory. They are deleted with the bookkeeping at
+``finish``/``terminate``. The list of parts stays the truth for the offset: a staged object
+whose copy never happened (a crash in between) is not counted, and is overwritten by the
+next write of that part number.
 
 Crash safety of that sum: the ``.part`` object records, in its metadata, the number of
 the last part it follows. A ``.part`` whose bytes already went into a later part (the
@@ -29,11 +41,11 @@ not-found conditions become ``BlobNotFound`` and the rest ``BlobStoreError`` wit
 vendor error chained.
 
 Operations (the bucket side): the store needs s3:GetObject, PutObject, DeleteObject,
-ListBucket (HeadBucket), AbortMultipartUpload, ListMultipartUploadParts,
+ListBucket (HeadBucket, and listing the staged parts), AbortMultipartUpload, ListMultipartUploadParts,
 PutObjectRetention and GetBucketObjectLockConfiguration. Add lifecycle rules for
 ``AbortIncompleteMultipartUpload`` and, on a versioned (Object Lock) bucket, expiry of
 noncurrent versions under ``P/.uploads/``: replaced ``.part`` objects and deleted
-``.info`` objects leave old versions behind there.
+``.info`` and staged part objects leave old versions behind there.
 """
 
 from __future__ import annotations
@@ -71,6 +83,7 @@ from storage.blobs.streaming import Observer, pump
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client
+    from types_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +282,49 @@ class S3BlobStore:
         finally:
             body.close()
 
+    def read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of an *unfinished* upload: its staged parts and its
+        ``.part``, in order (``upload_api.ingest.PartialReader``). ``end`` beyond the
+        stored prefix is an error, never a short read; a part with no readable staged
+        object (an upload begun before parts were staged) is ``BlobNotFound``. An upload
+        finished meanwhile is read from its object."""
+        self._object_name(key)  # InvalidKey now, before any request
+        if start < 0 or end < start:
+            raise ValueError("invalid byte range")
+        return self._read_partial(key, start, end)
+
+    async def _read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        state = await self._call(self._state_sync, key)
+        if end > state.size:
+            raise BlobStoreError("the stored prefix is shorter than the range asked for")
+        if state.finished:
+            async for chunk in self._read(self._object_name(key), start, end):
+                yield chunk
+            return
+        pieces = [(self._staged_name(key, p.number), p.size) for p in state.parts]
+        if state.carry_bytes:
+            pieces.append((self._meta_name(key, ".part"), state.carry_bytes))
+        position = 0
+        for name, size in pieces:
+            lo, hi = max(start, position), min(end, position + size)
+            if lo < hi:
+                body = await self._call(self._open_staged_sync, name, lo - position, hi - position, size)
+                try:
+                    got = 0
+                    while True:
+                        piece: bytes = await self._call(body.read, READ_CHUNK_BYTES)
+                        if not piece:
+                            break
+                        got += len(piece)
+                        yield piece
+                    if got != hi - lo:
+                        raise BlobStoreError("a staged part ended early")
+                finally:
+                    body.close()
+            position += size
+            if position >= end:
+                return
+
     async def size(self, key: str) -> int:
         name = self._object_name(key)
         head = await self._call(self._client.head_object, Bucket=self._bucket, Key=name)
@@ -349,15 +405,35 @@ class S3BlobStore:
     def _get_carry_sync(self, key: str) -> bytes:
         return self._client.get_object(Bucket=self._bucket, Key=self._meta_name(key, ".part"))["Body"].read()
 
+    def _staged_prefix(self, key: str) -> str:
+        return self._meta_name(key, ".parts/")
+
+    def _staged_name(self, key: str, number: int) -> str:
+        return f"{self._staged_prefix(key)}{number:05d}"
+
     def _upload_part_sync(self, key: str, upload_id: str, number: int, data: bytes) -> _Part:
-        response = self._client.upload_part(
+        # Staged first, as a readable object, then copied into the multipart upload inside
+        # S3: an unfinished upload's prefix stays readable for rebuilding its hash state.
+        staged = self._staged_name(key, number)
+        self._client.put_object(Bucket=self._bucket, Key=staged, Body=data)
+        response = self._client.upload_part_copy(
             Bucket=self._bucket,
             Key=self._object_name(key),
             UploadId=upload_id,
             PartNumber=number,
-            Body=data,
+            CopySource={"Bucket": self._bucket, "Key": staged},
         )
-        return _Part(number, len(data), response["ETag"])
+        return _Part(number, len(data), response["CopyPartResult"]["ETag"])
+
+    def _open_staged_sync(self, name: str, start: int, end: int, whole: int) -> Any:
+        """The body of bytes [start, end) of a staged part (or the .part), checked to be
+        the object of ``whole`` bytes that the offset counts."""
+        response = self._client.get_object(Bucket=self._bucket, Key=name, Range=f"bytes={start}-{end - 1}")
+        total = str(response.get("ContentRange", "")).rsplit("/", 1)[-1]
+        if total != str(whole):
+            response["Body"].close()
+            raise BlobStoreError("a staged part does not match the part it stands for")
+        return response["Body"]
 
     def _delete_carry_sync(self, key: str) -> None:
         self._client.delete_object(Bucket=self._bucket, Key=self._meta_name(key, ".part"))
@@ -437,6 +513,12 @@ class S3BlobStore:
 
     def _delete_meta(self, key: str) -> None:
         # .info last: while it exists the upload can still be found and cleaned up.
+        staged = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=self._staged_prefix(key))
+        for page in staged:
+            names: list[ObjectIdentifierTypeDef] = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if names:
+                self._client.delete_objects(Bucket=self._bucket, Delete={"Objects": names, "Quiet": True})
         self._client.delete_object(Bucket=self._bucket, Key=self._meta_name(key, ".part"))
         self._client.delete_object(Bucket=self._bucket, Key=self._meta_name(key, ".info"))
 
