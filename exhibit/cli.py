@@ -56,9 +56,9 @@ _opened: list[Database] = []
 def _open_db(settings: Settings) -> Database:
     from storage.migrate import open_current
 
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Refuse to work on an unmigrated database with a clear instruction, rather than
-    # failing later with "no such table".
+    # failing later with "no such table"; and never create one (or its directory): only
+    # `exhibit db upgrade` does (a missing one: ERR_NO_DATABASE, exit 2).
     db = open_current(settings.database_url)
     _opened.append(db)
     return db
