@@ -112,22 +112,6 @@ def cmd_db_grant(settings: Settings, args: argparse.Namespace, out: Output) -> i
     return 0
 
 
-def cmd_users_add(settings: Settings, args: argparse.Namespace, out: Output) -> int:
-    from storage.users import add_user
-
-    password = None
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    db = _open_db(settings)
-    with db.write() as session:
-        user = add_user(db, session, args.email, args.role, org_name=args.org, display_name=args.name or "",
-                        password=password, actor=_actor())
-        data = {"id": user.id, "email": user.email, "role": user.role, "org": args.org,
-                "has_password": user.password_hash is not None}
-    out.emit(data, f"user {data['email']} added ({data['role']}), id {data['id']}")
-    return 0
-
-
 def cmd_reports_create(settings: Settings, args: argparse.Namespace, out: Output) -> int:
     from storage.reports import create_report
 
@@ -514,13 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(db, "grant", cmd_db_grant, "grant a runtime role exactly its privileges (PostgreSQL)")
     p.add_argument("--runtime-role", required=True)
 
-    users = sub.add_parser("users", help="accounts").add_subparsers(dest="sub", required=True)
-    p = add(users, "add", cmd_users_add, "add a user")
-    p.add_argument("email")
-    p.add_argument("--role", required=True, choices=["officer", "partner", "admin", "auditor"])
-    p.add_argument("--org")
-    p.add_argument("--name")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    from exhibit import cli_users
+
+    cli_users.register(sub, add)  # exhibit users add|list|show|disable|enable|...
 
     reports = sub.add_parser("reports", help="reports").add_subparsers(dest="sub", required=True)
     p = add(reports, "create", cmd_reports_create, "create a report")
