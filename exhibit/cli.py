@@ -56,9 +56,9 @@ _opened: list[Database] = []
 def _open_db(settings: Settings) -> Database:
     from storage.migrate import open_current
 
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Refuse to work on an unmigrated database with a clear instruction, rather than
-    # failing later with "no such table".
+    # failing later with "no such table"; and never create one (or its directory): only
+    # `exhibit db upgrade` does (a missing one: ERR_NO_DATABASE, exit 2).
     db = open_current(settings.database_url)
     _opened.append(db)
     return db
@@ -109,22 +109,6 @@ def cmd_db_grant(settings: Settings, args: argparse.Namespace, out: Output) -> i
         engine.dispose()
     out.emit({"ok": True, "runtime_role": args.runtime_role, "grants": granted},
              lambda: "\n".join(f"{t:<24} {p}" for t, p in granted.items()))
-    return 0
-
-
-def cmd_users_add(settings: Settings, args: argparse.Namespace, out: Output) -> int:
-    from storage.users import add_user
-
-    password = None
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    db = _open_db(settings)
-    with db.write() as session:
-        user = add_user(db, session, args.email, args.role, org_name=args.org, display_name=args.name or "",
-                        password=password, unit=args.unit, actor=_actor())
-        data = {"id": user.id, "email": user.email, "role": user.role, "org": args.org, "unit": user.unit,
-                "has_password": user.password_hash is not None}
-    out.emit(data, f"user {data['email']} added ({data['role']}), id {data['id']}")
     return 0
 
 
@@ -503,14 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(db, "grant", cmd_db_grant, "grant a runtime role exactly its privileges (PostgreSQL)")
     p.add_argument("--runtime-role", required=True)
 
-    users = sub.add_parser("users", help="accounts").add_subparsers(dest="sub", required=True)
-    p = add(users, "add", cmd_users_add, "add a user")
-    p.add_argument("email")
-    p.add_argument("--role", required=True, choices=["officer", "supervisor", "partner", "admin", "auditor"])
-    p.add_argument("--unit", help="the unit (team) they work in")
-    p.add_argument("--org")
-    p.add_argument("--name")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    from exhibit import cli_users
+
+    cli_users.register(sub, add)  # exhibit users add|list|show|disable|enable|...
 
     from exhibit import cli_reports
 

@@ -117,6 +117,12 @@ def configure(settings: Settings) -> None:
     ``logging.basicConfig``, it leaves alone a root logger that its host has already
     configured (pytest running ``exhibit.cli.main`` in-process, an embedding program)."""
     root = logging.getLogger()
+    # Alembic narrates at INFO ("setup plugin ...", "Context impl SQLiteImpl.", one line
+    # per revision): noise on the terminal of `exhibit db upgrade` and every command that
+    # reads the schema's head (issue 15 item 2). Its warnings and errors still show; at
+    # EXHIBIT_LOG_LEVEL=DEBUG so does everything.
+    alembic_level = logging.DEBUG if logging.getLevelName(settings.log_level) == logging.DEBUG else logging.WARNING
+    logging.getLogger("alembic").setLevel(alembic_level)
     if any(not isinstance(h, _Handler) for h in root.handlers):
         return
     for old in list(root.handlers):

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from reviewer_ui import accounts, audit, form_errors, permissions, stepup, throttle
+from reviewer_ui import accounts, audit, confirm, form_errors, permissions, stepup, throttle
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
 from storage import fixity, ledger
@@ -125,7 +125,8 @@ async def users_add(request: Request) -> Response:
                 user = add_user(
                     ctx.db, s, form.get("email", ""), form.get("role", ""),
                     org_name=form.get("org") or None, display_name=form.get("display_name", ""),
-                    password=password, unit=form.get("unit") or None, actor=admin.email,
+                    password=password, unit=form.get("unit") or None, must_change_password=True,
+                    actor=admin.email,
                 )
                 return user, []
         except DomainError as exc:
@@ -142,6 +143,18 @@ async def users_add(request: Request) -> Response:
 # Actions an admin may not take on their own account: another admin must (no one locks
 # themselves out, or resets their own factors from a hijacked session).
 NOT_ON_SELF = frozenset({"disable", "reset-mfa", "reset-password"})
+# Destructive ones ask first, with a page that works without JavaScript (reviewer_ui.confirm):
+# the question, what follows from it, the button's words.
+CONFIRM_WORDS = {
+    "disable": ("Disable the account {email}?", "Its owner is signed out everywhere at once and cannot sign in "
+                "until an admin enables the account again.", "Yes, disable the account"),
+    "reset-mfa": ("Reset two-step sign-in for {email}?", "The authenticator app its owner uses stops working for "
+                  "Exhibit and every session of the account ends; at the next sign-in they set up a new one.",
+                  "Yes, reset two-step sign-in"),
+    "reset-password": ("Issue a new password for {email}?", "The current password stops working and every session "
+                       "of the account ends. You will see a one-time password to give its owner, who must then "
+                       "choose their own.", "Yes, issue a new password"),
+}
 ACTION_WORDS = {"disable": "disable the account", "enable": "enable the account",
                 "signout": "sign out everywhere", "reset-mfa": "reset two-step sign-in",
                 "reset-password": "issue a new password"}
@@ -170,6 +183,10 @@ def _user_action(action: str) -> Any:
         form = await _form(request)
 
         email = await _target_email(ctx, user_id, reason=f"admin.users.{action}")
+        if action in CONFIRM_WORDS and not confirm.given(form):
+            question, consequence, button = CONFIRM_WORDS[action]
+            return confirm.page(request, form, question=question.format(email=email), consequence=consequence,
+                                button=button, back="/admin/users")
         # Every account change needs a fresh code (AC-13), like an original download; the
         # held form is carried out once the code passes (reviewer_ui.stepup).
         gate = await stepup.gate(request, form, what=f"{ACTION_WORDS[action]} for {email}")
@@ -315,6 +332,21 @@ async def link_revoke(request: Request) -> Response:
     ctx = get_ctx(request)
     admin = _require(request, "admin.links")
     link_id = str(request.path_params["link_id"])[:64]
+    form = await _form(request)
+    if not confirm.given(form):
+        def reference() -> str | None:
+            with ctx.db.read() as s:
+                found = s.exec(select(Report.reference).join(UploadLink, col(UploadLink.report_id) == col(Report.id))
+                               .where(col(UploadLink.id) == link_id, col(UploadLink.revoked_at).is_(None))).first()
+                return str(found) if found is not None else None
+
+        ref = await ctx.run_sync(reference)
+        if ref is None:
+            raise permissions.Denied(f"link:{link_id}", reason="admin.links.revoke")
+        return confirm.page(request, form, question=f"Revoke the upload link for {ref}?",
+                            consequence="The link stops accepting uploads at once; files already received are kept. "
+                            "A citizen who still has evidence to send will need a new link.",
+                            button="Yes, revoke the link", back="/admin/links")
 
     def revoke() -> bool:
         try:

@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from reviewer_ui import admin, auth, casework, permissions
+from reviewer_ui import account, admin, auth, casework, permissions
 from reviewer_ui.audit import AuditUnavailable
 from reviewer_ui.context import STATIC_DIR, Clock, ReviewContext, make_templates
 from reviewer_ui.middleware import CSRF, SecurityHeaders, Sessions, SessionStoreUnavailable
@@ -65,6 +65,7 @@ def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clo
     routes: list[BaseRoute] = [
         *auth.routes(ctx),
         *admin.routes(ctx),
+        *account.routes(ctx),
         *casework.routes(ctx),
         *auth.fallback_routes(ctx),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
@@ -73,7 +74,10 @@ def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clo
     async def login_required(request: Request, exc: Exception) -> Response:
         accept = request.headers.get("accept", "*/*")
         if request.method in ("GET", "HEAD") and ("text/html" in accept or "*/*" in accept):
-            pending = request.scope.get("state", {}).get("pending_user") is not None
+            state = request.scope.get("state", {})
+            if state.get("password_change_user") is not None:
+                return RedirectResponse(account.PATH, status_code=303)  # a one-time password first
+            pending = state.get("pending_user") is not None
             return RedirectResponse("/mfa" if pending else "/login", status_code=303)
         return PlainTextResponse("Sign in first.", status_code=401)
 

@@ -129,6 +129,8 @@ async def home(request: Request) -> Response:
         return RedirectResponse("/reports", status_code=303)
     if state.get("pending_user") is not None:
         return RedirectResponse("/mfa", status_code=303)
+    if state.get("password_change_user") is not None:
+        return RedirectResponse("/account/password", status_code=303)  # a one-time password first
     return RedirectResponse("/login", status_code=303)
 
 
@@ -318,7 +320,7 @@ async def logout(request: Request) -> Response:
     ctx = get_ctx(request)
     state = _state(request)
     row = state.get("staff_session")
-    who = state.get("user") or state.get("pending_user")
+    who = state.get("user") or state.get("pending_user") or state.get("password_change_user")
     if row is not None:
         def end() -> None:
             with ctx.db.write() as s:

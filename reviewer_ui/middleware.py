@@ -5,6 +5,7 @@
    VL-01, VL-03, VL-04, VL-05).
 2. ``Sessions`` - finds the server-side session behind the cookie and puts ``user``
    (signed in, MFA passed), ``pending_user`` (password passed, MFA pending),
+   ``password_change_user`` (both passed, but the password is a one-time one),
    ``staff_session`` and ``csrf_token`` into ``scope["state"]``. Anonymous visitors get a
    pre-session cookie that keys their CSRF token. For a GET or HEAD of the report list, a
    report page, the item page or item media the lookup runs at the start of the
@@ -155,7 +156,11 @@ def _apply(ctx: ReviewContext, state: dict[str, Any], cookies: dict[str, str], v
     if loaded is not None:
         state["staff_session"] = loaded.row
         state["csrf_token"] = loaded.row.csrf_token
-        if loaded.row.mfa_passed:
+        if loaded.row.mfa_passed and loaded.user.must_change_password:
+            # A one-time password: not signed in until its owner has chosen their own
+            # (reviewer_ui.account); every page but that one sends them there.
+            state["password_change_user"] = loaded.user
+        elif loaded.row.mfa_passed:
             state["user"] = loaded.user
         else:
             state["pending_user"] = loaded.user
@@ -216,6 +221,7 @@ class Sessions:
         state = _state(scope)
         state["user"] = None
         state["pending_user"] = None
+        state["password_change_user"] = None
         state["staff_session"] = None
         if scope.get("path", "").startswith("/static/") and scope["method"] in SAFE_METHODS:
             # Stylesheets and scripts are the same for everyone: no session lookup, so a

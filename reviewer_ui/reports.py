@@ -31,6 +31,7 @@ from starlette.routing import Route
 from reviewer_ui import (
     assignment,
     audit,
+    confirm,
     context,
     coverage,
     form_errors,
@@ -611,20 +612,28 @@ async def link_revoke(request: Request) -> Response:
     ctx = context.get(request)
     link_id = request.path_params["link_id"]
     user = permissions.current_user(request)
+    form = await confirm.form_of(request)
 
-    def apply() -> str:
+    def apply() -> tuple[str, bool]:
         with ctx.db.write() as session:
             link = session.get(UploadLink, link_id) if len(link_id) <= 64 else None
             if link is None:
                 raise permissions.Denied(f"link:{link_id[:64]}", reason="link.revoke")
             permissions.require_report(request, session, link.report_id, "link.revoke")
+            if not confirm.given(form):
+                return link.report_id, False  # asked first (reviewer_ui.confirm): nothing is done
             try:
                 revoke_link(ctx.db, session, link.id, actor=user.email, request_id=audit.request_id_of(request))
             except NotFound:
                 raise permissions.Denied(f"link:{link_id[:64]}", reason="link.revoke") from None
-            return link.report_id
+            return link.report_id, True
 
-    report_id = await ctx.run_sync(apply)
+    report_id, done = await ctx.run_sync(apply)
+    if not done:
+        return confirm.page(request, form, question="Revoke this upload link?",
+                            consequence="The link stops accepting uploads at once; files already received are kept. "
+                            "A citizen who still has evidence to send will need a new link.",
+                            button="Yes, revoke the link", back=f"/reports/{report_id}#links")
     return RedirectResponse(f"/reports/{report_id}#links", status_code=303)
 
 

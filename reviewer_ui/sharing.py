@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, forms, permissions, stepup, visits
+from reviewer_ui import audit, confirm, context, forms, permissions, stepup, visits
 from storage import ledger
 from storage.models import EvidenceItem, Organisation, Report, Role, Share, User
 
@@ -185,10 +185,11 @@ async def share_report(request: Request) -> Response:
 async def revoke_share(request: Request) -> Response:
     ctx = context.get(request)
     share_id = request.path_params["share_id"]
+    form = await confirm.form_of(request)
 
     revoked: list[str] = []
 
-    def apply() -> str:
+    def apply() -> tuple[str, str | None]:
         with ctx.db.write() as session:
             share = session.get(Share, share_id) if len(share_id) <= 64 else None
             if share is None:
@@ -197,6 +198,12 @@ async def revoke_share(request: Request) -> Response:
                 permissions.require_item(request, session, share.item_id, "share.revoke")
             else:
                 permissions.require_report(request, session, share.report_id, "share.revoke")
+            back = f"/items/{share.item_id}#shares" if share.item_id else f"/reports/{share.report_id}#shares"
+            if not confirm.given(form) and share.revoked_at is None:
+                # Asked first (reviewer_ui.confirm): nothing is done yet.
+                org = session.get(Organisation, share.partner_org_id) if share.partner_org_id else None
+                person = session.get(User, share.partner_user_id) if share.partner_user_id else None
+                return back, (org.name if org else person.email if person else "the partner")
             if share.revoked_at is None:
                 share.revoked_at = ctx.clock()
                 share.revoked_by = permissions.current_user(request).id
@@ -205,9 +212,13 @@ async def revoke_share(request: Request) -> Response:
                                 item_id=share.item_id, subject=f"share:{share.id}", detail={"share_id": share.id})
                 if share.item_id:
                     revoked.append(share.item_id)
-            return f"/items/{share.item_id}#shares" if share.item_id else f"/reports/{share.report_id}#shares"
+            return back, None
 
-    target = await ctx.run_sync(apply)
+    target, partner = await ctx.run_sync(apply)
+    if partner is not None:
+        return confirm.page(request, form, question=f"Revoke the share with {partner}?",
+                            consequence=f"{partner} loses access to what this share gave them at once, including "
+                            "anything they have open now.", button="Yes, revoke the share", back=target)
     for item_id in revoked:  # share.revoked is written: the page it lands on is its answer
         visits.landed(request, f"item:{item_id}", "Share revoked. The partner can no longer see it.")
     return RedirectResponse(target, status_code=303)

@@ -5,11 +5,13 @@ older one rather than migrating it themselves: only the owner role migrates)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from storage.db import Database
@@ -75,11 +77,31 @@ def check_schema(connection: object) -> None:
         )
 
 
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of the SQLite database ``url`` names when no file is there (None for a
+    file that exists, or for another database)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:" \
+            or parsed.database.startswith("file:"):
+        return None
+    path = os.path.abspath(parsed.database)
+    return None if os.path.exists(path) else path
+
+
 def open_current(url: str) -> Database:
     """A ``Database`` on ``url`` whose schema is the one this code was written for, or
     ``DomainError`` (ERR_DB_NOT_MIGRATED) with the plain instruction. Servers and commands
     never migrate on their own: they run as the runtime role, which owns nothing and cannot
-    (AU-08); `exhibit db upgrade` runs as the owner."""
+    (AU-08); `exhibit db upgrade` runs as the owner.
+
+    Nor do they create a database: opening a SQLite file that is not there would leave an
+    empty one behind (a typo in EXHIBIT_DATA_DIR then looks like a wiped installation), so
+    a missing one is ``DomainError`` (ERR_NO_DATABASE) naming where it was looked for;
+    likewise a PostgreSQL database that does not exist (issue 15 item 2)."""
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise DomainError(f"no database at {missing}: check EXHIBIT_DATA_DIR / EXHIBIT_DATABASE_URL, or create it "
+                          "with `exhibit db upgrade`", code="ERR_NO_DATABASE")
     db = Database(url)
     try:
         with db.read() as session:
@@ -87,4 +109,12 @@ def open_current(url: str) -> Database:
     except SchemaOutOfDate as exc:
         db.dispose()
         raise DomainError(str(exc), code=exc.code) from None
+    except OperationalError as exc:
+        db.dispose()
+        if "does not exist" not in str(exc.orig):
+            raise
+        where = make_url(url)
+        raise DomainError(f"no database {where.database} on {where.host or 'localhost'}:{where.port or 5432}: "
+                          "check EXHIBIT_DATABASE_URL, or create it and run `exhibit db upgrade`",
+                          code="ERR_NO_DATABASE") from None
     return db

@@ -132,6 +132,9 @@ class User(SQLModel, table=True):
     last_totp_step: int | None = big(default=None, nullable=True)
     disabled: bool = False
     created_at: dt.datetime = created()
+    # A one-time password (made by the system, shown once to an admin): its owner must
+    # choose their own at first sign-in before anything else (issue 15 item 2).
+    must_change_password: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class StaffSession(SQLModel, table=True):

@@ -11,10 +11,10 @@ from storage import ledger
 from storage.db import Database
 from storage.errors import Conflict, Invalid
 from storage.models import Organisation, Role, User
+from storage.password_policy import check as check_password
 from storage.passwords import hash_password
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
-MIN_PASSWORD_LENGTH = 12
 
 
 def get_or_create_org(db: Database, session: Session, name: str, *, is_partner: bool, actor: str) -> Organisation:
@@ -39,6 +39,7 @@ def add_user(
     display_name: str = "",
     password: str | None = None,
     unit: str | None = None,
+    must_change_password: bool = False,
     actor: str,
 ) -> User:
     email = email.strip().lower()
@@ -50,8 +51,10 @@ def add_user(
         raise Invalid(f"role must be one of {', '.join(r.value for r in Role)}", code="ERR_ROLE_INVALID") from None
     if role is Role.PARTNER and not org_name:
         raise Invalid("a partner belongs to an organisation: give --org", code="ERR_ORG_REQUIRED")
-    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
-        raise Invalid(f"passwords are at least {MIN_PASSWORD_LENGTH} characters", code="ERR_PASSWORD_SHORT")
+    if password is not None and not must_change_password:
+        # A password a person chose: the policy (storage.password_policy). A one-time one
+        # the system made is random, and its owner replaces it at first sign-in.
+        check_password(password, email=email)
     if session.exec(select(User.id).where(User.email == email)).first():  # type: ignore[call-overload]
         raise Conflict(f"user {email} already exists", code="ERR_USER_EXISTS")
     org = get_or_create_org(db, session, org_name, is_partner=role is Role.PARTNER, actor=actor) if org_name else None
@@ -68,9 +71,11 @@ def add_user(
         display_name=display_name[:200] or email,
         password_hash=hash_password(password) if password else None,
         unit=unit,
+        must_change_password=must_change_password and password is not None,
     )
     session.add(user)
     session.flush()
     ledger.append(db, session, actor=actor, action="user.created", subject=f"user:{user.id}",
-                  detail={"email": email, "role": str(role), "org": org_name})
+                  detail={"email": email, "role": str(role), "org": org_name, "unit": unit,
+                          "one_time_password": user.must_change_password})
     return user

@@ -109,6 +109,11 @@ def test_first_sign_in_enrols_totp_and_admin_pages_work_by_keyboard(
     revoke = page.get_by_role("button", name="Revoke link for RTC/2026/0101", exact=False)
     revoke.focus()
     page.keyboard.press("Enter")
+    # A destructive action asks first (reviewer_ui.confirm), by keyboard too.
+    expect(page.get_by_role("heading", level=1)).to_have_text("Revoke the upload link for RTC/2026/0101?")
+    assert_accessible(page)
+    page.get_by_role("button", name="Yes, revoke the link").focus()
+    page.keyboard.press("Enter")
     expect(page.get_by_role("status")).to_contain_text("revoked")
     expect(page.get_by_text("No upload link is live.")).to_be_visible()
     assert [e.actor for e in review.events("link.revoked")] == [email]

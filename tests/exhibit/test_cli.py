@@ -62,6 +62,9 @@ def cli(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Cli:
 
 
 def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "fresh.db").close()  # a file, never migrated (none at all: ERR_NO_DATABASE)
     c = Cli(tmp_path, f"sqlite:///{tmp_path / 'fresh.db'}")
     out = c.json("reports", "create", "RTC-1", "--kind", "rtc", code=2)
     assert out["error"]["code"] == "ERR_DB_NOT_MIGRATED"

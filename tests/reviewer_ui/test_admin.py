@@ -54,7 +54,7 @@ def test_adding_a_user_with_bad_input_explains_and_creates_nothing(review: Revie
 
 def test_an_admin_cannot_disable_themselves(review: ReviewHarness) -> None:
     admin, client = signed_in_admin(review)
-    r = review.post(client, f"/admin/users/{admin.user_id}/disable")
+    r = review.post(client, f"/admin/users/{admin.user_id}/disable", {"confirmed": "yes"})
     assert r.status_code == 303
     assert not review.user(admin).disabled
     assert client.get("/admin/users").status_code == 200
@@ -63,7 +63,7 @@ def test_an_admin_cannot_disable_themselves(review: ReviewHarness) -> None:
 def test_enable_after_disable_lets_the_user_back_in(review: ReviewHarness) -> None:
     _admin, client = signed_in_admin(review)
     officer = review.make_user("officer")
-    review.post(client, f"/admin/users/{officer.user_id}/disable")
+    review.post(client, f"/admin/users/{officer.user_id}/disable", {"confirmed": "yes"})
     assert review.user(officer).disabled
     review.post(client, f"/admin/users/{officer.user_id}/enable")
     assert not review.user(officer).disabled
@@ -96,7 +96,7 @@ def test_live_links_page_lists_each_live_link_and_revokes_in_one_click(review: R
     assert "3 of 10" in page.text and "5.0 MiB of 1.0 GiB" in page.text
     assert f"/admin/links/{live.id}/revoke" in page.text
     assert f"/admin/links/{gone.id}/revoke" not in page.text
-    r = client.post(f"/admin/links/{live.id}/revoke", data={"csrf_token": csrf_of(page.text)})
+    r = client.post(f"/admin/links/{live.id}/revoke", data={"csrf_token": csrf_of(page.text), "confirmed": "yes"})
     assert r.status_code == 303
     with db.read() as s:
         revoked = s.get(UploadLink, live.id)
@@ -126,7 +126,7 @@ def test_reset_two_step_makes_the_user_enrol_again_and_ends_sessions(review: Rev
     phone = review.client(ip="192.0.2.90")
     review.signed_in_session(phone, officer)
     old_secret = officer.totp_secret
-    assert review.post(client, f"/admin/users/{officer.user_id}/reset-mfa").status_code == 303
+    assert review.post(client, f"/admin/users/{officer.user_id}/reset-mfa", {"confirmed": "yes"}).status_code == 303
     assert phone.get("/login").status_code == 200  # signed out
     user = review.user(officer)
     assert not user.mfa_enrolled and user.totp_secret is None
@@ -139,7 +139,7 @@ def test_reset_two_step_makes_the_user_enrol_again_and_ends_sessions(review: Rev
 def test_new_password_is_shown_once_and_the_old_one_stops_working(review: ReviewHarness) -> None:
     _admin, client = signed_in_admin(review)
     officer = review.make_user("officer")
-    r = review.post(client, f"/admin/users/{officer.user_id}/reset-password")
+    r = review.post(client, f"/admin/users/{officer.user_id}/reset-password", {"confirmed": "yes"})
     assert r.status_code == 200
     found = re.search(r'id="new-password">([^<]+)<', r.text)
     assert found

@@ -47,9 +47,9 @@ CASES: list[Case] = [
      lambda r, t: _user_by_email(r, "second.admin@force.example") is not None),
     ("create-officer", lambda t: "/admin/users", {"email": "new.officer@force.example", "role": "officer"},
      lambda r, t: _user_by_email(r, "new.officer@force.example") is not None),
-    ("disable", lambda t: f"/admin/users/{t.user_id}/disable", {}, lambda r, t: r.user(t).disabled),
-    ("reset-mfa", lambda t: f"/admin/users/{t.user_id}/reset-mfa", {}, lambda r, t: not r.user(t).mfa_enrolled),
-    ("reset-password", lambda t: f"/admin/users/{t.user_id}/reset-password", {},
+    ("disable", lambda t: f"/admin/users/{t.user_id}/disable", {"confirmed": "yes"}, lambda r, t: r.user(t).disabled),
+    ("reset-mfa", lambda t: f"/admin/users/{t.user_id}/reset-mfa", {"confirmed": "yes"}, lambda r, t: not r.user(t).mfa_enrolled),
+    ("reset-password", lambda t: f"/admin/users/{t.user_id}/reset-password", {"confirmed": "yes"},
      lambda r, t: bool(r.events("user.reset_password"))),
     ("signout", lambda t: f"/admin/users/{t.user_id}/signout", {},
      lambda r, t: bool(r.events("user.signed_out_everywhere"))),
@@ -169,10 +169,10 @@ def test_the_admin_step_up_obeys_the_accounts_code_pause(review: ReviewHarness) 
     # even the right code changes nothing.
     admin, client = stale_admin(review)
     target = review.make_user("officer")
-    held = _post(client, f"/admin/users/{target.user_id}/disable", {})
+    held = _post(client, f"/admin/users/{target.user_id}/disable", {"confirmed": "yes"})
     assert held.status_code == 403
     _lock_codes(review, admin.user_id)
     r = client.post(f"/admin/users/{target.user_id}/disable",
-                    data={"step_up_code": review.next_code(admin), "csrf_token": csrf_of(held.text)})
+                    data={"step_up_code": review.next_code(admin), "csrf_token": csrf_of(held.text), "confirmed": "yes"})
     assert r.status_code == 429 and "Codes are paused" in r.text
     assert not review.user(target).disabled

@@ -132,7 +132,7 @@ def test_issuing_a_link_shows_url_and_qr_once_and_revoking_ends_it(casework: Cas
     assert link.max_files == 7 and link.max_bytes == 500 << 20
     # The token is never stored and never shown again.
     assert url.group(1).rsplit("/", 1)[1] not in client.get(f"/reports/{report.id}").text
-    r = client.post(f"/links/{link.id}/revoke")
+    r = client.post(f"/links/{link.id}/revoke", data={"confirmed": "yes"})
     assert r.status_code == 303
     with casework.db.read() as session:
         assert session.get(UploadLink, link.id).revoked_at is not None  # type: ignore[union-attr]
@@ -260,7 +260,7 @@ def test_share_to_partner_org_then_revoke_acts_on_next_request(casework: Casewor
     with casework.db.read() as session:
         share = session.exec(select(Share)).one()
     assert share.allow_download and share.partner_org_id is not None
-    assert client.post(f"/shares/{share.id}/revoke").status_code == 303
+    assert client.post(f"/shares/{share.id}/revoke", data={"confirmed": "yes"}).status_code == 303
     assert p.get(f"/items/{shared.id}").status_code == 404
     assert p.get(f"/items/{shared.id}/media/preview").status_code == 404
     actions = [e.action for e in casework.events()]

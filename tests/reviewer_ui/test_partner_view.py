@@ -137,6 +137,6 @@ def test_contact_and_location_appear_only_with_the_grants(casework: Casework) ->
     assert any(d and d.get("grant_contact") is True for d in created)
     # Revoking the granting shares takes the grants away on the next request.
     for share in shares:
-        assert officer.post(f"/shares/{share.id}/revoke").status_code == 303
+        assert officer.post(f"/shares/{share.id}/revoke", data={"confirmed": "yes"}).status_code == 303
     page = partner.get(f"/items/{item.id}").text
     assert CONTACT not in page and GPS not in page and re.search(r"SHA-256", page)

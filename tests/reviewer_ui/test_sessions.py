@@ -80,7 +80,7 @@ def test_disabling_an_account_ends_its_sessions_at_once(review: ReviewHarness) -
     review.sign_in(admin_client, admin)
     review.sign_in(officer_client, officer)
     assert signed_in(officer_client)
-    r = review.post(admin_client, f"/admin/users/{officer.user_id}/disable")
+    r = review.post(admin_client, f"/admin/users/{officer.user_id}/disable", {"confirmed": "yes"})
     assert r.status_code == 303
     assert not signed_in(officer_client)
     # ...and a disabled account cannot sign in again.
