@@ -286,7 +286,11 @@ def test_audit_verify_with_an_unreadable_checkpoint_is_a_usage_error(cli: Cli, t
 def test_a_database_that_cannot_be_reached_is_exit_3_not_a_broken_ledger(tmp_path: Path) -> None:
     # Exit 1 means "the ledger does not verify"; a monitoring job must not raise a
     # tampering alarm because the database was down.
-    c = Cli(tmp_path / "data", f"sqlite:///{tmp_path / 'missing-dir' / 'exhibit.db'}")
+    # (A database that is simply not there is exit 2, ERR_NO_DATABASE: test_cli_users.py.)
+    with socket.socket() as s:  # a port nothing listens on: the server is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = Cli(tmp_path / "data", f"postgresql+psycopg://exhibit@127.0.0.1:{port}/exhibit")
     proc = c.run("audit", "verify", "--json", real=True)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
