@@ -224,6 +224,9 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace, out: Output) 
         checkpoint = ledger.latest_stored_checkpoint(db, pinned)
         source = "database" if checkpoint is not None else None
     result = ledger.verify(db, checkpoint)
+    from storage.audit_health import record_full_verification
+
+    record_full_verification(db, result, by=f"exhibit audit verify ({_actor()})")  # shown on the audit desk
     data = result.as_dict()
     data["signer"] = {"public_key": pinned, "pinned": pinned is not None}
     data["checkpoint_source"] = source
@@ -518,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: EXHIBIT_LEDGER_PUBLIC_KEY; never taken from the checkpoint or the data directory)")
     p = add(audit, "checkpoint", cmd_audit_checkpoint, "write a signed checkpoint of the head")
     p.add_argument("--out", required=True)
+    from exhibit.cli_audit import add_commands as add_audit_commands
+
+    add_audit_commands(audit, add, _open_db)
 
     p = add(sub, "export", cmd_export, "write a report's evidence bundle for court (a custody event records it)")
     p.add_argument("ref")

@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from reviewer_ui import account, admin, auth, casework, permissions
+from reviewer_ui import account, admin, audit_desk, auth, casework, permissions, share_receipts
 from reviewer_ui.audit import AuditUnavailable
 from reviewer_ui.context import STATIC_DIR, Clock, ReviewContext, make_templates
 from reviewer_ui.middleware import CSRF, SecurityHeaders, Sessions, SessionStoreUnavailable
@@ -67,6 +67,8 @@ def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clo
         *admin.routes(ctx),
         *account.routes(ctx),
         *casework.routes(ctx),
+        *audit_desk.routes(),
+        *share_receipts.routes(),
         *auth.fallback_routes(ctx),
         Mount("/static", app=StaticFiles(directory=str(STATIC_DIR)), name="static"),
     ]

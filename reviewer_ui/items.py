@@ -180,7 +180,9 @@ def shares_for(session: Session, *, item: EvidenceItem | None, report_id: str) -
             u = session.get(User, share.partner_user_id) if share.partner_user_id else None
             grantee = f"Partner user: {u.email}" if u else "User (removed)"
         out.append({"share": share, "grantee": grantee})
-    return out
+    from reviewer_ui.share_receipts import annotate
+
+    return annotate(session, out)  # acknowledged at, what the partner saw (issue 15 item 3)
 
 
 def partner_choices(session: Session) -> list[tuple[str, str]]:

@@ -19,7 +19,9 @@ Shown to a partner:
 * the citizen's name and contact details only when a live share grants ``grant_contact``;
   the precise location (the place they gave, GPS fields of the file's metadata) only when
   one grants ``grant_location``;
-* a download form only when a live share allows downloads.
+* a download form only when a live share allows downloads;
+* their own live shares that reach the item, each with a button to acknowledge receipt
+  (or when they did).
 
 Never shown: the custody timeline (staff e-mails, download reasons, other shares),
 triage and its reason, tags, notes, other partners' shares, storage keys, worker argv,
@@ -89,6 +91,8 @@ class PartnerItemView:
     grants_contact: bool
     grants_location: bool
     can_download: bool
+    # Their own live shares reaching this item, to acknowledge receipt (share_receipts).
+    shares: tuple[Any, ...] = ()
 
 
 def _location_rows(metadata: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
@@ -124,6 +128,9 @@ def load_partner_view(request: Request, item_id: str) -> PartnerItemView:
         kinds = {d.kind: d for d in session.exec(select(Derivative).where(col(Derivative.item_id) == item.id))}
         submission = session.get(Submission, item.submission_id) if item.submission_id else None
         can_download = permissions.can_download_original(session, user, item, now=now)
+        from reviewer_ui.share_receipts import partner_shares
+
+        own_shares = partner_shares(session, shares)
     copies = tuple(
         PartnerCopy(kind=d.kind, mime_type=d.mime_type, size=d.size, sha256=d.sha256, input_sha256=d.input_sha256,
                     tool=d.tool, tool_version=d.tool_version, width=d.width, height=d.height, made_at=d.created_at)
@@ -143,6 +150,7 @@ def load_partner_view(request: Request, item_id: str) -> PartnerItemView:
         place=submission.location if submission and grants_location else None,
         location_rows=_location_rows(item.media_metadata) if grants_location else (),
         grants_contact=grants_contact, grants_location=grants_location, can_download=can_download,
+        shares=own_shares,
     )
 
 

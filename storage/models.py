@@ -400,13 +400,22 @@ class CustodyEvent(SQLModel, table=True):
     refuses UPDATE and DELETE; on both, ``storage.ledger.verify`` finds any change."""
 
     __tablename__ = "custody_event"
+    # The audit desk pages newest first by seq under each filter (storage/audit_search.py,
+    # migration 0013_auditdesk): an index per filter, ending in seq.
+    __table_args__ = (
+        sa.Index("ix_custody_event_actor_seq", "actor", "seq"),
+        sa.Index("ix_custody_event_action_seq", "action", "seq"),
+        sa.Index("ix_custody_event_report_seq", "report_id", "seq"),
+        sa.Index("ix_custody_event_item_seq", "item_id", "seq"),
+        sa.Index("ix_custody_event_at", "at"),
+    )
     seq: int = Field(sa_type=sa.BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
     at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
     actor: str = Field(max_length=200)
-    action: str = Field(max_length=64, index=True)
+    action: str = Field(max_length=64)
     subject: str = Field(default="", max_length=100)
-    report_id: str | None = Field(default=None, max_length=32, index=True)
-    item_id: str | None = Field(default=None, max_length=32, index=True)
+    report_id: str | None = Field(default=None, max_length=32)
+    item_id: str | None = Field(default=None, max_length=32)
     detail: dict[str, Any] | None = json_col()
     request_id: str | None = Field(default=None, max_length=64)
     # Unique: two appenders that read the same head cannot both commit (no fork).
