@@ -95,7 +95,7 @@ def acknowledge(db: Database, session: Session, share: Share, *, actor: str, req
     is a partner it reaches and that it is live). False when it was already."""
     if share.id in acknowledgements(session, [share]):
         return False
-    ledger.append(db, session, actor=actor, action=ACKNOWLEDGED, subject=f"share:{share.id}",
+    ledger.append(db, session, actor=actor, action="share.acknowledged", subject=f"share:{share.id}",
                   report_id=share.report_id, item_id=share.item_id,
                   detail={"share_id": share.id, "scope": "item" if share.item_id else "report"},
                   request_id=request_id)
