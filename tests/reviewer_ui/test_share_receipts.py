@@ -82,6 +82,6 @@ def test_only_a_partner_the_live_share_reaches_can_acknowledge_it(casework: Case
     # Anyone of the organisation it was shared with may acknowledge it...
     assert colleague.post(f"/shares/{share_id}/acknowledge", {"item": item_id}).status_code == 303
     # ...and a revoked share can no longer be acknowledged (nor seen).
-    assert officer.post(f"/shares/{share_id}/revoke").status_code == 303
+    assert officer.post(f"/shares/{share_id}/revoke", {"confirmed": "yes"}).status_code == 303
     assert partner.post(f"/shares/{share_id}/acknowledge", {"item": item_id}).status_code == 404
     assert [e.actor for e in casework.events("share.acknowledged")] == ["clerk@cps.test"]
