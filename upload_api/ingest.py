@@ -49,7 +49,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -59,6 +59,7 @@ from sqlmodel import Session, col, select
 
 from storage import items, ledger
 from storage.blobs.protocol import BlobNotFound, BlobStore, UploadFinished
+from storage.blobs.protocol import PartialReader as PartialReader  # moved; re-exported for now
 from storage.blobs.protocol import Upload as BlobUpload
 from storage.db import Database
 from storage.errors import DomainError, Invalid, NotFound
@@ -391,14 +392,6 @@ def _pg_unlock(conn: Connection, upload_id: str) -> None:
 
 
 # -- hash state --------------------------------------------------------------------------
-
-
-@runtime_checkable
-class PartialReader(Protocol):
-    """Optional store ability: read bytes ``[start, end)`` of an *unfinished* upload, so
-    a process without the hash state can rebuild it from the stored prefix."""
-
-    def read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]: ...
 
 
 @dataclasses.dataclass
