@@ -12,6 +12,7 @@ import jinja2
 
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
+from storage.locks import Locker, make_locker
 from storage.models import utcnow
 from storage.settings import Settings
 
@@ -40,3 +41,8 @@ class UploadContext:
     # Per-process state (hash states of unfinished uploads, rate limiter, locks) is
     # attached by the modules that own it, under their own names.
     state: dict[str, Any] = field(default_factory=dict)
+    # One writer per upload (CF-03): the locker this database needs, chosen once here.
+    locker: Locker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.locker = make_locker(self.db)

@@ -24,37 +24,28 @@ rebuilds it from the stored prefix when the store can read unfinished bytes
 is computed from the sealed object at completion. Either way the recorded hash is of the
 exact stored bytes; a client's checksum is never trusted (UP-08).
 
-One writer per upload: ``UploadLocks`` (a process lock, plus a lock across processes: a
-PostgreSQL session-level advisory lock on a dedicated connection, so that several nodes
-sharing the database never write one upload at once; on SQLite a POSIX record lock on a
-lock file next to the database, so that the server processes of one machine never do).
+One writer per upload: ``ctx.locker`` (``storage.locks``), held by the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import datetime as dt
-import errno
-import fcntl
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
-import threading
 import time
 import unicodedata
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from sqlalchemy import Connection, func, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from storage import items, ledger
@@ -262,133 +253,6 @@ def verify_status_token(secret: bytes, token: str) -> str | None:
     if not hmac.compare_digest(status_token(secret, match[1]), token):
         return None
     return match[1]
-
-
-# -- locks -------------------------------------------------------------------------------
-
-
-class UploadLocks:
-    """One writer per upload (SECURITY_CHECKLIST CF-03: never two concurrent writers).
-    In-process: a non-blocking lock per upload id, shared by every thread and event loop
-    of the process (the expiry sweep runs in another thread). Across processes:
-    ``pg_try_advisory_lock`` on a dedicated connection held for the whole PATCH on
-    PostgreSQL (released when it ends, or by the server if the node dies); on SQLite,
-    whose deployments are one machine, a POSIX record lock on one byte of a lock file next
-    to the database (``exhibit serve`` runs two server processes on it; the kernel drops
-    the lock of a process that dies)."""
-
-    _mutex = threading.Lock()
-    _held: set[tuple[str, str]] = set()
-    _lock_files: dict[str, int] = {}
-
-    @classmethod
-    @contextlib.contextmanager
-    def _process(cls, db: Database, upload_id: str) -> Iterator[bool]:
-        key = (db.url, upload_id)
-        with cls._mutex:
-            if key in cls._held:
-                got = False
-            else:
-                cls._held.add(key)
-                got = True
-        try:
-            yield got
-        finally:
-            if got:
-                with cls._mutex:
-                    cls._held.discard(key)
-
-    @classmethod
-    @contextlib.contextmanager
-    def _machine(cls, db: Database, upload_id: str) -> Iterator[bool]:
-        """The SQLite lock across processes; the caller holds the in-process slot."""
-        fd = cls._lock_file(db)
-        if fd is None:
-            yield True  # an in-memory database lives in this process only
-            return
-        offset = _advisory_key(upload_id)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            yield False  # another process is writing this upload
-            return
-        try:
-            yield True
-        finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
-
-    @classmethod
-    def _lock_file(cls, db: Database) -> int | None:
-        path = make_url(db.url).database
-        if not path or path == ":memory:" or path.startswith("file:"):
-            return None
-        lock_path = f"{os.path.abspath(path)}.upload-locks"
-        with cls._mutex:
-            fd = cls._lock_files.get(lock_path)
-            if fd is None:
-                # Opened once per process and never closed: POSIX record locks belong to
-                # the process, and closing *any* descriptor of the file would drop them
-                # all, including those other threads hold. Between threads of this
-                # process ``_held`` already gives the exclusion.
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                cls._lock_files[lock_path] = fd
-            return fd
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def hold(cls, db: Database, upload_id: str) -> AsyncIterator[bool]:
-        """Yields True when this caller is the one writer, False when someone else is
-        (the caller answers 423 and changes nothing)."""
-        with cls._process(db, upload_id) as got:
-            if not got:
-                yield False
-                return
-            # Threat (CF-03): two processes appending to one upload at once would interleave
-            # their bytes in the blob and corrupt the hash and the evidence. The in-process
-            # slot alone cannot stop that, since ``exhibit serve`` runs a public and a staff
-            # process that may both be handed a PATCH of the same upload.
-            if db.is_sqlite:
-                with cls._machine(db, upload_id) as mine:
-                    yield mine
-                return
-            conn = await anyio.to_thread.run_sync(_pg_try_lock, db, upload_id)
-            if conn is None:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_pg_unlock, conn, upload_id)
-
-
-def _advisory_key(upload_id: str) -> int:
-    # 60 bits of the (random, hex) upload id: a signed bigint with no sign trouble.
-    return int(upload_id[:15], 16)
-
-
-def _pg_try_lock(db: Database, upload_id: str) -> Connection | None:
-    conn = db.engine.connect()
-    try:
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _advisory_key(upload_id)}).scalar_one()
-        conn.commit()
-    except Exception:
-        conn.close()
-        raise
-    if not got:
-        conn.close()
-        return None
-    return conn
-
-
-def _pg_unlock(conn: Connection, upload_id: str) -> None:
-    try:
-        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(upload_id)})
-        conn.commit()
-    finally:
-        conn.close()
 
 
 # -- hash state --------------------------------------------------------------------------
@@ -1082,7 +946,7 @@ async def expire_uploads(ctx: UploadContext, *, limit: int = 500) -> int:
 
     removed = 0
     for upload_id in await anyio.to_thread.run_sync(due):
-        async with UploadLocks.hold(ctx.db, upload_id) as mine:
+        async with ctx.locker.hold(upload_id) as mine:
             if not mine:
                 continue
             await close_upload(ctx, upload_id, UploadState.EXPIRED, actor="system:expiry", request_id=None,

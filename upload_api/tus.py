@@ -272,7 +272,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         location = f"/u/files/{row.id}"
         extra: dict[str, str] = {"Location": location}
         if has_body:
-            async with ingest.UploadLocks.hold(ctx.db, row.id) as mine:
+            async with ctx.locker.hold(row.id) as mine:
                 assert mine  # nobody else knows this id yet
                 problem, row = await receive(request, link, row, 0, rid)
             if problem is not None and problem.status_code != 413:
@@ -298,7 +298,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             if offset == row.length:
                 # All bytes are durable but completion did not commit (a crash between
                 # the two): complete now, so a client that sees "done" is right.
-                async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+                async with ctx.locker.hold(upload_id) as mine:
                     if mine:
                         await ingest.complete(ctx, upload_id, actor=_actor(link), request_id=request_id(request))
         return Response(status_code=200, headers=_headers({
@@ -323,7 +323,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         # by a writer that finishes before we hold the lock; under the lock the store is
         # the truth about the offset, and completion re-checks the row and the link.
         link, _report, loaded = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
-        async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+        async with ctx.locker.hold(upload_id) as mine:
             if not mine:
                 return tus_error("ERR_LOCKED", "another request is writing this upload")
             assert loaded is not None
@@ -351,7 +351,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         check_version(request)
         upload_id = upload_id_of(request)
         link, _report = await current_link(request, ctx)
-        async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+        async with ctx.locker.hold(upload_id) as mine:
             if not mine:
                 return tus_error("ERR_LOCKED", "another request is writing this upload")
             row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)

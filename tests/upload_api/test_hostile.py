@@ -15,7 +15,6 @@ from sqlmodel import select
 from storage.models import CustodyEvent, EvidenceItem, Job, Upload, UploadLink, UploadState
 from tests.fixtures.upload import UploadEnv, jpeg_bytes
 from upload_api import ingest
-from upload_api.ingest import UploadLocks
 
 pytestmark = pytest.mark.anyio
 
@@ -238,7 +237,7 @@ async def test_a_second_writer_is_locked_out(upload_env: UploadEnv) -> None:
     async with upload_env.client() as c:
         url = await new_upload(upload_env, c, len(data))
         upload_id = url.rsplit("/", 1)[1]
-        async with UploadLocks.hold(upload_env.db, upload_id) as mine:
+        async with upload_env.app.state.ctx.locker.hold(upload_id) as mine:
             assert mine
             r = await c.patch(url, headers=patch_headers(0), content=data)
             assert r.status_code == 423
@@ -258,13 +257,16 @@ def test_postgresql_advisory_lock_excludes_other_nodes(pg_cluster) -> None:  # t
 
 
 def _advisory_lock_round(db) -> None:  # type: ignore[no-untyped-def]
-    first = ingest._pg_try_lock(db, "ab" * 16)
+    from storage.locks import AdvisoryLocker
+
+    locker = AdvisoryLocker(db)
+    first = locker.try_lock("ab" * 16)
     assert first is not None
-    assert ingest._pg_try_lock(db, "ab" * 16) is None
-    ingest._pg_unlock(first, "ab" * 16)
-    again = ingest._pg_try_lock(db, "ab" * 16)
+    assert locker.try_lock("ab" * 16) is None
+    locker.unlock(first, "ab" * 16)
+    again = locker.try_lock("ab" * 16)
     assert again is not None
-    ingest._pg_unlock(again, "ab" * 16)
+    locker.unlock(again, "ab" * 16)
 
 
 # -- expiry -------------------------------------------------------------------------------
