@@ -26,10 +26,10 @@ from storage import apikeys, items, ledger, links, reports
 from storage.errors import DomainError
 from storage.lifecycle import ItemState
 from storage.models import ApiKey
+from storage.submissions import CITIZEN_STATUS
 from upload_api.auth import guessed_wrong, request_id
 from upload_api.context import UploadContext
 from upload_api.errors import STATUS
-from upload_api.ingest import CITIZEN_STATUS
 
 MAX_BODY = 16 << 10
 

@@ -1,6 +1,6 @@
 """The citizen pages: the upload page, its JSON helpers, the receipt and the status page.
 
-HTTP only: parse, call ``upload_api.ingest`` / ``storage``, shape the response. The page
+HTTP only: parse, call ``storage``, shape the response. The page
 is a plain multipart form (``POST /u/submit``, served by ``upload_api.multipart``) that
 ``static/upload.js`` enhances into resumable tus uploads; everything here works with
 JavaScript off.
@@ -28,12 +28,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from storage import submissions
 from storage.errors import DomainError, Invalid, LinkProblem, NotFound
 from storage.models import EvidenceItem, Report, UploadLink
 from storage.sniff import IMAGE_TYPES, VIDEO_TYPES
-from upload_api import auth, ingest
+from upload_api import auth
 from upload_api.context import UploadContext
 from upload_api.errors import status_for
+from upload_api.tokens import status_token, verify_status_token
 
 log = logging.getLogger("upload_api.pages")
 
@@ -212,7 +214,7 @@ def _citizen_actor(link: UploadLink) -> str:
 
 def _received_files(ctx: UploadContext, link: UploadLink, submission_id: str) -> dict[str, Any]:
     with ctx.db.read() as session:
-        sub = ingest.submission_of_link(session, link, submission_id)
+        sub = submissions.submission_of_link(session, link, submission_id)
         rows = session.exec(
             select(EvidenceItem.original_filename, EvidenceItem.size)
             .where(EvidenceItem.submission_id == sub.id)
@@ -221,17 +223,17 @@ def _received_files(ctx: UploadContext, link: UploadLink, submission_id: str) ->
         return {
             "id": sub.id,
             "reference": sub.reference,
-            "status_token": ingest.status_token(ctx.secret, sub.id),
+            "status_token": status_token(ctx.secret, sub.id),
             "files": [{"name": name, "size": size} for name, size in rows],
         }
 
 
 def _load(ctx: UploadContext, token: str, what: str) -> dict[str, Any] | None:
-    submission_id = ingest.verify_status_token(ctx.secret, token)
+    submission_id = verify_status_token(ctx.secret, token)
     if submission_id is None:
         return None
     try:
-        return ingest.receipt(ctx.db, submission_id) if what == "receipt" else ingest.status(ctx.db, submission_id)
+        return submissions.receipt(ctx.db, submission_id) if what == "receipt" else submissions.status(ctx.db, submission_id)
     except NotFound:
         return None
 
@@ -259,7 +261,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
         def create() -> dict[str, str]:
             with ctx.db.write() as session:
-                sub = ingest.create_submission(
+                sub = submissions.create_submission(
                     ctx.db, session, link,
                     description=values["description"],
                     occurred_at=values["occurred_at"],
@@ -272,7 +274,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
                     request_id=rid,
                 )
                 return {"id": sub.id, "reference": sub.reference,
-                        "status_token": ingest.status_token(ctx.secret, sub.id)}
+                        "status_token": status_token(ctx.secret, sub.id)}
 
         return JSONResponse(await anyio.to_thread.run_sync(create), status_code=201)
 

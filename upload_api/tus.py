@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -33,10 +34,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from storage import uploads
 from storage.blobs.protocol import BlobNotFound, BlobStoreError
 from storage.errors import DomainError, LinkProblem
 from storage.models import Upload, UploadLink, UploadState
-from upload_api import ingest
+from storage.uploads import Refused
+from upload_api import ingest, streaming
 from upload_api.auth import authorise, current_link, request_id
 from upload_api.context import UploadContext
 from upload_api.errors import json_error
@@ -200,51 +203,59 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             "Exhibit-Max-Checksum-Chunk": str(MAX_CHECKSUM_CHUNK),
         }))
 
-    async def receive(
-        request: Request, link: UploadLink, row: Upload, offset: int, rid: str | None
-    ) -> tuple[Response | None, Upload]:
-        """Append the request body at ``offset`` (lock held, offset checked). Returns an
-        error response (or None) and the updated row."""
+    async def receive(request: Request, link: UploadLink, row: Upload, offset: int, rid: str | None) -> Upload:
+        """Append the request body at ``offset`` (lock held, offset checked); returns the
+        updated row. Raises what stopped the body, after the bytes that arrived were
+        kept (client gone, stall, too long) or deleted (a refused type)."""
         assert row.length is not None
-        blob = await ingest.blob_for(ctx, row)
+        blob = await streaming.blob_for(ctx, row)
         length_header = _int_header(request, "content-length")
         if length_header is not None and offset + length_header > row.length:
-            # UP-07: refused before a byte is read.
-            return tus_error("ERR_LENGTH_EXCEEDED", "body goes past Upload-Length", status=413), row
-        body: AsyncIterator[bytes] = ingest.idle_guarded(_body(request), settings.upload_idle_timeout_seconds)
-        spool: _Spool | None = None
+            raise streaming.LengthExceeded()  # UP-07: refused before a byte is read
+        body: AsyncIterator[bytes] = streaming.idle_guarded(_body(request), settings.upload_idle_timeout_seconds)
+        progress = streaming.Progress(offset, row.detected_type)
         checksum = request.headers.get("upload-checksum")
         try:
-            if checksum is not None:
-                algorithm, expected = _parse_checksum(checksum)
-                spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                spool = _Spool(str(spool_dir))
-                got = await spool.fill(body, algorithm, min(MAX_CHECKSUM_CHUNK, row.length - offset + 1))
-                if not hmac.compare_digest(got, expected):
-                    return tus_error("ERR_CHECKSUM_MISMATCH", "checksum mismatch", status=460), row
-                body = spool.replay()
-            result = await ingest.append(ctx, row, blob, offset, body, cap=row.length, final=False)
-        finally:
-            if spool is not None:
-                spool.close()
-        error = result.error
-        if isinstance(error, ingest.Refused) and not isinstance(error, ingest.LengthExceeded):
-            await ingest.close_upload(ctx, row.id, UploadState.REFUSED, actor=_actor(link), request_id=rid,
-                                      detail={"reason": error.code})
-            return tus_error(error.code, error.message), row
-        if result.offset == row.length:
-            await anyio.to_thread.run_sync(ingest.save_progress, ctx, row.id, result.offset, result.detected_type)
+            with contextlib.ExitStack() as stack:
+                if checksum is not None:
+                    algorithm, expected = _parse_checksum(checksum)
+                    spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    spool = stack.enter_context(contextlib.closing(_Spool(str(spool_dir))))
+                    got = await spool.fill(body, algorithm, min(MAX_CHECKSUM_CHUNK, row.length - offset + 1))
+                    if not hmac.compare_digest(got, expected):
+                        raise DomainError("checksum mismatch", code="ERR_CHECKSUM_MISMATCH")
+                    body = spool.replay()
+                await streaming.append(ctx, row, blob, progress, body, cap=row.length, final=False)
+        except Refused as refusal:
+            if not isinstance(refusal, streaming.LengthExceeded):
+                # A refused type: its bytes go, the upload ends (never evidence).
+                await ingest.close_upload(ctx, row.id, UploadState.REFUSED, actor=_actor(link), request_id=rid,
+                                          detail={"reason": refusal.code})
+                raise
+            # Too long: the bytes inside Upload-Length are kept (and may complete it).
+            await advance(link, row, progress, rid)
+            raise
+        except (ClientDisconnect, OSError):
+            # Nobody is listening any more: what arrived is kept for the resume.
+            await advance(link, row, progress, rid)
+            return row
+        except Exception:
+            # A stall, a store error: what arrived is kept for the resume.
+            await advance(link, row, progress, rid)
+            raise
+        await advance(link, row, progress, rid)
+        return row
+
+    async def advance(link: UploadLink, row: Upload, progress: streaming.Progress, rid: str | None) -> None:
+        """Record the bytes a PATCH stored; the last byte completes the upload."""
+        if progress.offset == row.length:
+            await ingest.save_progress(ctx, row.id, progress.offset, progress.detected_type)
             await ingest.complete(ctx, row.id, actor=_actor(link), request_id=rid)
             row.state = UploadState.COMPLETE
         else:
-            ingest.note_progress(ctx, row, result.offset, result.detected_type)
+            ingest.note_progress(ctx, row, progress.offset, progress.detected_type)
             row.expires_at = ingest.expires_from_now(ctx)
-        row.offset = result.offset
-        if isinstance(error, ingest.LengthExceeded):
-            return tus_error(error.code, error.message), row
-        if error is not None and not isinstance(error, ClientDisconnect | OSError):
-            raise error
-        return None, row
+        row.offset = progress.offset
 
     async def create(request: Request) -> Response:
         check_version(request)
@@ -274,9 +285,10 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         if has_body:
             async with ctx.locker.hold(row.id) as mine:
                 assert mine  # nobody else knows this id yet
-                problem, row = await receive(request, link, row, 0, rid)
-            if problem is not None and problem.status_code != 413:
-                return problem
+                try:
+                    row = await receive(request, link, row, 0, rid)
+                except streaming.LengthExceeded:
+                    pass  # the upload exists (201) with the bytes inside its length
             extra["Upload-Offset"] = str(row.offset)
         return Response(status_code=201, headers=_headers({**extra, **_expires(row)}))
 
@@ -291,7 +303,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
         else:
             try:
-                info = await (await ingest.blob_for(ctx, row)).info()
+                info = await (await streaming.blob_for(ctx, row)).info()
             except BlobNotFound:
                 raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND") from None
             offset = info.offset
@@ -333,7 +345,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             if row.state != UploadState.OPEN:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             try:
-                info = await (await ingest.blob_for(ctx, row)).info()
+                info = await (await streaming.blob_for(ctx, row)).info()
             except BlobNotFound:
                 return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
             if offset != info.offset:
@@ -342,9 +354,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             if info.offset == row.length:
                 await ingest.complete(ctx, upload_id, actor=_actor(link), request_id=rid)
                 return Response(status_code=204, headers=_headers({"Upload-Offset": str(info.offset)}))
-            problem, row = await receive(request, link, row, offset, rid)
-            if problem is not None:
-                return problem
+            row = await receive(request, link, row, offset, rid)
         return Response(status_code=204, headers=_headers({"Upload-Offset": str(row.offset), **_expires(row)}))
 
     async def delete(request: Request) -> Response:
@@ -370,7 +380,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         raw = await _small_json(request)
         value = raw.get("sha256") if isinstance(raw, dict) else None
         result = await anyio.to_thread.run_sync(
-            lambda: ingest.record_client_sha256(
+            lambda: uploads.record_client_sha256(
                 ctx.db, link, upload_id, str(value or ""), actor=_actor(link), request_id=request_id(request)
             )
         )

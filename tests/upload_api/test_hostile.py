@@ -13,8 +13,9 @@ import pytest
 from sqlmodel import select
 
 from storage.models import CustodyEvent, EvidenceItem, Job, Upload, UploadLink, UploadState
+from storage.uploads import Refused
 from tests.fixtures.upload import UploadEnv, jpeg_bytes
-from upload_api import ingest
+from upload_api import ingest, tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -335,7 +336,7 @@ async def test_client_hash_is_recorded_as_match_or_mismatch_and_shown_on_the_rec
         assert r.json() == {"match": None, "sha256": None}
         await c.patch(u2, headers=patch_headers(0), content=bad)
         assert (await c.post(u2 + "/client-sha256", json={"sha256": "nothex"})).status_code == 400
-        token = ingest.status_token(upload_env.secret, upload_env.link.submission.id)
+        token = tokens.status_token(upload_env.secret, upload_env.link.submission.id)
         receipt = (await c.get(f"/u/receipt/{token}.json")).json()
         status = (await c.get(f"/u/status/{token}.json")).json()
         forged = token[:-1] + ("A" if token[-1] != "A" else "B")
@@ -365,7 +366,7 @@ async def test_a_quota_refusal_at_completion_is_recorded_not_rolled_back(upload_
         assert link is not None
         link.used_bytes = link.max_bytes - 100
         s.add(link)
-    with pytest.raises(ingest.Refused) as refused:
+    with pytest.raises(Refused) as refused:
         await ingest.complete(ctx, row.id, actor="test", request_id=None)
     assert refused.value.code == "ERR_QUOTA_BYTES"
     with upload_env.db.read() as s:
