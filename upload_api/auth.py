@@ -25,10 +25,10 @@ from starlette.routing import BaseRoute, Route
 from storage import ledger, links
 from storage import throttle as counters
 from storage.db import Database
-from storage.errors import LinkProblem
+from storage.errors import DomainError, LinkProblem
 from storage.models import Report, UploadLink
 from upload_api.context import UploadContext
-from upload_api.errors import status_for
+from upload_api.errors import html_errors, status_for
 from upload_api.tokens import sign_session, verify_session
 
 log = logging.getLogger("upload_api.auth")
@@ -174,8 +174,7 @@ def link_problem_page(ctx: UploadContext, problem: LinkProblem) -> HTMLResponse:
     body = ctx.templates.get_template("link_problem.html").render(
         code=problem.code, report_reference=problem.report_reference
     )
-    status = 429 if problem.code == "ERR_RATE_LIMITED" else status_for(problem)
-    return HTMLResponse(body, status_code=status)
+    return HTMLResponse(body, status_code=status_for(problem))
 
 
 def _record_open(ctx: UploadContext, link: UploadLink, rid: str | None) -> None:
@@ -188,12 +187,13 @@ def _record_open(ctx: UploadContext, link: UploadLink, rid: str | None) -> None:
 
 
 def routes(ctx: UploadContext) -> list[BaseRoute]:
+    def problem_page(request: Request, error: DomainError) -> Response | None:
+        return link_problem_page(ctx, error) if isinstance(error, LinkProblem) else None
+
+    @html_errors(problem_page)
     async def exchange(request: Request) -> Response:
         token = str(request.path_params["token"])
-        try:
-            link, _report, _ = await _by_token(request, ctx, token, None)
-        except LinkProblem as problem:
-            return link_problem_page(ctx, problem)
+        link, _report, _ = await _by_token(request, ctx, token, None)
         await anyio.to_thread.run_sync(_record_open, ctx, link, request_id(request))
         now = ctx.clock().timestamp()
         # The cookie outlives the link by a day so that a citizen whose link ends while

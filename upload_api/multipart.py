@@ -27,18 +27,18 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from storage import submissions, uploads
-from storage.errors import DomainError, LinkProblem
+from storage.errors import DomainError
 from storage.models import Submission, UploadLink, UploadState
 from storage.uploads import Refused
 from upload_api import ingest, streaming
 from upload_api.auth import current_link, request_id
 from upload_api.context import UploadContext
-from upload_api.errors import STATUS, citizen_message, json_error
+from upload_api.errors import citizen_message, html_errors, status_for
 from upload_api.tokens import status_token
 
 log = logging.getLogger("upload_api.multipart")
@@ -308,27 +308,20 @@ async def _receive_file(
 
 
 def routes(ctx: UploadContext) -> list[BaseRoute]:
-    def error_response(request: Request, code: str, message: str, status: int | None = None) -> Response:
-        status = status or STATUS.get(code, 400)
-        if _wants_html(request):
-            words, what_to_do = citizen_message(code)
-            body = ctx.templates.get_template("upload_error.html").render(message=words, what_to_do=what_to_do)
-            return HTMLResponse(body, status_code=status)
-        return json_error(code, message, status=status)
+    def error_page(request: Request, error: DomainError) -> Response | None:
+        # The no-JavaScript form reads errors as a page in plain words; scripts get JSON.
+        if not _wants_html(request):
+            return None
+        words, what_to_do = citizen_message(error.code)
+        body = ctx.templates.get_template("upload_error.html").render(message=words, what_to_do=what_to_do)
+        return HTMLResponse(body, status_code=status_for(error))
 
+    @html_errors(error_page)
     async def submit(request: Request) -> Response:
-        try:
-            if not _same_origin(request, ctx):
-                return error_response(request, "ERR_BAD_REQUEST", "cross-origin form post refused", 403)
-            link, _report = await current_link(request, ctx)
-            submission_id = await _receive_form(request, ctx, link)
-        except LinkProblem as problem:
-            status = 429 if problem.code == "ERR_RATE_LIMITED" else 401 if problem.code == "ERR_NO_SESSION" else None
-            return error_response(request, problem.code, problem.message, status)
-        except DomainError as error:
-            return error_response(request, error.code, error.message)
-        except ClientDisconnect:
-            return Response(status_code=400)
+        if not _same_origin(request, ctx):
+            raise DomainError("cross-origin form post refused", code="ERR_CROSS_ORIGIN")
+        link, _report = await current_link(request, ctx)
+        submission_id = await _receive_form(request, ctx, link)
         token = status_token(ctx.secret, submission_id)
         if _wants_html(request):
             return RedirectResponse(f"/u/receipt/{token}", status_code=303)

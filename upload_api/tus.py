@@ -20,12 +20,10 @@ import contextlib
 import email.utils
 import hashlib
 import hmac
-import json
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.to_thread
@@ -35,18 +33,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from storage import uploads
-from storage.blobs.protocol import BlobNotFound, BlobStoreError
-from storage.errors import DomainError, LinkProblem
+from storage.blobs.protocol import BlobNotFound
+from storage.errors import DomainError
 from storage.models import Upload, UploadLink, UploadState
 from storage.uploads import Refused
 from upload_api import ingest, streaming
 from upload_api.auth import authorise, current_link, request_id
 from upload_api.context import UploadContext
-from upload_api.errors import json_error
+from upload_api.errors import TUS_VERSION
+from upload_api.json_body import read_json
 
 log = logging.getLogger("upload_api.tus")
 
-TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 # A PATCH carrying Upload-Checksum is spooled to a temporary file and verified before a
@@ -63,10 +61,6 @@ def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         h.update(extra)
     return h
-
-
-def tus_error(code: str, message: str = "", *, status: int | None = None) -> JSONResponse:
-    return json_error(code, message or code, status=status, headers=_headers())
 
 
 def _expires(row: Upload) -> dict[str, str]:
@@ -190,10 +184,6 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             raise DomainError("no such upload", code="ERR_UPLOAD_NOT_FOUND")
         return upload_id
 
-    def check_version(request: Request) -> None:
-        if request.headers.get("tus-resumable") != TUS_VERSION:
-            raise DomainError("unsupported tus version", code="ERR_TUS_VERSION")
-
     async def options(request: Request) -> Response:
         return Response(status_code=204, headers=_headers({
             "Tus-Version": TUS_VERSION,
@@ -258,22 +248,21 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         row.offset = progress.offset
 
     async def create(request: Request) -> Response:
-        check_version(request)
         link, _report = await current_link(request, ctx)
         rid = request_id(request)
         if request.headers.get("upload-defer-length") is not None:
-            return tus_error("ERR_BAD_REQUEST", "deferred length is not supported", status=400)
+            raise DomainError("deferred length is not supported", code="ERR_BAD_REQUEST")
         if request.headers.get("upload-concat") is not None:
-            return tus_error("ERR_BAD_REQUEST", "concatenation is not supported", status=400)
+            raise DomainError("concatenation is not supported", code="ERR_BAD_REQUEST")
         length = _int_header(request, "upload-length")
         if length is None:
-            return tus_error("ERR_BAD_REQUEST", "Upload-Length is required", status=400)
+            raise DomainError("Upload-Length is required", code="ERR_BAD_REQUEST")
         if length > settings.max_file_bytes:
-            return tus_error("ERR_TOO_LARGE")
+            raise Refused("file too large", code="ERR_TOO_LARGE")
         meta = parse_metadata(request.headers.get("upload-metadata", ""))
         submission_id = meta.get("submission", "")
         if not submission_id:
-            return tus_error("ERR_BAD_REQUEST", "Upload-Metadata must name the submission", status=400)
+            raise DomainError("Upload-Metadata must name the submission", code="ERR_BAD_REQUEST")
         has_body = request.headers.get("content-type", "").split(";")[0].strip() == OFFSET_TYPE
         row = await ingest.open_upload(
             ctx, link.id, submission_id=submission_id, length=length,
@@ -293,7 +282,6 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         return Response(status_code=201, headers=_headers({**extra, **_expires(row)}))
 
     async def head(request: Request) -> Response:
-        check_version(request)
         upload_id = upload_id_of(request)
         link, _report, row = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
         assert row is not None
@@ -320,13 +308,12 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         }))
 
     async def patch(request: Request) -> Response:
-        check_version(request)
         upload_id = upload_id_of(request)
         if request.headers.get("content-type", "").split(";")[0].strip() != OFFSET_TYPE:
-            return tus_error("ERR_CONTENT_TYPE", "Content-Type must be application/offset+octet-stream")
+            raise DomainError("Content-Type must be application/offset+octet-stream", code="ERR_CONTENT_TYPE")
         offset = _int_header(request, "upload-offset")
         if offset is None:
-            return tus_error("ERR_BAD_REQUEST", "Upload-Offset is required", status=400)
+            raise DomainError("Upload-Offset is required", code="ERR_BAD_REQUEST")
         rid = request_id(request)
         # Authorised before the lock is asked for (AC-01, UP-09): a request that is not
         # the link's own learns nothing, not even that someone is writing this upload
@@ -337,20 +324,20 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         link, _report, loaded = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
         async with ctx.locker.hold(upload_id) as mine:
             if not mine:
-                return tus_error("ERR_LOCKED", "another request is writing this upload")
+                raise DomainError("another request is writing this upload", code="ERR_LOCKED")
             assert loaded is not None
             row = loaded
             if row.state == UploadState.COMPLETE:
-                return tus_error("ERR_UPLOAD_FINISHED", "upload is complete")
+                raise DomainError("upload is complete", code="ERR_UPLOAD_FINISHED")
             if row.state != UploadState.OPEN:
-                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+                raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
             try:
                 info = await (await streaming.blob_for(ctx, row)).info()
             except BlobNotFound:
-                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+                raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND") from None
             if offset != info.offset:
                 # UP-06: nothing written; the client asks HEAD and resumes from there.
-                return tus_error("ERR_OFFSET_MISMATCH", "Upload-Offset does not match", status=409)
+                raise DomainError("Upload-Offset does not match", code="ERR_OFFSET_MISMATCH")
             if info.offset == row.length:
                 await ingest.complete(ctx, upload_id, actor=_actor(link), request_id=rid)
                 return Response(status_code=204, headers=_headers({"Upload-Offset": str(info.offset)}))
@@ -358,18 +345,17 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         return Response(status_code=204, headers=_headers({"Upload-Offset": str(row.offset), **_expires(row)}))
 
     async def delete(request: Request) -> Response:
-        check_version(request)
         upload_id = upload_id_of(request)
         link, _report = await current_link(request, ctx)
         async with ctx.locker.hold(upload_id) as mine:
             if not mine:
-                return tus_error("ERR_LOCKED", "another request is writing this upload")
+                raise DomainError("another request is writing this upload", code="ERR_LOCKED")
             row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)
             if row.state == UploadState.COMPLETE:
                 # UP-12: evidence is never deleted through the upload door.
-                return tus_error("ERR_UPLOAD_FINISHED", "a completed upload cannot be deleted")
+                raise DomainError("a completed upload cannot be deleted", code="ERR_UPLOAD_FINISHED")
             if row.state != UploadState.OPEN:
-                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+                raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
             await ingest.close_upload(ctx, upload_id, UploadState.TERMINATED, actor=_actor(link),
                                       request_id=request_id(request), detail={"reason": "client"})
         return Response(status_code=204, headers=_headers())
@@ -377,7 +363,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     async def client_sha256(request: Request) -> Response:
         upload_id = upload_id_of(request)
         link, _report = await current_link(request, ctx)
-        raw = await _small_json(request)
+        raw = await read_json(request, limit=4096)
         value = raw.get("sha256") if isinstance(raw, dict) else None
         result = await anyio.to_thread.run_sync(
             lambda: uploads.record_client_sha256(
@@ -386,42 +372,22 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         )
         return JSONResponse(result)
 
-    def guarded(handler: Any) -> Any:
-        async def run(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-                return response
-            except LinkProblem as problem:
-                status = 429 if problem.code == "ERR_RATE_LIMITED" else 401 if problem.code == "ERR_NO_SESSION" else None
-                return tus_error(problem.code, problem.message, status=status)
-            except DomainError as error:
-                return tus_error(error.code, error.message)
-            except ClientDisconnect:
-                return Response(status_code=400)  # nobody is listening; nothing to say
-            except BlobStoreError:
-                log.exception("tus.storage_error")
-                return tus_error("ERR_STORAGE", "storage unavailable")
-        return run
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        "POST": create, "HEAD": head, "PATCH": patch, "DELETE": delete,
+    }
+
+    async def tus(request: Request) -> Response:
+        """The tus handler as one unit, as tusd's ``unrouted_handler.go``: OPTIONS
+        answers the discovery request of any client; every other method must speak
+        our version of the protocol (412 otherwise) before anything else is read."""
+        if request.method == "OPTIONS":
+            return await options(request)
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            raise DomainError("unsupported tus version", code="ERR_TUS_VERSION")
+        return await handlers[request.method](request)
 
     return [
-        Route("/u/files/", guarded(options), methods=["OPTIONS"]),
-        Route("/u/files/", guarded(create), methods=["POST"]),
-        Route("/u/files/{upload_id}", guarded(head), methods=["HEAD"]),
-        Route("/u/files/{upload_id}", guarded(patch), methods=["PATCH"]),
-        Route("/u/files/{upload_id}", guarded(delete), methods=["DELETE"]),
-        Route("/u/files/{upload_id}", guarded(options), methods=["OPTIONS"]),
-        Route("/u/files/{upload_id}/client-sha256", guarded(client_sha256), methods=["POST"]),
+        Route("/u/files/", tus, methods=["OPTIONS", "POST"]),
+        Route("/u/files/{upload_id}", tus, methods=["HEAD", "PATCH", "DELETE", "OPTIONS"]),
+        Route("/u/files/{upload_id}/client-sha256", client_sha256, methods=["POST"]),
     ]
-
-
-async def _small_json(request: Request, limit: int = 4096) -> Any:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise DomainError("body too large", code="ERR_FIELD_TOO_LARGE")
-    try:
-        return json.loads(data or b"null")
-    except ValueError:
-        raise DomainError("body is not JSON", code="ERR_BAD_REQUEST") from None
-
