@@ -137,12 +137,11 @@ def durable_app(data_dir: Path) -> Any:
 
 def exhibit_app(data_dir: Path) -> tuple[Any, dict[str, str]]:
     sys.path.insert(0, str(ROOT))
-    from storage import links, reports
+    from storage import links, reports, submissions
     from storage.blobs import open_store
     from storage.db import Database
     from storage.migrate import upgrade
     from storage.settings import Settings
-    from upload_api import ingest
     from upload_api.app import create_app
 
     settings = Settings(data_dir=data_dir, max_file_bytes=4 << 30, link_max_bytes=64 << 30, log_level="WARNING")
@@ -154,7 +153,7 @@ def exhibit_app(data_dir: Path) -> tuple[Any, dict[str, str]]:
         report = reports.create_report(db, session, "BENCH-1", "other", actor="bench")
         issued = links.create_link(db, session, report, public_url=settings.public_url, expires_in_seconds=86400,
                                    max_files=10_000, max_bytes=64 << 30, actor="bench")
-        sub = ingest.create_submission(db, session, issued.link, declaration_accepted=True, actor="bench")
+        sub = submissions.create_submission(db, session, issued.link, declaration_accepted=True, actor="bench")
     return (create_app(settings, db, store), settings), {"token": issued.token, "submission": sub.id}
 
 

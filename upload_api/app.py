@@ -29,7 +29,7 @@ from storage.models import utcnow
 from storage.netaddr import TrustedProxies, parse_networks
 from storage.secrets import load_or_create_secret
 from storage.settings import Settings
-from upload_api import auth, ingest, intake, multipart, pages, receipts, tus
+from upload_api import auth, errors, ingest, intake, multipart, pages, receipts, tus
 from upload_api.context import STATIC_DIR, UploadContext, make_templates
 
 log = logging.getLogger("upload_api")
@@ -148,7 +148,9 @@ def build(ctx: UploadContext) -> Starlette:
         # flight before the loop goes away, instead of dropping them with the process.
         await ingest.settle(ctx)
 
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+    # One error path: every handler raises, these turn errors into the one JSON shape
+    # (or a citizen's page, for page routes): upload_api.errors.
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=errors.EXCEPTION_HANDLERS, middleware=[
         # First: every part below sees the real client address (AC-15).
         Middleware(TrustedProxies, trusted=parse_networks(ctx.settings.trusted_proxies)),
         Middleware(SecurityHeaders, hsts=ctx.settings.secure_cookies),

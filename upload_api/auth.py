@@ -11,12 +11,8 @@ each request, so revocation and expiry act on the next request (UP-14).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import logging
-import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,10 +25,11 @@ from starlette.routing import BaseRoute, Route
 from storage import ledger, links
 from storage import throttle as counters
 from storage.db import Database
-from storage.errors import LinkProblem
+from storage.errors import DomainError, LinkProblem
 from storage.models import Report, UploadLink
 from upload_api.context import UploadContext
-from upload_api.errors import status_for
+from upload_api.errors import html_errors, status_for
+from upload_api.tokens import sign_session, verify_session
 
 log = logging.getLogger("upload_api.auth")
 
@@ -40,7 +37,6 @@ SESSION_SECONDS = 24 * 3600
 # How long after its link's end the upload-session cookie still names the link, so that
 # the page can say the link has expired (see ``exchange``).
 EXPIRED_LINK_NOTICE_SECONDS = 24 * 3600
-COOKIE_PURPOSE = b"exhibit-upload-session-v1"
 # Guessing links: after this many failed lookups per client address per window, a bad
 # token gets 429 instead of 404 (a good one always opens).
 GUESS_LIMIT = 20
@@ -50,35 +46,6 @@ GUESS_WINDOW_SECONDS = 600
 def cookie_name(ctx: UploadContext) -> str:
     # __Host- binds the cookie to this exact origin, Secure, Path=/ (AC-12).
     return "__Host-exhibit_upload" if ctx.settings.secure_cookies else "exhibit_upload"
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def sign_session(secret: bytes, link_id: str, expires_at: int) -> str:
-    payload = f"{link_id}.{expires_at}"
-    mac = hmac.new(secret, COOKIE_PURPOSE + b"\n" + payload.encode(), hashlib.sha256).digest()
-    return f"{payload}.{_b64(mac)}"
-
-
-_SESSION_RE = re.compile(r"([0-9a-f]{32})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
-
-
-def verify_session(secret: bytes, value: str, now: float) -> str | None:
-    """The link id this cookie value names, or None when it is forged, tampered with or
-    expired. Constant-time MAC comparison (UP-13); the purpose string in the MAC stops a
-    status token or any other HMAC of ours being replayed as a session (UP-14)."""
-    match = _SESSION_RE.fullmatch(value or "")
-    if match is None:
-        return None
-    link_id, expires, mac = match.groups()
-    expected = sign_session(secret, link_id, int(expires)).rsplit(".", 1)[1]
-    if not hmac.compare_digest(expected, mac):
-        return None
-    if int(expires) <= now:
-        return None
-    return link_id
 
 
 class LinkGuard:
@@ -112,11 +79,9 @@ class LinkGuard:
 
 
 def link_guard(ctx: UploadContext) -> LinkGuard:
-    value = ctx.state.get("link_guard")
-    if value is None:
-        value = ctx.state["link_guard"] = LinkGuard(ctx.db, ctx.secret, ctx.clock)
-    assert isinstance(value, LinkGuard)
-    return value
+    if ctx.link_guard is None:
+        ctx.link_guard = LinkGuard(ctx.db, ctx.secret, ctx.clock)
+    return ctx.link_guard
 
 
 async def guessed_wrong(ctx: UploadContext, request: Request, kind: str) -> bool:
@@ -209,8 +174,7 @@ def link_problem_page(ctx: UploadContext, problem: LinkProblem) -> HTMLResponse:
     body = ctx.templates.get_template("link_problem.html").render(
         code=problem.code, report_reference=problem.report_reference
     )
-    status = 429 if problem.code == "ERR_RATE_LIMITED" else status_for(problem)
-    return HTMLResponse(body, status_code=status)
+    return HTMLResponse(body, status_code=status_for(problem))
 
 
 def _record_open(ctx: UploadContext, link: UploadLink, rid: str | None) -> None:
@@ -223,12 +187,13 @@ def _record_open(ctx: UploadContext, link: UploadLink, rid: str | None) -> None:
 
 
 def routes(ctx: UploadContext) -> list[BaseRoute]:
+    def problem_page(request: Request, error: DomainError) -> Response | None:
+        return link_problem_page(ctx, error) if isinstance(error, LinkProblem) else None
+
+    @html_errors(problem_page)
     async def exchange(request: Request) -> Response:
         token = str(request.path_params["token"])
-        try:
-            link, _report, _ = await _by_token(request, ctx, token, None)
-        except LinkProblem as problem:
-            return link_problem_page(ctx, problem)
+        link, _report, _ = await _by_token(request, ctx, token, None)
         await anyio.to_thread.run_sync(_record_open, ctx, link, request_id(request))
         now = ctx.clock().timestamp()
         # The cookie outlives the link by a day so that a citizen whose link ends while

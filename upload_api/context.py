@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from storage.blobs.protocol import BlobStore
 from storage.db import Database
+from storage.locks import Locker, make_locker
 from storage.models import utcnow
 from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from upload_api.auth import LinkGuard
+    from upload_api.streaming import InFlight
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -37,6 +43,14 @@ class UploadContext:
     secret: bytes  # HMAC key for upload-session cookies and status tokens; never logged
     clock: Callable[[], dt.datetime] = utcnow
     health: dict[str, Any] = field(default_factory=dict)
-    # Per-process state (hash states of unfinished uploads, rate limiter, locks) is
-    # attached by the modules that own it, under their own names.
-    state: dict[str, Any] = field(default_factory=dict)
+    # Per-process state, typed: what this process keeps of each unfinished upload it is
+    # receiving (hash state, store handle: ``upload_api.streaming``), the progress
+    # writes still in flight (``ingest.settle`` waits for them), the guessing counter.
+    inflight: dict[str, InFlight] = field(default_factory=dict)
+    progress_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    link_guard: LinkGuard | None = None
+    # One writer per upload (CF-03): the locker this database needs, chosen once here.
+    locker: Locker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.locker = make_locker(self.db)

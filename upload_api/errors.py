@@ -1,14 +1,40 @@
-"""One table from domain error code to HTTP status, and the citizen-readable wording.
+"""The one error path of the public door: one table from domain error code to HTTP
+status, the citizen-readable wording, one JSON error shape, and the Starlette exception
+handlers that turn every error raised by a handler into a response
+(``EXCEPTION_HANDLERS``, given to the app by ``upload_api.app``).
 
 Domain code raises ``storage.errors.DomainError`` subclasses with stable codes; only this
-module knows what HTTP status each one becomes.
+module knows what HTTP status each one becomes. Handlers raise and never build an error
+response themselves.
+
+The JSON shape (documented in ``/api/v1/openapi.json`` as ``Error``)::
+
+    {"error": {"code": "ERR_...", "message": "...", "what_to_do": "...", "field": "..."}}
+
+``code`` is stable; ``message`` and ``what_to_do`` are sentences a citizen can read
+(``what_to_do`` may be empty); ``field`` only names the form field a ``FieldError`` is
+about. Under ``/u/files/`` every answer also carries ``Tus-Resumable``.
+
+Citizen-facing HTML pages keep plain-words pages: a page endpoint decorated with
+``html_errors(render)`` has its errors rendered by ``render`` instead.
 """
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from storage.blobs.protocol import BlobStoreError
 from storage.errors import DomainError
+
+log = logging.getLogger("upload_api.errors")
+
+TUS_VERSION = "1.0.0"
+TUS_PREFIX = "/u/files/"
 
 STATUS: dict[str, int] = {
     "ERR_INVALID": 400,
@@ -18,8 +44,11 @@ STATUS: dict[str, int] = {
     "ERR_EMPTY_FILE": 400,
     "ERR_CHECKSUM_ALGORITHM": 400,
     "ERR_TOO_MANY_PARTS": 400,
+    "ERR_FIELD_REQUIRED": 400,
     "ERR_FIELD_TOO_LARGE": 413,
     "ERR_NO_SESSION": 401,
+    # CSRF (AC-06): a form posted from another origin.
+    "ERR_CROSS_ORIGIN": 403,
     "ERR_API_KEY": 401,
     "ERR_NOT_FOUND": 404,
     "ERR_UPLOAD_NOT_FOUND": 404,
@@ -113,14 +142,68 @@ def citizen_message(code: str) -> tuple[str, str]:
     return CITIZEN.get(code, DEFAULT_CITIZEN)
 
 
-def json_error(code: str, message: str, *, status: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    """Errors for scripts and the JS page: ``{"error": {"code", "message"}}``; the code
-    is stable, the message is a citizen-readable sentence."""
-    words, what_to_do = citizen_message(code)
-    if code not in CITIZEN:
-        words, what_to_do = message, ""
-    return JSONResponse(
-        {"error": {"code": code, "message": words, "what_to_do": what_to_do}},
-        status_code=status or STATUS.get(code, 400),
-        headers=headers,
-    )
+def error_body(code: str, message: str, *, field: str | None = None) -> dict[str, Any]:
+    """The one JSON error shape. A code with citizen wording gets it (a script's author
+    and a citizen read the same sentence); ``field`` keeps its own message, the words
+    shown beside that field."""
+    what_to_do = ""
+    if code in CITIZEN and field is None:
+        message, what_to_do = CITIZEN[code]
+    error: dict[str, Any] = {"code": code, "message": message, "what_to_do": what_to_do}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}
+
+
+def json_error(code: str, message: str, *, field: str | None = None, headers: dict[str, str] | None = None,
+               ) -> JSONResponse:
+    return JSONResponse(error_body(code, message, field=field), status_code=STATUS.get(code, 400), headers=headers)
+
+
+# -- exception handlers ------------------------------------------------------------------
+
+PageRenderer = Callable[[Request, DomainError], Response | None]
+E = TypeVar("E", bound=Callable[..., Awaitable[Response]])
+
+
+def html_errors(render: PageRenderer) -> Callable[[E], E]:
+    """Mark a page endpoint: its errors are pages a citizen reads, rendered by
+    ``render(request, error)`` (None: fall back to the JSON shape)."""
+
+    def mark(endpoint: E) -> E:
+        endpoint.__html_errors__ = render  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def _headers(request: Request) -> dict[str, str] | None:
+    return {"Tus-Resumable": TUS_VERSION} if request.url.path.startswith(TUS_PREFIX) else None
+
+
+async def on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    render: PageRenderer | None = getattr(request.scope.get("endpoint"), "__html_errors__", None)
+    if render is not None:
+        page = render(request, exc)
+        if page is not None:
+            return page
+    return json_error(exc.code, exc.message, field=getattr(exc, "field", None), headers=_headers(request))
+
+
+async def on_client_disconnect(request: Request, exc: Exception) -> Response:
+    return Response(status_code=400)  # nobody is listening; nothing to say
+
+
+async def on_storage_error(request: Request, exc: Exception) -> Response:
+    # The backend failed: the vendor's words stay in the log (with the traceback), the
+    # client learns only that storage is unavailable and may retry.
+    log.error("upload.storage_error", exc_info=exc, extra={"path": request.url.path})
+    return json_error("ERR_STORAGE", "storage unavailable", headers=_headers(request))
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    DomainError: on_domain_error,
+    ClientDisconnect: on_client_disconnect,
+    BlobStoreError: on_storage_error,
+}

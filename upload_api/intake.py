@@ -4,8 +4,8 @@ API-key authenticated JSON (``Authorization: Bearer exk_...``; keys from
 ``exhibit apikeys create NAME [--unit UNIT]``): create a report, issue an upload link for
 it, read its evidence status. A key reaches only the reports it created and those of its
 unit (``storage.apikeys.report_for_key``); link quotas and lifetimes are capped by the
-``EXHIBIT_API_LINK_MAX_FILES``, ``_BYTES`` and ``_EXPIRY`` settings. Errors are
-``{"error": {"code", "message"}}`` with stable codes. The schema is served at
+``EXHIBIT_API_LINK_MAX_FILES``, ``_BYTES`` and ``_EXPIRY`` settings. Errors have the
+public door's one shape (``upload_api.errors``) with stable codes. The schema is served at
 ``/api/v1/openapi.json``.
 
 The API sees what the citizen sees of each file (received / being checked / with the
@@ -14,7 +14,6 @@ officer), not the review.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import anyio.to_thread
@@ -27,28 +26,19 @@ from storage import apikeys, assignments, items, ledger, links, reports
 from storage.errors import DomainError, NotFound
 from storage.lifecycle import ItemState
 from storage.models import ApiKey, User
+from storage.submissions import CITIZEN_STATUS
 from upload_api.auth import guessed_wrong, request_id
 from upload_api.context import UploadContext
 from upload_api.errors import STATUS
-from upload_api.ingest import CITIZEN_STATUS
+from upload_api.json_body import read_json
 
 MAX_BODY = 16 << 10
 
 
-def _error(code: str, message: str, status: int | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status or STATUS.get(code, 400))
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_BODY:
-            raise DomainError("body too large", code="ERR_FIELD_TOO_LARGE")
-    try:
-        value = json.loads(data or b"{}")
-    except ValueError:
-        raise DomainError("body is not JSON", code="ERR_BAD_REQUEST") from None
+async def _json_object(request: Request) -> dict[str, Any]:
+    value = await read_json(request, limit=MAX_BODY)
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise DomainError("body must be a JSON object", code="ERR_BAD_REQUEST")
     return value
@@ -115,18 +105,9 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
                 raise DomainError("too many attempts", code="ERR_RATE_LIMITED") from None
             raise
 
-    def endpoint(handler: Any) -> Any:
-        async def run(request: Request) -> Response:
-            try:
-                key = await authenticate(request)
-                response: Response = await handler(request, key)
-                return response
-            except DomainError as error:
-                return _error(error.code, error.message)
-        return run
-
-    async def create_report(request: Request, key: ApiKey) -> Response:
-        body = await _json_body(request)
+    async def create_report(request: Request) -> Response:
+        key = await authenticate(request)
+        body = await _json_object(request)
 
         def work() -> dict[str, Any]:
             with ctx.db.write() as session:
@@ -144,8 +125,9 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
         return JSONResponse(await anyio.to_thread.run_sync(work), status_code=201)
 
-    async def create_link(request: Request, key: ApiKey) -> Response:
-        body = await _json_body(request)
+    async def create_link(request: Request) -> Response:
+        key = await authenticate(request)
+        body = await _json_object(request)
         reference = str(request.path_params["reference"])
         expires = _int_field(body, "expires_in_seconds", settings.link_default_expiry_seconds,
                              settings.api_link_max_expiry_seconds)
@@ -166,7 +148,8 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
         return JSONResponse(await anyio.to_thread.run_sync(work), status_code=201)
 
-    async def evidence_status(request: Request, key: ApiKey) -> Response:
+    async def evidence_status(request: Request) -> Response:
+        key = await authenticate(request)
         reference = str(request.path_params["reference"])
 
         def work() -> dict[str, Any]:
@@ -190,17 +173,14 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
 
     return [
         Route("/api/v1/openapi.json", openapi, methods=["GET"]),
-        Route("/api/v1/reports", endpoint(create_report), methods=["POST"]),
-        Route("/api/v1/reports/{reference:path}/links", endpoint(create_link), methods=["POST"]),
-        Route("/api/v1/reports/{reference:path}/evidence", endpoint(evidence_status), methods=["GET"]),
+        Route("/api/v1/reports", create_report, methods=["POST"]),
+        Route("/api/v1/reports/{reference:path}/links", create_link, methods=["POST"]),
+        Route("/api/v1/reports/{reference:path}/evidence", evidence_status, methods=["GET"]),
     ]
 
 
-ERROR_CODES = sorted(
-    {"ERR_API_KEY", "ERR_RATE_LIMITED", "ERR_BAD_REQUEST", "ERR_INVALID", "ERR_ABOVE_LIMIT", "ERR_FIELD_TOO_LARGE",
-     "ERR_REPORT_EXISTS", "ERR_REFERENCE_INVALID", "ERR_KIND_INVALID", "ERR_REPORT_NOT_FOUND",
-     "ERR_OWNER_UNKNOWN", "ERR_UNIT_NOT_ALLOWED", "ERR_UNIT_INVALID"}
-)
+# Every code the public door answers with (the one table, ``upload_api.errors``).
+ERROR_CODES = sorted(STATUS)
 
 
 def openapi_schema(public_url: str) -> dict[str, Any]:
@@ -222,9 +202,24 @@ def openapi_schema(public_url: str) -> dict[str, Any]:
             "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
                                            "description": "Key from `exhibit apikeys create NAME [--unit UNIT]`."}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                    "type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string", "enum": ERROR_CODES}, "message": {"type": "string"}}}}},
+                "Error": {
+                    "description": (
+                        "The one error shape of every JSON answer of the public door (this API, "
+                        "the tus endpoints under /u/files/, /u/submit, /u/submission, receipts). "
+                        "The HTTP status follows from the code alone."
+                    ),
+                    "type": "object", "required": ["error"], "additionalProperties": False,
+                    "properties": {"error": {
+                        "type": "object", "required": ["code", "message", "what_to_do"], "additionalProperties": False,
+                        "properties": {
+                            "code": {"type": "string", "enum": ERROR_CODES,
+                                     "description": "Stable; see x-exhibit-status for its HTTP status."},
+                            "message": {"type": "string", "description": "A sentence a citizen can read."},
+                            "what_to_do": {"type": "string", "description": "What to do about it (may be empty)."},
+                            "field": {"type": "string", "description": "The form field the error is about."},
+                        }}},
+                    "x-exhibit-status": dict(sorted(STATUS.items())),
+                },
                 "Report": {"type": "object", "properties": {
                     "id": {"type": "string"}, "reference": {"type": "string"}, "kind": {"type": "string"},
                     "title": {"type": "string"}, "owner": {"type": ["string", "null"]},

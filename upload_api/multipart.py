@@ -27,16 +27,19 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from storage.errors import DomainError, LinkProblem
+from storage import submissions, uploads
+from storage.errors import DomainError
 from storage.models import Submission, UploadLink, UploadState
-from upload_api import ingest
+from storage.uploads import Refused
+from upload_api import ingest, streaming
 from upload_api.auth import current_link, request_id
 from upload_api.context import UploadContext
-from upload_api.errors import STATUS, citizen_message, json_error
+from upload_api.errors import citizen_message, html_errors, status_for
+from upload_api.tokens import status_token
 
 log = logging.getLogger("upload_api.multipart")
 
@@ -95,7 +98,7 @@ class _Events:
 
 class _Reader:
     def __init__(self, request: Request, parser: MultipartParser, events: _Events, idle_seconds: float) -> None:
-        self._stream = ingest.idle_guarded(request.stream(), idle_seconds).__aiter__()
+        self._stream = streaming.idle_guarded(request.stream(), idle_seconds).__aiter__()
         self.parser = parser
         self.events = events
         self.finished = False
@@ -227,8 +230,8 @@ def _submission_for(ctx: UploadContext, link: UploadLink, fields: dict[str, str]
     with ctx.db.write() as session:
         existing = fields.get("submission", "").strip()
         if existing:
-            return ingest.submission_of_link(session, link, existing).id
-        sub: Submission = ingest.create_submission(
+            return submissions.submission_of_link(session, link, existing).id
+        sub: Submission = submissions.create_submission(
             ctx.db, session, link,
             description=fields.get("description", ""),
             occurred_at=fields.get("occurred_at", ""),
@@ -240,13 +243,6 @@ def _submission_for(ctx: UploadContext, link: UploadLink, fields: dict[str, str]
             actor=actor, request_id=rid,
         )
         return sub.id
-
-
-def _remaining(ctx: UploadContext, link_id: str) -> int:
-    with ctx.db.read() as session:
-        link = session.get(UploadLink, link_id)
-        assert link is not None
-        return ingest.remaining_bytes(link)
 
 
 async def _receive_file(
@@ -263,7 +259,7 @@ async def _receive_file(
                 return
             if event[0] == "data" and event[1]:
                 raise DomainError("file part without a name", code="ERR_BAD_REQUEST")
-    cap = min(ctx.settings.max_file_bytes, await anyio.to_thread.run_sync(_remaining, ctx, link.id))
+    cap = min(ctx.settings.max_file_bytes, await anyio.to_thread.run_sync(uploads.remaining_bytes_of, ctx.db, link.id))
     row = await ingest.open_upload(
         ctx, link.id, submission_id=submission_id, length=None, filename=part.filename,
         filetype=part.content_type, actor=actor, request_id=rid,
@@ -284,19 +280,23 @@ async def _receive_file(
                 return
 
     blob = await ctx.store.get(row.blob_key)
+    progress = streaming.Progress(0)
     try:
-        result = await ingest.append(ctx, row, blob, 0, body(), cap=cap + 1, final=True)
-        error = result.error
-        if isinstance(error, ingest.LengthExceeded) or (error is None and result.offset > cap):
+        try:
+            # One byte past the cap is read so that "too large" is told apart from "exactly
+            # the cap"; that byte is never kept (the upload is refused and deleted).
+            await streaming.append(ctx, row, blob, progress, body(), cap=cap + 1, final=True)
+            too_large = progress.offset > cap
+        except streaming.LengthExceeded:
+            too_large = True
+        if too_large:
             code = "ERR_TOO_LARGE" if cap == ctx.settings.max_file_bytes else "ERR_QUOTA_BYTES"
-            raise ingest.Refused("file too large", code=code)
-        if error is not None:
-            raise error
+            raise Refused("file too large", code=code)
         if not ended:
             raise DomainError("the form was cut off", code="ERR_BAD_REQUEST")
-        if result.offset == 0:
-            raise ingest.Refused("empty file", code="ERR_EMPTY_FILE")
-        await anyio.to_thread.run_sync(ingest.save_progress, ctx, row.id, result.offset, result.detected_type)
+        if progress.offset == 0:
+            raise Refused("empty file", code="ERR_EMPTY_FILE")
+        await ingest.save_progress(ctx, row.id, progress.offset, progress.detected_type)
         await ingest.complete(ctx, row.id, actor=actor, request_id=rid)
     except BaseException as exc:
         # Nothing incomplete becomes evidence: the partial bytes are deleted.
@@ -308,31 +308,24 @@ async def _receive_file(
 
 
 def routes(ctx: UploadContext) -> list[BaseRoute]:
-    def error_response(request: Request, code: str, message: str, status: int | None = None) -> Response:
-        status = status or STATUS.get(code, 400)
-        if _wants_html(request):
-            words, what_to_do = citizen_message(code)
-            body = ctx.templates.get_template("upload_error.html").render(message=words, what_to_do=what_to_do)
-            return HTMLResponse(body, status_code=status)
-        return json_error(code, message, status=status)
+    def error_page(request: Request, error: DomainError) -> Response | None:
+        # The no-JavaScript form reads errors as a page in plain words; scripts get JSON.
+        if not _wants_html(request):
+            return None
+        words, what_to_do = citizen_message(error.code)
+        body = ctx.templates.get_template("upload_error.html").render(message=words, what_to_do=what_to_do)
+        return HTMLResponse(body, status_code=status_for(error))
 
+    @html_errors(error_page)
     async def submit(request: Request) -> Response:
-        try:
-            if not _same_origin(request, ctx):
-                return error_response(request, "ERR_BAD_REQUEST", "cross-origin form post refused", 403)
-            link, _report = await current_link(request, ctx)
-            submission_id = await _receive_form(request, ctx, link)
-        except LinkProblem as problem:
-            status = 429 if problem.code == "ERR_RATE_LIMITED" else 401 if problem.code == "ERR_NO_SESSION" else None
-            return error_response(request, problem.code, problem.message, status)
-        except DomainError as error:
-            return error_response(request, error.code, error.message)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        token = ingest.status_token(ctx.secret, submission_id)
+        if not _same_origin(request, ctx):
+            raise DomainError("cross-origin form post refused", code="ERR_CROSS_ORIGIN")
+        link, _report = await current_link(request, ctx)
+        submission_id = await _receive_form(request, ctx, link)
+        token = status_token(ctx.secret, submission_id)
         if _wants_html(request):
             return RedirectResponse(f"/u/receipt/{token}", status_code=303)
-        data = await anyio.to_thread.run_sync(ingest.receipt, ctx.db, submission_id)
+        data = await anyio.to_thread.run_sync(submissions.receipt, ctx.db, submission_id)
         return JSONResponse({**data, "status_token": token}, status_code=201)
 
     return [Route("/u/submit", submit, methods=["POST"])]

@@ -1,6 +1,6 @@
 """The citizen pages: the upload page, its JSON helpers, the receipt and the status page.
 
-HTTP only: parse, call ``upload_api.ingest`` / ``storage``, shape the response. The page
+HTTP only: parse, call ``storage``, shape the response. The page
 is a plain multipart form (``POST /u/submit``, served by ``upload_api.multipart``) that
 ``static/upload.js`` enhances into resumable tus uploads; everything here works with
 JavaScript off.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -28,12 +27,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from storage import submissions
 from storage.errors import DomainError, Invalid, LinkProblem, NotFound
 from storage.models import EvidenceItem, Report, UploadLink
 from storage.sniff import IMAGE_TYPES, VIDEO_TYPES
-from upload_api import auth, ingest
+from upload_api import auth
 from upload_api.context import UploadContext
-from upload_api.errors import status_for
+from upload_api.errors import html_errors
+from upload_api.json_body import read_json
+from upload_api.tokens import status_token, verify_status_token
 
 log = logging.getLogger("upload_api.pages")
 
@@ -145,13 +147,6 @@ def render(ctx: UploadContext, template: str, status_code: int = 200, **context:
     return HTMLResponse(ctx.templates.get_template(template).render(**context), status_code=status_code)
 
 
-def json_error(code: str, message: str, status_code: int, field: str | None = None) -> JSONResponse:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    return JSONResponse({"error": error}, status_code=status_code)
-
-
 class FieldError(Invalid):
     def __init__(self, field: str, message: str, *, code: str) -> None:
         super().__init__(message, code=code)
@@ -184,35 +179,13 @@ def parse_statement(body: Any, *, require_contact: bool) -> dict[str, str]:
     return values
 
 
-async def read_json(request: Request) -> Any:
-    """The JSON body, at most MAX_JSON_BYTES (threat: a huge body held in memory)."""
-    # Threat: cross-site request forgery. A form on another site can POST
-    # text/plain or multipart, never application/json without a CORS preflight we do not
-    # answer; with the SameSite=Strict session cookie this closes the door twice.
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json":
-        raise Invalid("send application/json", code="ERR_CONTENT_TYPE")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_JSON_BYTES):
-        raise Invalid("body too large", code="ERR_FIELD_TOO_LARGE")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise Invalid("body too large", code="ERR_FIELD_TOO_LARGE")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("body is not JSON", code="ERR_BAD_REQUEST") from None
-
-
 def _citizen_actor(link: UploadLink) -> str:
     return f"citizen:link:{link.id}"
 
 
 def _received_files(ctx: UploadContext, link: UploadLink, submission_id: str) -> dict[str, Any]:
     with ctx.db.read() as session:
-        sub = ingest.submission_of_link(session, link, submission_id)
+        sub = submissions.submission_of_link(session, link, submission_id)
         rows = session.exec(
             select(EvidenceItem.original_filename, EvidenceItem.size)
             .where(EvidenceItem.submission_id == sub.id)
@@ -221,45 +194,43 @@ def _received_files(ctx: UploadContext, link: UploadLink, submission_id: str) ->
         return {
             "id": sub.id,
             "reference": sub.reference,
-            "status_token": ingest.status_token(ctx.secret, sub.id),
+            "status_token": status_token(ctx.secret, sub.id),
             "files": [{"name": name, "size": size} for name, size in rows],
         }
 
 
 def _load(ctx: UploadContext, token: str, what: str) -> dict[str, Any] | None:
-    submission_id = ingest.verify_status_token(ctx.secret, token)
+    submission_id = verify_status_token(ctx.secret, token)
     if submission_id is None:
         return None
     try:
-        return ingest.receipt(ctx.db, submission_id) if what == "receipt" else ingest.status(ctx.db, submission_id)
+        return submissions.receipt(ctx.db, submission_id) if what == "receipt" else submissions.status(ctx.db, submission_id)
     except NotFound:
         return None
 
 
 def routes(ctx: UploadContext) -> list[BaseRoute]:
+    def link_page(request: Request, error: DomainError) -> Response | None:
+        if error.code == "ERR_NO_SESSION":
+            return render(ctx, "no_session.html", status_code=403)
+        if isinstance(error, LinkProblem):
+            return auth.link_problem_page(ctx, error)
+        return None
+
+    @html_errors(link_page)
     async def upload_page(request: Request) -> Response:
-        try:
-            link, report = await auth.current_link(request, ctx)
-        except LinkProblem as problem:
-            if problem.code == "ERR_NO_SESSION":
-                return render(ctx, "no_session.html", status_code=403)
-            return auth.link_problem_page(ctx, problem)
+        link, report = await auth.current_link(request, ctx)
         return render(ctx, "upload.html", **upload_page_context(ctx, link, report))
 
     async def create_submission(request: Request) -> Response:
-        try:
-            link, _report = await auth.current_link(request, ctx)
-            values = parse_statement(await read_json(request), require_contact=ctx.settings.require_contact)
-        except FieldError as error:
-            return json_error(error.code, error.message, status_for(error), field=error.field)
-        except DomainError as error:
-            status = 429 if error.code == "ERR_RATE_LIMITED" else status_for(error)
-            return json_error(error.code, error.message, status)
+        link, _report = await auth.current_link(request, ctx)
+        body = await read_json(request, limit=MAX_JSON_BYTES, json_content_type=True)
+        values = parse_statement(body, require_contact=ctx.settings.require_contact)
         rid = auth.request_id(request)
 
         def create() -> dict[str, str]:
             with ctx.db.write() as session:
-                sub = ingest.create_submission(
+                sub = submissions.create_submission(
                     ctx.db, session, link,
                     description=values["description"],
                     occurred_at=values["occurred_at"],
@@ -272,17 +243,13 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
                     request_id=rid,
                 )
                 return {"id": sub.id, "reference": sub.reference,
-                        "status_token": ingest.status_token(ctx.secret, sub.id)}
+                        "status_token": status_token(ctx.secret, sub.id)}
 
         return JSONResponse(await anyio.to_thread.run_sync(create), status_code=201)
 
     async def get_submission(request: Request) -> Response:
-        try:
-            link, _report = await auth.current_link(request, ctx)
-            info = await anyio.to_thread.run_sync(_received_files, ctx, link, str(request.path_params["id"]))
-        except DomainError as error:
-            status = 429 if error.code == "ERR_RATE_LIMITED" else status_for(error)
-            return json_error(error.code, error.message, status)
+        link, _report = await auth.current_link(request, ctx)
+        info = await anyio.to_thread.run_sync(_received_files, ctx, link, str(request.path_params["id"]))
         return JSONResponse(info)
 
     async def receipt_page(request: Request) -> Response:

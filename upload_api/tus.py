@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.utils
 import hashlib
 import hmac
-import json
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.to_thread
@@ -33,17 +32,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from storage.blobs.protocol import BlobNotFound, BlobStoreError
-from storage.errors import DomainError, LinkProblem
+from storage import uploads
+from storage.blobs.protocol import BlobNotFound
+from storage.errors import DomainError
 from storage.models import Upload, UploadLink, UploadState
-from upload_api import ingest
+from storage.uploads import Refused
+from upload_api import ingest, streaming
 from upload_api.auth import authorise, current_link, request_id
 from upload_api.context import UploadContext
-from upload_api.errors import json_error
+from upload_api.errors import TUS_VERSION
+from upload_api.json_body import read_json
 
 log = logging.getLogger("upload_api.tus")
 
-TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 # A PATCH carrying Upload-Checksum is spooled to a temporary file and verified before a
@@ -60,10 +61,6 @@ def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         h.update(extra)
     return h
-
-
-def tus_error(code: str, message: str = "", *, status: int | None = None) -> JSONResponse:
-    return json_error(code, message or code, status=status, headers=_headers())
 
 
 def _expires(row: Upload) -> dict[str, str]:
@@ -187,10 +184,6 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             raise DomainError("no such upload", code="ERR_UPLOAD_NOT_FOUND")
         return upload_id
 
-    def check_version(request: Request) -> None:
-        if request.headers.get("tus-resumable") != TUS_VERSION:
-            raise DomainError("unsupported tus version", code="ERR_TUS_VERSION")
-
     async def options(request: Request) -> Response:
         return Response(status_code=204, headers=_headers({
             "Tus-Version": TUS_VERSION,
@@ -200,69 +193,76 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             "Exhibit-Max-Checksum-Chunk": str(MAX_CHECKSUM_CHUNK),
         }))
 
-    async def receive(
-        request: Request, link: UploadLink, row: Upload, offset: int, rid: str | None
-    ) -> tuple[Response | None, Upload]:
-        """Append the request body at ``offset`` (lock held, offset checked). Returns an
-        error response (or None) and the updated row."""
+    async def receive(request: Request, link: UploadLink, row: Upload, offset: int, rid: str | None) -> Upload:
+        """Append the request body at ``offset`` (lock held, offset checked); returns the
+        updated row. Raises what stopped the body, after the bytes that arrived were
+        kept (client gone, stall, too long) or deleted (a refused type)."""
         assert row.length is not None
-        blob = await ingest.blob_for(ctx, row)
+        blob = await streaming.blob_for(ctx, row)
         length_header = _int_header(request, "content-length")
         if length_header is not None and offset + length_header > row.length:
-            # UP-07: refused before a byte is read.
-            return tus_error("ERR_LENGTH_EXCEEDED", "body goes past Upload-Length", status=413), row
-        body: AsyncIterator[bytes] = ingest.idle_guarded(_body(request), settings.upload_idle_timeout_seconds)
-        spool: _Spool | None = None
+            raise streaming.LengthExceeded()  # UP-07: refused before a byte is read
+        body: AsyncIterator[bytes] = streaming.idle_guarded(_body(request), settings.upload_idle_timeout_seconds)
+        progress = streaming.Progress(offset, row.detected_type)
         checksum = request.headers.get("upload-checksum")
         try:
-            if checksum is not None:
-                algorithm, expected = _parse_checksum(checksum)
-                spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                spool = _Spool(str(spool_dir))
-                got = await spool.fill(body, algorithm, min(MAX_CHECKSUM_CHUNK, row.length - offset + 1))
-                if not hmac.compare_digest(got, expected):
-                    return tus_error("ERR_CHECKSUM_MISMATCH", "checksum mismatch", status=460), row
-                body = spool.replay()
-            result = await ingest.append(ctx, row, blob, offset, body, cap=row.length, final=False)
-        finally:
-            if spool is not None:
-                spool.close()
-        error = result.error
-        if isinstance(error, ingest.Refused) and not isinstance(error, ingest.LengthExceeded):
-            await ingest.close_upload(ctx, row.id, UploadState.REFUSED, actor=_actor(link), request_id=rid,
-                                      detail={"reason": error.code})
-            return tus_error(error.code, error.message), row
-        if result.offset == row.length:
-            await anyio.to_thread.run_sync(ingest.save_progress, ctx, row.id, result.offset, result.detected_type)
+            with contextlib.ExitStack() as stack:
+                if checksum is not None:
+                    algorithm, expected = _parse_checksum(checksum)
+                    spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    spool = stack.enter_context(contextlib.closing(_Spool(str(spool_dir))))
+                    got = await spool.fill(body, algorithm, min(MAX_CHECKSUM_CHUNK, row.length - offset + 1))
+                    if not hmac.compare_digest(got, expected):
+                        raise DomainError("checksum mismatch", code="ERR_CHECKSUM_MISMATCH")
+                    body = spool.replay()
+                await streaming.append(ctx, row, blob, progress, body, cap=row.length, final=False)
+        except Refused as refusal:
+            if not isinstance(refusal, streaming.LengthExceeded):
+                # A refused type: its bytes go, the upload ends (never evidence).
+                await ingest.close_upload(ctx, row.id, UploadState.REFUSED, actor=_actor(link), request_id=rid,
+                                          detail={"reason": refusal.code})
+                raise
+            # Too long: the bytes inside Upload-Length are kept (and may complete it).
+            await advance(link, row, progress, rid)
+            raise
+        except (ClientDisconnect, OSError):
+            # Nobody is listening any more: what arrived is kept for the resume.
+            await advance(link, row, progress, rid)
+            return row
+        except Exception:
+            # A stall, a store error: what arrived is kept for the resume.
+            await advance(link, row, progress, rid)
+            raise
+        await advance(link, row, progress, rid)
+        return row
+
+    async def advance(link: UploadLink, row: Upload, progress: streaming.Progress, rid: str | None) -> None:
+        """Record the bytes a PATCH stored; the last byte completes the upload."""
+        if progress.offset == row.length:
+            await ingest.save_progress(ctx, row.id, progress.offset, progress.detected_type)
             await ingest.complete(ctx, row.id, actor=_actor(link), request_id=rid)
             row.state = UploadState.COMPLETE
         else:
-            ingest.note_progress(ctx, row, result.offset, result.detected_type)
+            ingest.note_progress(ctx, row, progress.offset, progress.detected_type)
             row.expires_at = ingest.expires_from_now(ctx)
-        row.offset = result.offset
-        if isinstance(error, ingest.LengthExceeded):
-            return tus_error(error.code, error.message), row
-        if error is not None and not isinstance(error, ClientDisconnect | OSError):
-            raise error
-        return None, row
+        row.offset = progress.offset
 
     async def create(request: Request) -> Response:
-        check_version(request)
         link, _report = await current_link(request, ctx)
         rid = request_id(request)
         if request.headers.get("upload-defer-length") is not None:
-            return tus_error("ERR_BAD_REQUEST", "deferred length is not supported", status=400)
+            raise DomainError("deferred length is not supported", code="ERR_BAD_REQUEST")
         if request.headers.get("upload-concat") is not None:
-            return tus_error("ERR_BAD_REQUEST", "concatenation is not supported", status=400)
+            raise DomainError("concatenation is not supported", code="ERR_BAD_REQUEST")
         length = _int_header(request, "upload-length")
         if length is None:
-            return tus_error("ERR_BAD_REQUEST", "Upload-Length is required", status=400)
+            raise DomainError("Upload-Length is required", code="ERR_BAD_REQUEST")
         if length > settings.max_file_bytes:
-            return tus_error("ERR_TOO_LARGE")
+            raise Refused("file too large", code="ERR_TOO_LARGE")
         meta = parse_metadata(request.headers.get("upload-metadata", ""))
         submission_id = meta.get("submission", "")
         if not submission_id:
-            return tus_error("ERR_BAD_REQUEST", "Upload-Metadata must name the submission", status=400)
+            raise DomainError("Upload-Metadata must name the submission", code="ERR_BAD_REQUEST")
         has_body = request.headers.get("content-type", "").split(";")[0].strip() == OFFSET_TYPE
         row = await ingest.open_upload(
             ctx, link.id, submission_id=submission_id, length=length,
@@ -272,16 +272,16 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         location = f"/u/files/{row.id}"
         extra: dict[str, str] = {"Location": location}
         if has_body:
-            async with ingest.UploadLocks.hold(ctx.db, row.id) as mine:
+            async with ctx.locker.hold(row.id) as mine:
                 assert mine  # nobody else knows this id yet
-                problem, row = await receive(request, link, row, 0, rid)
-            if problem is not None and problem.status_code != 413:
-                return problem
+                try:
+                    row = await receive(request, link, row, 0, rid)
+                except streaming.LengthExceeded:
+                    pass  # the upload exists (201) with the bytes inside its length
             extra["Upload-Offset"] = str(row.offset)
         return Response(status_code=201, headers=_headers({**extra, **_expires(row)}))
 
     async def head(request: Request) -> Response:
-        check_version(request)
         upload_id = upload_id_of(request)
         link, _report, row = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
         assert row is not None
@@ -291,14 +291,14 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
             raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
         else:
             try:
-                info = await (await ingest.blob_for(ctx, row)).info()
+                info = await (await streaming.blob_for(ctx, row)).info()
             except BlobNotFound:
                 raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND") from None
             offset = info.offset
             if offset == row.length:
                 # All bytes are durable but completion did not commit (a crash between
                 # the two): complete now, so a client that sees "done" is right.
-                async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+                async with ctx.locker.hold(upload_id) as mine:
                     if mine:
                         await ingest.complete(ctx, upload_id, actor=_actor(link), request_id=request_id(request))
         return Response(status_code=200, headers=_headers({
@@ -308,13 +308,12 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         }))
 
     async def patch(request: Request) -> Response:
-        check_version(request)
         upload_id = upload_id_of(request)
         if request.headers.get("content-type", "").split(";")[0].strip() != OFFSET_TYPE:
-            return tus_error("ERR_CONTENT_TYPE", "Content-Type must be application/offset+octet-stream")
+            raise DomainError("Content-Type must be application/offset+octet-stream", code="ERR_CONTENT_TYPE")
         offset = _int_header(request, "upload-offset")
         if offset is None:
-            return tus_error("ERR_BAD_REQUEST", "Upload-Offset is required", status=400)
+            raise DomainError("Upload-Offset is required", code="ERR_BAD_REQUEST")
         rid = request_id(request)
         # Authorised before the lock is asked for (AC-01, UP-09): a request that is not
         # the link's own learns nothing, not even that someone is writing this upload
@@ -323,43 +322,40 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         # by a writer that finishes before we hold the lock; under the lock the store is
         # the truth about the offset, and completion re-checks the row and the link.
         link, _report, loaded = await authorise(request, ctx, lambda s, lk: _load_in(s, lk, upload_id))
-        async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+        async with ctx.locker.hold(upload_id) as mine:
             if not mine:
-                return tus_error("ERR_LOCKED", "another request is writing this upload")
+                raise DomainError("another request is writing this upload", code="ERR_LOCKED")
             assert loaded is not None
             row = loaded
             if row.state == UploadState.COMPLETE:
-                return tus_error("ERR_UPLOAD_FINISHED", "upload is complete")
+                raise DomainError("upload is complete", code="ERR_UPLOAD_FINISHED")
             if row.state != UploadState.OPEN:
-                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+                raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
             try:
-                info = await (await ingest.blob_for(ctx, row)).info()
+                info = await (await streaming.blob_for(ctx, row)).info()
             except BlobNotFound:
-                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+                raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND") from None
             if offset != info.offset:
                 # UP-06: nothing written; the client asks HEAD and resumes from there.
-                return tus_error("ERR_OFFSET_MISMATCH", "Upload-Offset does not match", status=409)
+                raise DomainError("Upload-Offset does not match", code="ERR_OFFSET_MISMATCH")
             if info.offset == row.length:
                 await ingest.complete(ctx, upload_id, actor=_actor(link), request_id=rid)
                 return Response(status_code=204, headers=_headers({"Upload-Offset": str(info.offset)}))
-            problem, row = await receive(request, link, row, offset, rid)
-            if problem is not None:
-                return problem
+            row = await receive(request, link, row, offset, rid)
         return Response(status_code=204, headers=_headers({"Upload-Offset": str(row.offset), **_expires(row)}))
 
     async def delete(request: Request) -> Response:
-        check_version(request)
         upload_id = upload_id_of(request)
         link, _report = await current_link(request, ctx)
-        async with ingest.UploadLocks.hold(ctx.db, upload_id) as mine:
+        async with ctx.locker.hold(upload_id) as mine:
             if not mine:
-                return tus_error("ERR_LOCKED", "another request is writing this upload")
+                raise DomainError("another request is writing this upload", code="ERR_LOCKED")
             row = await anyio.to_thread.run_sync(_load, ctx, link, upload_id)
             if row.state == UploadState.COMPLETE:
                 # UP-12: evidence is never deleted through the upload door.
-                return tus_error("ERR_UPLOAD_FINISHED", "a completed upload cannot be deleted")
+                raise DomainError("a completed upload cannot be deleted", code="ERR_UPLOAD_FINISHED")
             if row.state != UploadState.OPEN:
-                return tus_error("ERR_UPLOAD_NOT_FOUND", "upload is gone")
+                raise DomainError("upload is gone", code="ERR_UPLOAD_NOT_FOUND")
             await ingest.close_upload(ctx, upload_id, UploadState.TERMINATED, actor=_actor(link),
                                       request_id=request_id(request), detail={"reason": "client"})
         return Response(status_code=204, headers=_headers())
@@ -367,51 +363,31 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     async def client_sha256(request: Request) -> Response:
         upload_id = upload_id_of(request)
         link, _report = await current_link(request, ctx)
-        raw = await _small_json(request)
+        raw = await read_json(request, limit=4096)
         value = raw.get("sha256") if isinstance(raw, dict) else None
         result = await anyio.to_thread.run_sync(
-            lambda: ingest.record_client_sha256(
+            lambda: uploads.record_client_sha256(
                 ctx.db, link, upload_id, str(value or ""), actor=_actor(link), request_id=request_id(request)
             )
         )
         return JSONResponse(result)
 
-    def guarded(handler: Any) -> Any:
-        async def run(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-                return response
-            except LinkProblem as problem:
-                status = 429 if problem.code == "ERR_RATE_LIMITED" else 401 if problem.code == "ERR_NO_SESSION" else None
-                return tus_error(problem.code, problem.message, status=status)
-            except DomainError as error:
-                return tus_error(error.code, error.message)
-            except ClientDisconnect:
-                return Response(status_code=400)  # nobody is listening; nothing to say
-            except BlobStoreError:
-                log.exception("tus.storage_error")
-                return tus_error("ERR_STORAGE", "storage unavailable")
-        return run
+    handlers: dict[str, Callable[[Request], Awaitable[Response]]] = {
+        "POST": create, "HEAD": head, "PATCH": patch, "DELETE": delete,
+    }
+
+    async def tus(request: Request) -> Response:
+        """The tus handler as one unit, as tusd's ``unrouted_handler.go``: OPTIONS
+        answers the discovery request of any client; every other method must speak
+        our version of the protocol (412 otherwise) before anything else is read."""
+        if request.method == "OPTIONS":
+            return await options(request)
+        if request.headers.get("tus-resumable") != TUS_VERSION:
+            raise DomainError("unsupported tus version", code="ERR_TUS_VERSION")
+        return await handlers[request.method](request)
 
     return [
-        Route("/u/files/", guarded(options), methods=["OPTIONS"]),
-        Route("/u/files/", guarded(create), methods=["POST"]),
-        Route("/u/files/{upload_id}", guarded(head), methods=["HEAD"]),
-        Route("/u/files/{upload_id}", guarded(patch), methods=["PATCH"]),
-        Route("/u/files/{upload_id}", guarded(delete), methods=["DELETE"]),
-        Route("/u/files/{upload_id}", guarded(options), methods=["OPTIONS"]),
-        Route("/u/files/{upload_id}/client-sha256", guarded(client_sha256), methods=["POST"]),
+        Route("/u/files/", tus, methods=["OPTIONS", "POST"]),
+        Route("/u/files/{upload_id}", tus, methods=["HEAD", "PATCH", "DELETE", "OPTIONS"]),
+        Route("/u/files/{upload_id}/client-sha256", client_sha256, methods=["POST"]),
     ]
-
-
-async def _small_json(request: Request, limit: int = 4096) -> Any:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise DomainError("body too large", code="ERR_FIELD_TOO_LARGE")
-    try:
-        return json.loads(data or b"null")
-    except ValueError:
-        raise DomainError("body is not JSON", code="ERR_BAD_REQUEST") from None
-

@@ -144,6 +144,17 @@ class BlobStore(Protocol):
         ...
 
 
+@runtime_checkable
+class PartialReader(Protocol):
+    """Optional store ability: read bytes ``[start, end)`` of an *unfinished* upload, so
+    a process without the hash state of that upload (another node, a restart) can
+    rebuild it from the stored prefix (DESIGN §4). Discovered with ``isinstance``; a
+    store without it makes the caller hash the sealed object at completion instead.
+    ``BlobNotFound`` when the upload is gone."""
+
+    def read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]: ...
+
+
 async def put_bytes(store: BlobStore, data: bytes, namespace: str = "derivatives") -> str:
     """Convenience: store small bytes as a finished object and return its key."""
 

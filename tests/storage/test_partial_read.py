@@ -15,8 +15,8 @@ import os
 import pytest
 
 from storage.blobs import BlobNotFound, BlobStore, BlobStoreError, read_all
+from storage.blobs.protocol import PartialReader
 from tests.fixtures.blobs import StoreFactory, StreamBroke, broken_stream, sha256, stream
-from upload_api.ingest import PartialReader
 
 pytestmark = pytest.mark.anyio
 

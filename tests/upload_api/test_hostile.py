@@ -13,9 +13,9 @@ import pytest
 from sqlmodel import select
 
 from storage.models import CustodyEvent, EvidenceItem, Job, Upload, UploadLink, UploadState
+from storage.uploads import Refused
 from tests.fixtures.upload import UploadEnv, jpeg_bytes
-from upload_api import ingest
-from upload_api.ingest import UploadLocks
+from upload_api import ingest, tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -238,7 +238,7 @@ async def test_a_second_writer_is_locked_out(upload_env: UploadEnv) -> None:
     async with upload_env.client() as c:
         url = await new_upload(upload_env, c, len(data))
         upload_id = url.rsplit("/", 1)[1]
-        async with UploadLocks.hold(upload_env.db, upload_id) as mine:
+        async with upload_env.app.state.ctx.locker.hold(upload_id) as mine:
             assert mine
             r = await c.patch(url, headers=patch_headers(0), content=data)
             assert r.status_code == 423
@@ -258,13 +258,16 @@ def test_postgresql_advisory_lock_excludes_other_nodes(pg_cluster) -> None:  # t
 
 
 def _advisory_lock_round(db) -> None:  # type: ignore[no-untyped-def]
-    first = ingest._pg_try_lock(db, "ab" * 16)
+    from storage.locks import AdvisoryLocker
+
+    locker = AdvisoryLocker(db)
+    first = locker.try_lock("ab" * 16)
     assert first is not None
-    assert ingest._pg_try_lock(db, "ab" * 16) is None
-    ingest._pg_unlock(first, "ab" * 16)
-    again = ingest._pg_try_lock(db, "ab" * 16)
+    assert locker.try_lock("ab" * 16) is None
+    locker.unlock(first, "ab" * 16)
+    again = locker.try_lock("ab" * 16)
     assert again is not None
-    ingest._pg_unlock(again, "ab" * 16)
+    locker.unlock(again, "ab" * 16)
 
 
 # -- expiry -------------------------------------------------------------------------------
@@ -333,7 +336,7 @@ async def test_client_hash_is_recorded_as_match_or_mismatch_and_shown_on_the_rec
         assert r.json() == {"match": None, "sha256": None}
         await c.patch(u2, headers=patch_headers(0), content=bad)
         assert (await c.post(u2 + "/client-sha256", json={"sha256": "nothex"})).status_code == 400
-        token = ingest.status_token(upload_env.secret, upload_env.link.submission.id)
+        token = tokens.status_token(upload_env.secret, upload_env.link.submission.id)
         receipt = (await c.get(f"/u/receipt/{token}.json")).json()
         status = (await c.get(f"/u/status/{token}.json")).json()
         forged = token[:-1] + ("A" if token[-1] != "A" else "B")
@@ -363,7 +366,7 @@ async def test_a_quota_refusal_at_completion_is_recorded_not_rolled_back(upload_
         assert link is not None
         link.used_bytes = link.max_bytes - 100
         s.add(link)
-    with pytest.raises(ingest.Refused) as refused:
+    with pytest.raises(Refused) as refused:
         await ingest.complete(ctx, row.id, actor="test", request_id=None)
     assert refused.value.code == "ERR_QUOTA_BYTES"
     with upload_env.db.read() as s:

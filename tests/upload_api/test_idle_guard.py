@@ -1,6 +1,6 @@
 """UP-05: a body that stops arriving is cut off after the idle timeout, and only then.
 
-``ingest.idle_guarded`` watches each stream with one timer; these tests pin what that
+``streaming.idle_guarded`` watches each stream with one timer; these tests pin what that
 timer may and may not do: a slow but steady phone is never cut off, time the server
 spends storing between chunks is not the client's idleness, a stall is cut off with
 ``IdleTimeout`` (answered 500, which clients retry), and somebody else's cancellation stays a cancellation.
@@ -21,7 +21,7 @@ from sqlmodel import select
 from storage.db import Database
 from storage.models import EvidenceItem, Upload, UploadState
 from tests.fixtures.upload import LiveServer, jpeg_bytes, make_env
-from upload_api.ingest import IdleTimeout, idle_guarded
+from upload_api.streaming import IdleTimeout, idle_guarded
 
 pytestmark = pytest.mark.anyio
 

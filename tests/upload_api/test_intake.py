@@ -54,7 +54,7 @@ async def test_missing_wrong_and_revoked_keys_get_the_same_401(upload_env: Uploa
         async with api(upload_env, value) as c:
             r = await c.post("/api/v1/reports", json={"reference": "R1"})
         assert r.status_code == 401
-        assert r.json() == {"error": {"code": "ERR_API_KEY", "message": "invalid API key"}}
+        assert r.json() == {"error": {"code": "ERR_API_KEY", "message": "invalid API key", "what_to_do": ""}}
 
 
 async def test_errors_carry_stable_codes(upload_env: UploadEnv) -> None:

@@ -17,7 +17,6 @@ from storage.models import Upload, UploadState
 from tests.fixtures.upload import LiveServer, UploadEnv, jpeg_bytes
 from tests.upload_api.test_link_rechecks import end_link, multipart_parts
 from tests.upload_api.test_tus_clients import wait_until
-from upload_api.ingest import UploadLocks
 
 
 def _answer(sock: socket.socket) -> tuple[int, dict[str, str]]:
@@ -61,7 +60,7 @@ def test_a_real_tus_patch_whose_link_ends_midway_is_refused(upload_env: UploadEn
                 f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data[:150_000]
             )
             # The lock is taken only after authorisation: held means authorised and writing.
-            wait_until(lambda: (upload_env.db.url, upload_id) in UploadLocks._held)
+            wait_until(lambda: upload_env.app.state.ctx.locker.held_here(upload_id))
             end_link(upload_env, upload_env.link.link.id, how)
             sock.sendall(data[150_000:])
             status, body = _answer(sock)

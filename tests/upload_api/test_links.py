@@ -6,7 +6,7 @@ import pytest
 
 from storage import links
 from tests.fixtures.upload import UploadEnv, make_env
-from upload_api.auth import sign_session, verify_session
+from upload_api.tokens import sign_session, verify_session
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from storage import links
 from storage.db import Database
 from storage.models import CustodyEvent, EvidenceItem, Submission, UploadLink
 from tests.fixtures.upload import IssuedLink, UploadEnv, jpeg_bytes, make_env
-from upload_api import ingest
+from upload_api import tokens
 from upload_api.context import TEMPLATES_DIR
 from upload_api.pages import DECLARATION_VERSION, format_bytes
 
@@ -197,7 +197,7 @@ async def test_the_statement_becomes_a_submission_with_its_declaration_version(u
         body = r.json()
         again = await c.get(f"/u/submission/{body['id']}")
     assert re.fullmatch(r"EXH-[0-9A-Z]{4}-[0-9A-Z]{4}", body["reference"])
-    assert ingest.verify_status_token(upload_env.secret, body["status_token"]) == body["id"]
+    assert tokens.verify_status_token(upload_env.secret, body["status_token"]) == body["id"]
     assert again.json() == {**body, "files": []}
     with upload_env.db.read() as s:
         sub = s.get(Submission, body["id"])
@@ -270,7 +270,7 @@ async def test_the_receipt_lists_each_file_with_size_hash_time_and_the_browser_c
         assert r.json()["match"] is True
         r = await c.post(f"{urls[1]}/client-sha256", json={"sha256": "0" * 64})
         assert r.json()["match"] is False
-    token = ingest.status_token(upload_env.secret, sub.id)
+    token = tokens.status_token(upload_env.secret, sub.id)
     async with page_client(upload_env) as c:
         r = await c.get(f"/u/receipt/{token}")
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
@@ -302,7 +302,7 @@ async def test_the_status_page_says_received_checked_or_with_the_officer_and_not
             item.state = state
             item.triage = "declined" if state == "ready" else "pending"
             s.add(item)
-    token = ingest.status_token(upload_env.secret, sub.id)
+    token = tokens.status_token(upload_env.secret, sub.id)
     async with page_client(upload_env) as c:
         r = await c.get(f"/u/status/{token}")
     assert r.status_code == 200
@@ -315,7 +315,7 @@ async def test_the_status_page_says_received_checked_or_with_the_officer_and_not
 
 async def test_a_forged_or_unknown_receipt_token_is_a_plain_not_found(upload_env: UploadEnv) -> None:
     sub_id = upload_env.link.submission.id
-    forged = ingest.status_token(b"x" * 32, sub_id)
+    forged = tokens.status_token(b"x" * 32, sub_id)
     async with page_client(upload_env) as c:
         for path in (f"/u/receipt/{forged}", f"/u/status/{forged}", "/u/receipt/nothing", f"/u/status/{sub_id}"):
             r = await c.get(path)

@@ -16,7 +16,6 @@ from tusclient import client as tus
 from storage.models import EvidenceItem
 from tests.fixtures.upload import LiveServer, UploadEnv, jpeg_bytes
 from upload_api.app import create_app
-from upload_api.ingest import UploadLocks
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -67,7 +66,7 @@ def test_interrupted_upload_resumes_from_a_new_client_on_a_fresh_node(upload_env
         _cut_patch(first.port, path, token, 1 << 20, data[1 << 20 : (1 << 20) + 300_000], 1 << 20)
         upload_id = path.rsplit("/", 1)[1]
         wait_until(lambda: _offset(first.url + path, token) == (1 << 20) + 300_000
-                   and (upload_env.db.url, upload_id) not in UploadLocks._held)
+                   and not upload_env.app.state.ctx.locker.held_here(upload_id))
     # Another node (a new app: no hash state, no locks) and a new client finish it.
     other = create_app(upload_env.settings, upload_env.db, upload_env.store, secret=upload_env.secret)
     with LiveServer(other) as second:
@@ -115,6 +114,6 @@ def test_a_stalled_patch_is_cut_off_and_its_bytes_kept(db, tmp_path) -> None:  #
             )
             answer = s.recv(4096)  # blocks until the server gives up on the body
         assert answer.startswith(b"HTTP/1.1 500")
-        wait_until(lambda: (env.db.url, path.rsplit("/", 1)[1]) not in UploadLocks._held)
+        wait_until(lambda: not env.app.state.ctx.locker.held_here(path.rsplit("/", 1)[1]))
         r = httpx2.head(f"{server.url}{path}", headers=auth)
         assert r.headers["upload-offset"] == "100000"

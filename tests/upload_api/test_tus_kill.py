@@ -11,12 +11,12 @@ import socket
 from sqlmodel import select
 from tusclient import client as tus
 
+from storage import submissions
 from storage.db import Database
 from storage.links import hash_token
 from storage.models import EvidenceItem, UploadLink
 from tests.fixtures.upload import jpeg_bytes
 from tests.fixtures.upload_server import UploadServer, make_upload_link
-from upload_api import ingest
 
 
 def test_upload_survives_kill_9_mid_patch_and_resumes_to_the_same_hash(upload_server: UploadServer) -> None:
@@ -26,7 +26,7 @@ def test_upload_survives_kill_9_mid_patch_and_resumes_to_the_same_hash(upload_se
     try:
         with db.write() as s:
             link = s.exec(select(UploadLink).where(UploadLink.token_hash == hash_token(token))).one()
-            submission = ingest.create_submission(db, s, link, declaration_accepted=True, actor="test")
+            submission = submissions.create_submission(db, s, link, declaration_accepted=True, actor="test")
         data = jpeg_bytes(6_000_000, 3)
         meta = {"filename": "clip.jpg", "filetype": "image/jpeg", "submission": submission.id}
         auth = {"Authorization": f"Bearer {token}"}

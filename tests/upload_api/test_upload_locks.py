@@ -13,17 +13,17 @@ import anyio
 import pytest
 
 from storage.db import Database
-from upload_api.ingest import UploadLocks
+from storage.locks import make_locker
 
 pytestmark = pytest.mark.anyio
 
 HOLDER = textwrap.dedent("""
     import sys, anyio
     from storage.db import Database
-    from upload_api.ingest import UploadLocks
+    from storage.locks import make_locker
 
     async def main():
-        async with UploadLocks.hold(Database(sys.argv[1]), sys.argv[2]) as got:
+        async with make_locker(Database(sys.argv[1])).hold(sys.argv[2]) as got:
             print("held" if got else "refused", flush=True)
             sys.stdin.readline()  # hold until told (or killed)
 
@@ -55,7 +55,7 @@ def _release(proc: subprocess.Popen[str]) -> None:
 
 
 async def _try(db: Database, upload_id: str) -> bool:
-    async with UploadLocks.hold(db, upload_id) as got:
+    async with make_locker(db).hold(upload_id) as got:
         return got
 
 
@@ -85,7 +85,7 @@ async def test_a_writer_process_that_dies_does_not_hold_the_upload(db: Database)
 
 
 async def test_two_writers_in_one_process_are_one_too_many(db: Database) -> None:
-    async with UploadLocks.hold(db, UPLOAD) as first:
+    async with make_locker(db).hold(UPLOAD) as first:
         assert first is True
         assert await _try(db, UPLOAD) is False
     assert await _try(db, UPLOAD) is True
