@@ -91,5 +91,5 @@ def matching_step(secret_b32: str, code: str, now: dt.datetime) -> int | None:
 
 
 def code_at(secret_b32: str, when: dt.datetime) -> str:
-    """The code for ``when`` (tests and the bootstrap helper use it)."""
+    """The code for ``when`` (the tests use it to sign in as a user would)."""
     return pyotp.TOTP(secret_b32, digits=DIGITS, interval=STEP_SECONDS).at(when)
