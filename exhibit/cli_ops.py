@@ -77,16 +77,41 @@ def _pg_bin(name: str) -> str:
     return found[0]
 
 
+# libpq's connection parameters that may come in the URL's query (``?sslmode=require``,
+# ``?host=/run/postgresql``) and the environment variables pg_dump/pg_restore read for them.
+_PG_QUERY_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY", "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR", "sslsni": "PGSSLSNI", "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION", "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING", "requirepeer": "PGREQUIREPEER", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "application_name": "PGAPPNAME", "passfile": "PGPASSFILE",
+    "service": "PGSERVICE", "options": "PGOPTIONS", "krbsrvname": "PGKRBSRVNAME",
+}
+
+
 def _pg_env(url: str) -> dict[str, str]:
-    """libpq's environment for ``url`` (the password stays out of argv and logs)."""
+    """libpq's environment for ``url`` (the password stays out of argv and logs).
+
+    Threat: a backup taken over a connection weaker than the server's own (sslmode and
+    the CA pinned in the URL's query, or the operator's PGSSL* variables, silently
+    dropped: the owner role's password and every citizen's data sent in clear text or to
+    a server whose certificate nobody checked). So the operator's PGSSL* variables are
+    kept and the URL's query parameters become the PG* variables libpq reads."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    # Other PG* variables are dropped (they could name another server or user than the URL).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k.startswith("PGSSL")}
     for key, value in (("PGHOST", parsed.host), ("PGPORT", parsed.port), ("PGUSER", parsed.username),
                        ("PGPASSWORD", parsed.password), ("PGDATABASE", parsed.database)):
         if value is not None:
             env[key] = str(value)
+    for name, given in parsed.query.items():
+        variable = _PG_QUERY_ENV.get(name)
+        if variable is None:
+            continue
+        env[variable] = given if isinstance(given, str) else ",".join(given)  # host=a&host=b: a list
     return env
 
 

@@ -170,3 +170,18 @@ async def test_backup_of_a_running_system_restores_verifies_and_uploads_resume(
         restored_db.dispose()
         if postgres:
             cluster.drop_database(restored_url)
+
+
+def test_pg_env_keeps_tls_settings_and_the_urls_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A backup must not connect more weakly than the server does: sslmode, the pinned CA and
+    # a socket directory given in the URL, and the operator's PGSSL* variables, all reach libpq.
+    from exhibit.cli_ops import _pg_env
+
+    monkeypatch.setenv("PGSSLROOTCERT", "/etc/exhibit/ca.pem")
+    monkeypatch.setenv("PGSERVICE", "someone-else")
+    env = _pg_env("postgresql+psycopg://owner:s3cret@/exhibit?sslmode=require&host=/run/postgresql"
+                  "&sslcert=/etc/exhibit/client.pem")
+    assert env["PGSSLMODE"] == "require" and env["PGHOST"] == "/run/postgresql"
+    assert env["PGSSLROOTCERT"] == "/etc/exhibit/ca.pem" and env["PGSSLCERT"] == "/etc/exhibit/client.pem"
+    assert env["PGUSER"] == "owner" and env["PGPASSWORD"] == "s3cret" and env["PGDATABASE"] == "exhibit"
+    assert "PGSERVICE" not in env  # other PG* variables could point elsewhere than the URL
