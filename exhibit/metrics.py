@@ -21,8 +21,11 @@ whole system's, and a restart loses nothing:
 Threat (SECURITY_CHECKLIST AC-17; the trust boundary of issue 11): counts, queue depths
 and sign-in failure rates help an attacker time an attack. ``/metrics`` exists only on
 the staff door (the public door's ``OnlyPaths`` answers 404), and even there only for
-client addresses in ``EXHIBIT_METRICS_ALLOW`` (default: loopback and private networks);
-anyone else gets the same 404 as for a path that does not exist.
+client addresses in ``EXHIBIT_METRICS_ALLOW`` (default: loopback only; behind the staff
+proxy every client, partners of other organisations too, has a private address, so a
+default of "private networks" let everyone read them); anyone else gets the same 404 as
+for a path that does not exist. The staff door's ``/readyz`` shows its details only to
+the same addresses (``allow_check``).
 """
 
 from __future__ import annotations
@@ -191,23 +194,31 @@ class ExhibitCollector:
         yield events
 
 
+def allow_check(settings: Settings) -> Callable[[Scope], bool]:
+    """Whether a request's client (the TCP peer, or the address a trusted proxy forwarded)
+    is in ``EXHIBIT_METRICS_ALLOW``: who may read operational numbers (AC-17)."""
+    allow = parse_networks(settings.metrics_allow)
+    trusted = parse_networks(settings.trusted_proxies)
+
+    def allowed(scope: Scope) -> bool:
+        peer = scope.get("exhibit.peer") or scope.get("client")
+        client = client_address(str(peer[0]) if peer else None, scope.get("headers", []), trusted)
+        address = parse_address(client)
+        return address is not None and any(address.version == n.version and address in n for n in allow)
+
+    return allowed
+
+
 class MetricsEndpoint:
     """``GET /metrics`` for allowed addresses; a bare 404 for everyone else (the same
     answer as for a path that does not exist); everything else goes to ``app``."""
 
     def __init__(self, app: ASGIApp, settings: Settings, db: Database) -> None:
         self.app = app
-        self.allow = parse_networks(settings.metrics_allow)
-        self.trusted = parse_networks(settings.trusted_proxies)
+        self.allowed = allow_check(settings)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ExhibitCollector(db))
         self._lock = asyncio.Lock()
-
-    def allowed(self, scope: Scope) -> bool:
-        peer = scope.get("exhibit.peer") or scope.get("client")
-        client = client_address(str(peer[0]) if peer else None, scope.get("headers", []), self.trusted)
-        address = parse_address(client)
-        return address is not None and any(address.version == n.version and address in n for n in self.allow)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path") != PATH:

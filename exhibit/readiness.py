@@ -11,7 +11,9 @@ restarts on /healthz must not restart a node because the database is down).
   error text. Threat (trust boundary, issue 11 item 5): the internet learns which
   signatures we have, how far behind the worker is or what broke, and times an attack.
 * Staff door: the same parts, plus ``clamd`` when this process scans (it runs the
-  worker, or ``EXHIBIT_CLAMD_ADDRESS`` names a scanner), and ``details``: signature
+  worker, or ``EXHIBIT_CLAMD_ADDRESS`` names a scanner), and, only for clients in
+  ``EXHIBIT_METRICS_ALLOW`` (the /metrics allow-list; everyone else gets the public
+  body), ``details``: signature
   version and age, queue backlog by state and the age of the oldest queued job, the last
   checkpoint, the ledger verifiers whose last round failed (``ledger_watch.failing``)
   and the fixity alarm count. An alarm is reported, not a readiness failure: taking the
@@ -270,16 +272,23 @@ def _iso(value: dt.datetime | None) -> str | None:
 class ReadyEndpoint:
     """Answers ``GET``/``HEAD /readyz`` from ``readiness``; everything else goes to ``app``."""
 
-    def __init__(self, app: ASGIApp, readiness: Readiness) -> None:
+    def __init__(self, app: ASGIApp, readiness: Readiness,
+                 details_allowed: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.readiness = readiness
+        # Who may see the staff door's details (failing verifiers with their reason, fixity
+        # alarms, checkpoint, signature age, backlog): the /metrics allow-list. Threat
+        # (AC-17): anyone who reaches the staff door (partners of other organisations behind
+        # the same proxy) would learn what is broken and when to strike. None: nobody.
+        self.details_allowed = details_allowed
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path") != PATH:
             await self.app(scope, receive, send)
             return
         report = await self.readiness.check()
-        body_data = report.staff_body() if self.readiness.staff else report.public_body()
+        detailed = self.readiness.staff and self.details_allowed is not None and self.details_allowed(scope)
+        body_data = report.staff_body() if detailed else report.public_body()
         body = json.dumps(body_data, default=str).encode()
         await send({"type": "http.response.start", "status": 200 if report.ready else 503,
                     "headers": [(b"content-type", b"application/json"),

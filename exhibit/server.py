@@ -198,10 +198,12 @@ def build_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
     from reviewer_ui.app import create_app as create_staff_app
 
     staff = create_staff_app(settings, db, store)
-    from exhibit.metrics import MetricsEndpoint
+    from exhibit.metrics import MetricsEndpoint, allow_check
 
-    # /metrics: staff door only, and only for EXHIBIT_METRICS_ALLOW (exhibit.metrics).
-    door_app = MetricsEndpoint(ReadyEndpoint(StaffHealth(staff, health, db), readiness), settings, db)
+    # /metrics and the details of /readyz: staff door only, and only for
+    # EXHIBIT_METRICS_ALLOW (exhibit.metrics; AC-17).
+    door_app = MetricsEndpoint(ReadyEndpoint(StaffHealth(staff, health, db), readiness, allow_check(settings)),
+                               settings, db)
     return OnlyPaths(door_app, "staff"), None
 
 

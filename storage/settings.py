@@ -53,7 +53,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EXHIBIT_LEDGER_PUBLIC_KEY", "", "Base64 Ed25519 public key that custody checkpoints must be signed with (`exhibit audit verify`). Never read from a checkpoint or the data directory."),
     Setting("EXHIBIT_CHECKPOINT_URL", "", "Where the periodic ledger verifier writes signed checkpoints: a directory (file:///path) or s3://bucket/prefix (a bucket with Object Lock). Default: file://<data dir>/checkpoints, which is NOT separate from the data (logged as a warning)."),
     Setting("EXHIBIT_CHECKPOINT_INTERVAL", "15m", "How often the ledger verifier (in `exhibit worker`, and in `exhibit serve` beside its worker, outside the public door) checks the chain and writes a checkpoint."),
-    Setting("EXHIBIT_METRICS_ALLOW", "127.0.0.0/8 ::1/128 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7", "Client addresses or networks (space- or comma-separated) that may read the staff door's Prometheus `/metrics`; anyone else gets 404. The public door has no /metrics."),
+    Setting("EXHIBIT_METRICS_ALLOW", "127.0.0.0/8 ::1/128", "Client addresses or networks (space- or comma-separated) that may read the staff door's Prometheus `/metrics` and the details of its `/readyz`; anyone else gets 404 (and /readyz without details). Default: loopback only; name your monitoring network, never a range staff or partners browse from (behind a proxy every client has a private address). The public door has neither."),
     Setting("EXHIBIT_CLAMD_ADDRESS", "", "clamd to use: unix:///path/clamd.sock or tcp://127.0.0.1:3310. Unset: `exhibit serve` starts and supervises its own clamd."),
     Setting("EXHIBIT_CLAMD_DATABASE_DIR", "", "Signature database for the managed clamd. Unset: /var/lib/clamav when it holds signatures, otherwise the project's own test signatures (announced loudly)."),
     Setting("EXHIBIT_LINK_DEFAULT_EXPIRY", "7d", "Lifetime of a new upload link when none is given."),
@@ -188,7 +188,9 @@ class Settings:
     retention_by_kind: str = "crime=6y,rtc=6y,asb=3y,complaint=6y,other=2y"
     retention_declined: str = "90d"
     trusted_proxies: tuple[str, ...] = ()
-    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+    # Loopback only (AC-17): behind the staff proxy every client, partners of other
+    # organisations too, comes from a private address, so "private networks" meant everyone.
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -170,3 +170,88 @@ async def test_backup_of_a_running_system_restores_verifies_and_uploads_resume(
         restored_db.dispose()
         if postgres:
             cluster.drop_database(restored_url)
+
+
+def test_pg_env_keeps_tls_settings_and_the_urls_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A backup must not connect more weakly than the server does: sslmode, the pinned CA and
+    # a socket directory given in the URL, and the operator's PGSSL* variables, all reach libpq.
+    from exhibit.cli_ops import _pg_env
+
+    monkeypatch.setenv("PGSSLROOTCERT", "/etc/exhibit/ca.pem")
+    monkeypatch.setenv("PGSERVICE", "someone-else")
+    env = _pg_env("postgresql+psycopg://owner:s3cret@/exhibit?sslmode=require&host=/run/postgresql"
+                  "&sslcert=/etc/exhibit/client.pem")
+    assert env["PGSSLMODE"] == "require" and env["PGHOST"] == "/run/postgresql"
+    assert env["PGSSLROOTCERT"] == "/etc/exhibit/ca.pem" and env["PGSSLCERT"] == "/etc/exhibit/client.pem"
+    assert env["PGUSER"] == "owner" and env["PGPASSWORD"] == "s3cret" and env["PGDATABASE"] == "exhibit"
+    assert "PGSERVICE" not in env  # other PG* variables could point elsewhere than the URL
+
+
+def _small_backup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A real SQLite system with one blob file and a checkpoint, backed up by `exhibit backup`."""
+    live = tmp_path / "live"
+    settings = Settings(data_dir=live, database_url=f"sqlite:///{live / 'exhibit.db'}",
+                        storage_url=f"file://{live / 'blobs'}", checkpoint_url=f"file://{tmp_path / 'cps'}")
+    env = environment(settings, "")
+    env.pop("EXHIBIT_LEDGER_PUBLIC_KEY")
+    env["EXHIBIT_CHECKPOINT_URL"] = settings.checkpoint_url
+    upgraded = subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+    assert upgraded.returncode == 0, upgraded.stderr
+    (live / "blobs" / "originals").mkdir(parents=True)
+    (live / "blobs" / "originals" / "ab12").write_bytes(b"evidence bytes")
+    (tmp_path / "cps").mkdir()
+    (tmp_path / "cps" / "0001.json").write_text("{}")
+    backup = tmp_path / "backup"
+    code, made = exhibit(env, "backup", "--out", str(backup))
+    assert code == 0, made
+    target = tmp_path / "restored"
+    restore_env = environment(Settings(data_dir=target, storage_url=f"file://{target / 'blobs'}",
+                                       checkpoint_url=f"file://{tmp_path / 'restored-cps'}"), "")
+    restore_env.pop("EXHIBIT_LEDGER_PUBLIC_KEY")
+    restore_env["EXHIBIT_CHECKPOINT_URL"] = f"file://{tmp_path / 'restored-cps'}"
+    return backup, restore_env
+
+
+def _nothing_written(tmp_path: Path) -> bool:
+    target = tmp_path / "restored"
+    return not (target / "exhibit.db").exists() and not (target / "blobs").exists() \
+        and not (tmp_path / "restored-cps").exists()
+
+
+@pytest.mark.parametrize("tamper", ["absolute_path", "dotdot_path", "symlink_in_blobs", "changed_byte"])
+def test_a_tampered_backup_is_refused_before_anything_is_written(tmp_path: Path, tamper: str) -> None:
+    # Restore often runs as root: a tampered manifest or backup must not make it copy
+    # /etc/... or write through a link, nor restore changed evidence.
+    backup, env = _small_backup(tmp_path)
+    manifest_path = backup / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    secret_file = tmp_path / "outside-secret"
+    secret_file.write_text("not for the backup")
+    if tamper == "absolute_path":
+        manifest["checkpoints"]["dir"] = str(tmp_path / "cps")
+    elif tamper == "dotdot_path":
+        manifest["blobs"]["sha256"]["../../outside-secret"] = hashlib.sha256(b"not for the backup").hexdigest()
+    elif tamper == "symlink_in_blobs":
+        (backup / "blobs" / "originals" / "cd34").symlink_to(secret_file)
+    else:
+        original = backup / "blobs" / "originals" / "ab12"
+        original.chmod(0o600)
+        original.write_bytes(b"evidence bytez")
+    manifest_path.write_text(json.dumps(manifest))
+    code, refused = exhibit(env, "restore", "--from", str(backup))
+    assert code == 2 and refused["error"]["code"] == "ERR_BACKUP_INVALID", refused
+    assert _nothing_written(tmp_path)
+
+
+def test_restore_refuses_a_checkpoint_directory_that_is_not_empty_before_writing(tmp_path: Path) -> None:
+    backup, env = _small_backup(tmp_path)
+    (tmp_path / "restored-cps").mkdir()
+    (tmp_path / "restored-cps" / "other-history.json").write_text("{}")
+    code, refused = exhibit(env, "restore", "--from", str(backup))
+    assert code == 2 and refused["error"]["code"] == "ERR_RESTORE_TARGET", refused
+    assert not (tmp_path / "restored" / "exhibit.db").exists()
+    code, done = exhibit(env | {"EXHIBIT_CHECKPOINT_URL": f"file://{tmp_path / 'fresh-cps'}"},
+                         "restore", "--from", str(backup))
+    assert code == 0, done
+    assert (tmp_path / "restored" / "blobs" / "originals" / "ab12").read_bytes() == b"evidence bytes"

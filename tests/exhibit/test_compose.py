@@ -121,9 +121,10 @@ def test_only_upload_nodes_face_the_public_network_and_everything_else_is_intern
     assert published == ["upload"]
     for name, service in services.items():
         assert service.get("networks"), f"{name} must name its networks (the default network is not internal)"
-        assert set(service["networks"]) <= {"public", "internal"}, name
+        assert set(service["networks"]) <= ({"public", "internal", "egress"} if name == "clamd"
+                                            else {"public", "internal"}), name
     # Every upload replica gets a host port of its own (a single port cannot be published twice).
-    first, last = services["upload"]["ports"][0].split(":")[0].split("-")
+    first, last = services["upload"]["ports"][0].split(":")[-2].split("-")
     assert int(last) - int(first) + 1 >= services["upload"]["deploy"]["replicas"]
     # Doors report readiness through /readyz.
     for name in ("upload", "staff"):
@@ -143,3 +144,58 @@ def test_minio_buckets_are_created_at_start_with_object_lock_and_clamd_updates_i
     clamd = services["clamd"]
     assert clamd["environment"]["CLAMAV_NO_FRESHCLAMD"] == "false"
     assert any(v.endswith(":/var/lib/clamav") for v in clamd["volumes"])
+
+
+def _interpolate(value: str) -> str:
+    """What Compose makes of ``${VAR:-default}`` with nothing set: the default."""
+    import re
+
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_clamd_has_a_route_out_for_freshclam_and_nothing_else_shares_it() -> None:
+    # UP-03: freshclam must reach the signature mirrors, or the scanner runs on signatures
+    # that never update. `internal: true` has no route out, so clamd needs another network.
+    data = yaml.safe_load(COMPOSE.read_text())
+    clamd = data["services"]["clamd"]
+    outward = [n for n in clamd["networks"] if not data["networks"][n].get("internal")]
+    assert outward, clamd["networks"]
+    for network in outward:
+        assert network != "public"
+        sharing = sorted(name for name, s in data["services"].items() if network in s.get("networks", []))
+        assert sharing == ["clamd"], (network, sharing)
+
+
+def test_services_get_their_own_minio_users_never_the_root_credentials() -> None:
+    # An upload node is internet-facing: broken into, root credentials would own every
+    # bucket, the signed checkpoints included.
+    services = _services()
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        text = " ".join(f"{k}={v}" for k, v in env.items())
+        if name not in ("minio", "minio-init"):
+            assert "MINIO_ROOT_" not in text, name
+    upload_env = services["upload"]["environment"]
+    staff_env = services["staff"]["environment"]
+    assert upload_env["AWS_ACCESS_KEY_ID"] != staff_env["AWS_ACCESS_KEY_ID"]
+    assert services["worker"]["environment"]["AWS_ACCESS_KEY_ID"] == staff_env["AWS_ACCESS_KEY_ID"]
+    # The upload user's policy: the evidence bucket only, no checkpoints, no bypass/holds/versions.
+    import json
+
+    script = " ".join(services["minio-init"]["command"])
+    assert "mc admin policy attach local exhibit-upload --user \"$$UPLOAD_ACCESS\"" in script
+    policy = json.loads((COMPOSE.parent / "deploy" / "minio" / "exhibit-upload.json").read_text())
+    resources = {r for st in policy["Statement"] for r in st["Resource"]}
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    assert resources == {"arn:aws:s3:::evidence", "arn:aws:s3:::evidence/*"}
+    assert not any("*" in a or "Bypass" in a or "LegalHold" in a or "Version" in a for a in actions), actions
+
+
+def test_upload_nodes_trust_the_load_balancer_and_publish_on_a_chosen_address() -> None:
+    services = _services()
+    upload = services["upload"]
+    assert "EXHIBIT_LB_ADDRESSES" in upload["environment"]["EXHIBIT_TRUSTED_PROXIES"]
+    for port in upload["ports"]:
+        bound = _interpolate(port)
+        assert bound.count(":") == 2 and bound.split(":")[0] == "127.0.0.1", port
+    assert "127.0.0.0/8" in _interpolate(services["staff"]["environment"]["EXHIBIT_METRICS_ALLOW"])

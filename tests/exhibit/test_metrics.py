@@ -132,7 +132,7 @@ def test_no_metrics_on_the_public_door_nor_for_addresses_outside_the_allow_list(
     door, _ = staff_door(upload_env, tmp_path)
     outsider = TestClient(door, base_url="http://staff", client=("203.0.113.9", 40000)).get("/metrics")
     assert outsider.status_code == 404 and "exhibit_" not in outsider.text
-    assert TestClient(door, base_url="http://staff", client=("10.1.2.3", 40000)).get("/metrics").status_code == 200
+    assert TestClient(door, base_url="http://staff", client=("127.0.0.1", 40000)).get("/metrics").status_code == 200
 
     narrowed, _ = staff_door(upload_env, tmp_path, metrics_allow=("192.0.2.7",))
     assert TestClient(narrowed, base_url="http://staff", client=("10.1.2.3", 40000)).get("/metrics").status_code == 404
@@ -141,3 +141,20 @@ def test_no_metrics_on_the_public_door_nor_for_addresses_outside_the_allow_list(
     forged = TestClient(narrowed, base_url="http://staff", client=("203.0.113.9", 40000)).get(
         "/metrics", headers={"X-Forwarded-For": "192.0.2.7"})
     assert forged.status_code == 404
+
+
+def test_by_default_only_loopback_reads_metrics_not_every_private_address(upload_env: UploadEnv,
+                                                                          tmp_path: Path) -> None:
+    # AC-17: behind the staff proxy every client (a partner organisation's too) has a
+    # private address; the default allow-list must not let them read the numbers.
+    door, _ = staff_door(upload_env, tmp_path)
+    for partner in ("10.1.2.3", "172.16.5.5", "192.168.1.20", "fd00::5"):
+        answer = TestClient(door, base_url="http://staff", client=(partner, 40000)).get("/metrics")
+        assert answer.status_code == 404 and "exhibit_" not in answer.text, partner
+    assert TestClient(door, base_url="http://staff", client=("::1", 40000)).get("/metrics").status_code == 200
+    # Through the staff proxy (trusted), the forwarded client decides, not the proxy's address.
+    proxied, _ = staff_door(upload_env, tmp_path, trusted_proxies=("10.0.0.2",), metrics_allow=("10.9.0.0/16",))
+    via = TestClient(proxied, base_url="http://staff", client=("10.0.0.2", 40000))
+    assert via.get("/metrics", headers={"X-Forwarded-For": "10.1.2.3"}).status_code == 404
+    assert via.get("/metrics", headers={"X-Forwarded-For": "10.9.1.1"}).status_code == 200
+    assert Settings.from_env({}).metrics_allow == ("127.0.0.0/8", "::1/128")

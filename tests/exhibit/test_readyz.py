@@ -39,9 +39,11 @@ def _door(settings: Settings, db: Database, door: str) -> Any:
     return app
 
 
-async def _get(app: Any, path: str = "/readyz") -> httpx2.Response:
-    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://door") as client:
-        return await client.get(path)
+async def _get(app: Any, path: str = "/readyz", client: tuple[str, int] = ("127.0.0.1", 123),
+               headers: dict[str, str] | None = None) -> httpx2.Response:
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app, client=client),
+                                  base_url="http://door") as http:
+        return await http.get(path, headers=headers)
 
 
 async def _until(app: Any, status: int, within: float = 30.0) -> httpx2.Response:
@@ -72,6 +74,25 @@ async def test_public_door_names_parts_and_nothing_more_and_staff_door_adds_deta
     assert details["fixity"] == {"alarms": 0}
     # /healthz stays bare on the public door.
     assert (await _get(_door(settings, db, "public"), "/healthz")).json() == {"ok": True}
+
+
+async def test_staff_readyz_details_only_for_the_metrics_allow_list(tmp_path: Path, db: Database) -> None:
+    # AC-17: failing verifiers with their reason, fixity alarms, checkpoint, signature age
+    # and backlog tell an attacker what is broken; a client of the staff door outside
+    # EXHIBIT_METRICS_ALLOW (a partner behind the same proxy) sees names and ok/failing only.
+    settings = Settings(data_dir=tmp_path / "data", database_url=db.url, storage_url=f"file://{tmp_path / 'blobs'}",
+                        trusted_proxies=("10.0.0.2",), metrics_allow=("10.9.0.0/16",))
+    staff = _door(settings, db, "staff")
+    for client, headers in ((("10.1.2.3", 4000), None), (("127.0.0.1", 4000), None),
+                            (("10.0.0.2", 4000), {"X-Forwarded-For": "10.1.2.3"}),
+                            (("203.0.113.9", 4000), {"X-Forwarded-For": "10.9.1.1"})):  # forged: untrusted peer
+        outsider = await _get(staff, client=client, headers=headers)
+        assert outsider.status_code == 200
+        assert outsider.json() == {"ready": True, "parts": {"database": "ok", "blob_store": "ok", "queue": "ok",
+                                                            "ledger": "ok"}}, client
+    for client, headers in ((("10.9.4.4", 4000), None), (("10.0.0.2", 4000), {"X-Forwarded-For": "10.9.1.1"})):
+        monitor = (await _get(staff, client=client, headers=headers)).json()
+        assert monitor["details"]["fixity"] == {"alarms": 0} and "verifiers_failing" in monitor["details"]["ledger"]
 
 
 @pytest.fixture
