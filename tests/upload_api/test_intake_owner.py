@@ -46,7 +46,8 @@ async def test_an_owner_who_cannot_work_reports_is_a_422_and_nothing_is_created(
         r = await c.post("/api/v1/reports", json={"reference": "WEB/2", "owner": owner})
         assert r.status_code == 422
         assert r.json() == {"error": {"code": "ERR_OWNER_UNKNOWN",
-                                      "message": "owner is not an enabled officer or supervisor of this force"}}
+                                      "message": "owner is not an enabled officer or supervisor of this force",
+                                      "what_to_do": ""}}
         r = await c.post("/api/v1/reports", json={"reference": "WEB/2", "owner": ["x"]})
         assert (r.status_code, r.json()["error"]["code"]) == (400, "ERR_INVALID")
     with upload_env.db.read() as s:
