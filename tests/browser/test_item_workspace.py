@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import axe_violations, new_context
 from tests.fixtures.casework import Casework, LiveReview
@@ -148,8 +148,7 @@ def test_tabs_and_one_view_after_a_note(live_review: LiveReview, chromium: Brows
     page.get_by_role("tab", name="Notes and tags").click()
     page.fill("#note-body", "The plate reads AB12 CDE.")
     page.get_by_role("button", name="Add note").click()
-    page.wait_for_selector("[data-flash] .notice")
-    assert page.locator("[data-flash]").inner_text() == "Note added."
+    expect(page.locator("[data-flash]")).to_have_text("Note added.")  # waits for the announcement
     assert page.locator("[data-flash]").get_attribute("role") == "status"
     # Back on the Notes panel (the redirect's #notes), with the note; still one view.
     assert page.get_by_role("tab", selected=True).inner_text() == "Notes and tags"
