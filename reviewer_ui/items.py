@@ -276,7 +276,7 @@ async def item_page(request: Request, *, download_error: str | None = None, form
     return ctx.render(
         request, "item.html", status_code=status_code, view=view, item=view.item, report=view.report,
         explanation=STATE_EXPLANATIONS.get(view.item.state, ""), fmt_bytes=_fmt_bytes,
-        fmt_time=ledger.format_time, watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
+        watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
         now=now, errors=await form_errors.casework(request, form_error, download_error), done=done,
         still_time=still_time, describe=custody_words.describe,
     )

@@ -239,7 +239,7 @@ async def reports_list(request: Request) -> Response:
 
     user, page = await ctx.run_sync(load)
     return ctx.render(request, "reports.html", page=page, kinds=[k.value for k in ReportKind],
-                      can_create=permissions.can_act(user, "report.create"), fmt_time=ledger.format_time)
+                      can_create=permissions.can_act(user, "report.create"))
 
 
 # --- create ------------------------------------------------------------------------------
@@ -531,7 +531,7 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
                       errors=await form_errors.casework(request, form_error), issued=issued,
                       expiry_choices=EXPIRY_CHOICES, export_error=export_error,
                       default_max_files=ctx.settings.link_max_files,
-                      default_max_bytes=_gib(ctx.settings.link_max_bytes), fmt_time=ledger.format_time,
+                      default_max_bytes=_gib(ctx.settings.link_max_bytes),
                       fmt_bytes=_fmt_bytes, now=ctx.clock(), grid_filters=filters,
                       item_states=item_filters.STATE_VALUES, can_triage=permissions.can_act(
                           permissions.current_user(request), "triage"))
