@@ -509,9 +509,11 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
     after = decode_cursor(request.query_params.get("after"))
     filters = item_filters.ItemFilters.from_query(request.query_params)
 
-    def load_and_record() -> ReportView:
+    def load_and_record() -> tuple[ReportView, Any]:
         # The session check, the reads and the custody event in one worker call (one
         # thread hop, not three).
+        from reviewer_ui.retention import panel
+
         middleware.resolve_deferred(request.scope)
         view = load_report_view(request, report_id, after, filters)
         # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
@@ -520,12 +522,9 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
         # The thumbnails this grid shows are covered by that event (reviewer_ui.coverage).
         coverage.page_showed(request, [c.item.id for c in view.cards if c.has_thumbnail], ["thumbnail"])
         assignment.mark_seen(request, view.report)  # "new" in My reports counts from here
-        return view
+        return view, panel(request, view.report)
 
-    view = await ctx.run_sync(load_and_record)
-    from reviewer_ui.retention import panel
-
-    retention = await ctx.run_sync(panel, request, view.report)
+    view, retention = await ctx.run_sync(load_and_record)
     return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
                       retention=retention,
                       errors=await form_errors.casework(request, form_error), issued=issued,
