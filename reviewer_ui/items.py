@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from reviewer_ui import audit, context, coverage, custody_words, form_errors, middleware, partner, permissions, visits
+from reviewer_ui.display import clock
 from storage import ledger, stills
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
@@ -142,8 +143,7 @@ class ItemView:
 
 def still_time(kind: str) -> str:
     """``still-75.400`` -> ``1:15.400``."""
-    minutes, rest = divmod(float(kind.removeprefix("still-")), 60)
-    return f"{int(minutes)}:{rest:06.3f}"
+    return clock(float(kind.removeprefix("still-")))
 
 
 def notes_for(session: Session, item_id: str) -> list[dict[str, Any]]:
