@@ -108,17 +108,11 @@ class ReportFilters:
 
     @classmethod
     def from_query(cls, params: Any) -> ReportFilters:
-        def date(name: str) -> dt.date | None:
-            try:
-                return dt.date.fromisoformat(str(params.get(name, ""))[:10])
-            except ValueError:
-                return None
-
         kind = str(params.get("kind", ""))
         return cls(
             q=str(params.get("q", "")).strip()[:64],
             kind=kind if kind in {k.value for k in ReportKind} else "",
-            date_from=date("from"), date_to=date("to"),
+            date_from=item_filters.query_date(params.get("from")), date_to=item_filters.query_date(params.get("to")),
             waiting=params.get("waiting") == "1",
             after=decode_cursor(params.get("after")),
             unit=str(params.get("unit", "")).strip()[:100],
