@@ -106,7 +106,7 @@ async def password_submit(request: Request) -> Response:
         return again(429, [auth.wait_message(wait)])
     row = request.scope["state"]["staff_session"]
     now = ctx.clock()
-    outcome: dict[str, Any] = {"ok": False}
+    outcome: dict[str, Any] = {}
 
     def change() -> list[str | FieldError]:
         with ctx.db.read() as s:
@@ -127,7 +127,6 @@ async def password_submit(request: Request) -> Response:
                                              request_id=audit.request_id_of(request))
             except DomainError as exc:
                 return [FieldError(exc.message + ".", "new-password")]
-        outcome["ok"] = True
         return []
 
     errors: list[str | FieldError] = []
@@ -139,7 +138,7 @@ async def password_submit(request: Request) -> Response:
         await audit.record(ctx, request, "auth.failed", subject=f"user:{user.id}", actor=user.email,
                            detail={"email": user.email, "step": f"password-change:{outcome['failed']}",
                                    "client": client})
-    if not outcome["ok"]:
+    if errors:
         return again(400, errors)
     await ctx.run_sync(throttle.succeeded, attempt)
     # A one-time password replaced: the account is signed in from the next request on.

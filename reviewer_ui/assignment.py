@@ -27,7 +27,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from reviewer_ui import audit, context, middleware, permissions
-from storage import assignments, ledger
+from storage import assignments
 from storage.errors import DomainError
 from storage.models import Report, Role, User
 
@@ -142,8 +142,7 @@ async def my_reports(request: Request) -> Response:
 
     rows, more = await ctx.run_sync(load)
     next_cursor = encode_cursor(rows[-1].report.created_at, rows[-1].report.id) if more and rows else None
-    return ctx.render(request, "my_reports.html", rows=rows, next_cursor=next_cursor, after=after,
-                      fmt_time=ledger.format_time)
+    return ctx.render(request, "my_reports.html", rows=rows, next_cursor=next_cursor, after=after)
 
 
 def mark_seen(request: Request, report: Report) -> None:

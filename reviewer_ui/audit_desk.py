@@ -130,10 +130,16 @@ async def desk(request: Request) -> Response:
         return page, errors, health
 
     page, errors, health = await ctx.run_sync(load)
-    return ctx.render(request, "audit.html", status_code=400 if errors else 200, asked=asked, page=page,
-                      errors=errors, health=health, fmt_time=ledger.format_time,
-                      age=audit_health.describe_age, seeing_actions=audit_search.SEEING_ACTIONS,
-                      person_url=person_url, item_url=item_url)
+    return _page(request, asked, page, errors, health)
+
+
+def _page(request: Request, asked: Asked, page: audit_search.AuditPage | None,
+          errors: list[form_errors.FieldError], health: audit_health.ChainHealth) -> Response:
+    """The desk (``audit.html``): the search's results, or the refusal with the form again."""
+    return context.get(request).render(
+        request, "audit.html", status_code=400 if errors else 200, asked=asked, page=page, errors=errors,
+        health=health, fmt_time=ledger.format_time, age=audit_health.describe_age,
+        seeing_actions=audit_search.SEEING_ACTIONS, person_url=person_url, item_url=item_url)
 
 
 def _csv_cell(value: Any) -> str:
@@ -191,10 +197,7 @@ async def export(request: Request) -> Response:
             with ctx.db.read() as session:
                 return audit_health.chain_health(session, ctx.clock())
 
-        return ctx.render(request, "audit.html", status_code=400, asked=asked, page=None, errors=prepared,
-                          health=await ctx.run_sync(health), fmt_time=ledger.format_time,
-                          age=audit_health.describe_age, seeing_actions=audit_search.SEEING_ACTIONS,
-                      person_url=person_url, item_url=item_url)
+        return _page(request, asked, None, prepared, await ctx.run_sync(health))
     f = prepared
     stamp = ctx.clock().strftime("%Y%m%dT%H%M%SZ")
     rows = audit_search.iter_events(ctx.db, f)

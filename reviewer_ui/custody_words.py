@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reviewer_ui import display
 from storage.models import CustodyEvent
 
 WORDS: dict[str, str] = {
@@ -48,8 +49,7 @@ def _seconds(value: Any) -> str:
         seconds = float(value)
     except (TypeError, ValueError):
         return str(value)
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)}:{rest:06.3f}"
+    return display.clock(seconds)
 
 
 def describe(event: CustodyEvent) -> str:

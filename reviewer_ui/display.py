@@ -33,6 +33,12 @@ def local_text(value: dt.datetime, zone_name: str, *, seconds: bool = False) -> 
     return local.strftime(f"%d %b %Y %H:%M{':%S' if seconds else ''} %Z").lstrip("0")
 
 
+def clock(seconds: float) -> str:
+    """A moment of a video, as its player shows it: ``75.4`` -> ``1:15.400``."""
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}:{rest:06.3f}"
+
+
 def time_html(value: dt.datetime | None, zone_name: str, *, seconds: bool = False) -> Markup:
     """``<time datetime="...Z" title="... UTC">3 Dec 2026 10:04 GMT</time>``."""
     if value is None:

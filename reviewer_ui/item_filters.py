@@ -35,7 +35,9 @@ STATE_VALUES = tuple(s.value for s in ItemState)
 BULK_MAX = 500
 
 
-def _date(text: object) -> dt.date | None:
+def query_date(text: object) -> dt.date | None:
+    """A ``YYYY-MM-DD`` query parameter (anything after the tenth character ignored), or
+    None when absent or not a date."""
     try:
         return dt.date.fromisoformat(str(text or "")[:10])
     except ValueError:
@@ -59,7 +61,8 @@ class ItemFilters:
 
         return cls(state=pick("state", STATE_VALUES), triage=pick("triage", TRIAGE_VALUES),
                    tag=str(params.get("tag", "")).strip().lower()[:64], media=pick("media", MEDIA_TYPES),
-                   captured_from=_date(params.get("captured_from")), captured_to=_date(params.get("captured_to")))
+                   captured_from=query_date(params.get("captured_from")),
+                   captured_to=query_date(params.get("captured_to")))
 
     @property
     def active(self) -> bool:

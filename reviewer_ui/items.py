@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from reviewer_ui import audit, context, coverage, custody_words, form_errors, middleware, partner, permissions, visits
+from reviewer_ui.display import clock
 from storage import ledger, stills
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
@@ -142,8 +143,7 @@ class ItemView:
 
 def still_time(kind: str) -> str:
     """``still-75.400`` -> ``1:15.400``."""
-    minutes, rest = divmod(float(kind.removeprefix("still-")), 60)
-    return f"{int(minutes)}:{rest:06.3f}"
+    return clock(float(kind.removeprefix("still-")))
 
 
 def notes_for(session: Session, item_id: str) -> list[dict[str, Any]]:
@@ -276,7 +276,7 @@ async def item_page(request: Request, *, download_error: str | None = None, form
     return ctx.render(
         request, "item.html", status_code=status_code, view=view, item=view.item, report=view.report,
         explanation=STATE_EXPLANATIONS.get(view.item.state, ""), fmt_bytes=_fmt_bytes,
-        fmt_time=ledger.format_time, watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
+        watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
         now=now, errors=await form_errors.casework(request, form_error, download_error), done=done,
         still_time=still_time, describe=custody_words.describe,
     )

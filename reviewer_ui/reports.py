@@ -108,17 +108,11 @@ class ReportFilters:
 
     @classmethod
     def from_query(cls, params: Any) -> ReportFilters:
-        def date(name: str) -> dt.date | None:
-            try:
-                return dt.date.fromisoformat(str(params.get(name, ""))[:10])
-            except ValueError:
-                return None
-
         kind = str(params.get("kind", ""))
         return cls(
             q=str(params.get("q", "")).strip()[:64],
             kind=kind if kind in {k.value for k in ReportKind} else "",
-            date_from=date("from"), date_to=date("to"),
+            date_from=item_filters.query_date(params.get("from")), date_to=item_filters.query_date(params.get("to")),
             waiting=params.get("waiting") == "1",
             after=decode_cursor(params.get("after")),
             unit=str(params.get("unit", "")).strip()[:100],
@@ -239,7 +233,7 @@ async def reports_list(request: Request) -> Response:
 
     user, page = await ctx.run_sync(load)
     return ctx.render(request, "reports.html", page=page, kinds=[k.value for k in ReportKind],
-                      can_create=permissions.can_act(user, "report.create"), fmt_time=ledger.format_time)
+                      can_create=permissions.can_act(user, "report.create"))
 
 
 # --- create ------------------------------------------------------------------------------
@@ -509,9 +503,11 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
     after = decode_cursor(request.query_params.get("after"))
     filters = item_filters.ItemFilters.from_query(request.query_params)
 
-    def load_and_record() -> ReportView:
+    def load_and_record() -> tuple[ReportView, Any]:
         # The session check, the reads and the custody event in one worker call (one
         # thread hop, not three).
+        from reviewer_ui.retention import panel
+
         middleware.resolve_deferred(request.scope)
         view = load_report_view(request, report_id, after, filters)
         # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
@@ -520,18 +516,15 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
         # The thumbnails this grid shows are covered by that event (reviewer_ui.coverage).
         coverage.page_showed(request, [c.item.id for c in view.cards if c.has_thumbnail], ["thumbnail"])
         assignment.mark_seen(request, view.report)  # "new" in My reports counts from here
-        return view
+        return view, panel(request, view.report)
 
-    view = await ctx.run_sync(load_and_record)
-    from reviewer_ui.retention import panel
-
-    retention = await ctx.run_sync(panel, request, view.report)
+    view, retention = await ctx.run_sync(load_and_record)
     return ctx.render(request, "report.html", status_code=status_code, view=view, report=view.report,
                       retention=retention,
                       errors=await form_errors.casework(request, form_error), issued=issued,
                       expiry_choices=EXPIRY_CHOICES, export_error=export_error,
                       default_max_files=ctx.settings.link_max_files,
-                      default_max_bytes=_gib(ctx.settings.link_max_bytes), fmt_time=ledger.format_time,
+                      default_max_bytes=_gib(ctx.settings.link_max_bytes),
                       fmt_bytes=_fmt_bytes, now=ctx.clock(), grid_filters=filters,
                       item_states=item_filters.STATE_VALUES, can_triage=permissions.can_act(
                           permissions.current_user(request), "triage"))

@@ -21,7 +21,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from reviewer_ui import audit, context, permissions, stepup
-from storage import ledger
 from storage import retention as domain
 from storage.errors import DomainError
 from storage.models import EvidenceItem, LegalHold, Report, ReportRetention, Role, User
@@ -185,8 +184,7 @@ async def review_page(request: Request) -> Response:
                                                     limit=500)
 
     holds, due = await ctx.run_sync(load)
-    return ctx.render(request, "admin_retention.html", holds=holds, due=due, days=days,
-                      fmt_time=ledger.format_time)
+    return ctx.render(request, "admin_retention.html", holds=holds, due=due, days=days)
 
 
 def routes() -> list[Route]:

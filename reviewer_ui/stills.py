@@ -17,16 +17,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, permissions, visits
+from reviewer_ui import audit, context, display, permissions, visits
 from storage import stills
 from storage.lifecycle import VIEWABLE
 from storage.models import Derivative
-
-
-def _clock(at: str) -> str:
-    seconds = float(at)
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)}:{rest:06.3f}"
 
 
 async def save_still(request: Request) -> Response:
@@ -58,7 +52,7 @@ async def save_still(request: Request) -> Response:
         return await item_page(request, form_error=error, status_code=400)
     assert at is not None
     visits.landed(request, f"item:{item_id}",
-                  f"Saving the frame at {_clock(str(at))}. It appears under Stills when it is made.")
+                  f"Saving the frame at {display.clock(float(at))}. It appears under Stills when it is made.")
     return RedirectResponse(f"/items/{item_id}#stills", status_code=303)
 
 
