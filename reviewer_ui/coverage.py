@@ -80,7 +80,8 @@ def _coverage(request: Request) -> Coverage:
     return found
 
 
-def _session_key(request: Request) -> str | None:
+def session_key(request: Request) -> str | None:
+    """The id of this request's staff session, or None (not signed in)."""
     row = request.scope.get("state", {}).get("staff_session")
     ident = getattr(row, "id", None)
     return str(ident) if ident else None
@@ -89,7 +90,7 @@ def _session_key(request: Request) -> str | None:
 def page_showed(request: Request, item_ids: Iterable[str], kinds: Iterable[str]) -> None:
     """Called right after an audited page view's custody event: the ``kinds`` (thumbnail,
     poster) of ``item_ids`` that the page shows are covered by that event."""
-    session = _session_key(request)
+    session = session_key(request)
     if session is None:
         return
     kinds = tuple(kinds)
@@ -98,13 +99,13 @@ def page_showed(request: Request, item_ids: Iterable[str], kinds: Iterable[str])
 
 def is_covered(request: Request, item_id: str, kind: str) -> bool:
     """True when this session's read of ``kind`` of ``item_id`` already has its event."""
-    session = _session_key(request)
+    session = session_key(request)
     return session is not None and _coverage(request).covered((session, item_id, kind))
 
 
 def mark(request: Request, item_id: str, kind: str) -> None:
     """Record that the custody event for this session's read was written."""
-    session = _session_key(request)
+    session = session_key(request)
     if session is not None:
         _coverage(request).add([(session, item_id, kind)])
 
@@ -113,6 +114,6 @@ def forget(request: Request, item_id: str, kinds: Iterable[str]) -> None:
     """A new visit (an audited page view) starts: the next read of ``kinds`` is a new
     stream start with its own event (i15 item 4: "watched it" is per visit, not once per
     session)."""
-    session = _session_key(request)
+    session = session_key(request)
     if session is not None:
         _coverage(request).discard((session, item_id, kind) for kind in kinds)

@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 from starlette.requests import Request
 
-from reviewer_ui import context
+from reviewer_ui import context, coverage
 
 MAX_ENTRIES = 10_000
 EXTRAS_KEY = "visit_marks"
@@ -63,21 +63,15 @@ def _marks(request: Request) -> Marks:
     return found
 
 
-def _session_id(request: Request) -> str | None:
-    row = request.scope.get("state", {}).get("staff_session")
-    ident = getattr(row, "id", None)
-    return str(ident) if ident else None
-
-
 def landed(request: Request, page: str, message: str) -> None:
     """After a change whose custody event committed: the next GET of ``page`` (e.g.
     ``item:<id>``) by this session shows ``message`` and is not a new view."""
-    session = _session_id(request)
+    session = coverage.session_key(request)
     if session is not None:
         _marks(request).put(session, page, message)
 
 
 def take(request: Request, page: str) -> str | None:
     """The message left for this session's GET of ``page``, once; None for a new visit."""
-    session = _session_id(request)
+    session = coverage.session_key(request)
     return _marks(request).take(session, page) if session is not None else None
