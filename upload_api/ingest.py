@@ -29,7 +29,6 @@ import anyio.to_thread
 
 from storage import retention, uploads
 from storage.blobs.protocol import BlobNotFound, UploadFinished
-from storage.blobs.protocol import PartialReader as PartialReader  # moved; re-exported for now
 from storage.blobs.protocol import Upload as BlobUpload
 from storage.models import EvidenceItem, Upload, UploadState
 from storage.sniff import sniff_type
