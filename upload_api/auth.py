@@ -103,7 +103,7 @@ def request_id(request: Request) -> str | None:
     return str(value) if value else None
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -133,7 +133,7 @@ async def authorise(
     re-checked in the database on every call, and ``then(session, link)`` run in the
     same read transaction (one thread hop, one connection: the tus hot path). Raises
     ``LinkProblem`` (ERR_NO_SESSION, ERR_LINK_*, ERR_RATE_LIMITED)."""
-    token = _bearer(request)
+    token = bearer_token(request)
     if token is None:
         link_id = session_link_id(request, ctx)
         if link_id is None:

@@ -29,7 +29,6 @@ import anyio.to_thread
 
 from storage import retention, uploads
 from storage.blobs.protocol import BlobNotFound, UploadFinished
-from storage.blobs.protocol import PartialReader as PartialReader  # moved; re-exported for now
 from storage.blobs.protocol import Upload as BlobUpload
 from storage.models import EvidenceItem, Upload, UploadState
 from storage.sniff import sniff_type
@@ -68,7 +67,7 @@ async def open_upload(
     )
     blob = await ctx.store.create("originals", length)
     try:
-        return await anyio.to_thread.run_sync(
+        row = await anyio.to_thread.run_sync(
             lambda: uploads.insert_upload(
                 ctx.db, link_id, blob_key=blob.key, submission_id=submission_id, length=length,
                 filename=filename, filetype=filetype, max_file_bytes=max_file_bytes,
@@ -79,6 +78,10 @@ async def open_upload(
         with anyio.CancelScope(shield=True):
             await _terminate_quietly(blob)
         raise
+    # The handle just created is the one ``blob_for`` would fetch: keep it, so the first
+    # write (creation-with-upload, a multipart file) skips the store's existence check.
+    in_flight(ctx, row.id).blob = blob
+    return row
 
 
 async def _terminate_quietly(blob: BlobUpload) -> None:

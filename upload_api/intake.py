@@ -27,7 +27,7 @@ from storage.errors import DomainError, NotFound
 from storage.lifecycle import ItemState
 from storage.models import ApiKey, User
 from storage.submissions import CITIZEN_STATUS
-from upload_api.auth import guessed_wrong, request_id
+from upload_api.auth import bearer_token, guessed_wrong, request_id
 from upload_api.context import UploadContext
 from upload_api.errors import STATUS
 from upload_api.json_body import read_json
@@ -89,12 +89,11 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
     settings = ctx.settings
 
     async def authenticate(request: Request) -> ApiKey:
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
+        token = bearer_token(request) or ""
 
         def check() -> ApiKey:
             with ctx.db.read() as session:
-                return apikeys.check_api_key(session, value.strip() if scheme.lower() == "bearer" else "")
+                return apikeys.check_api_key(session, token)
 
         try:
             return await anyio.to_thread.run_sync(check)

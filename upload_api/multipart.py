@@ -279,7 +279,7 @@ async def _receive_file(
                 ended = True
                 return
 
-    blob = await ctx.store.get(row.blob_key)
+    blob = await streaming.blob_for(ctx, row)
     progress = streaming.Progress(0)
     try:
         try:

@@ -56,7 +56,7 @@ def status_token(secret: bytes, submission_id: str) -> str:
     HMAC with its own purpose string (it cannot be replayed as a session cookie), 128
     bits of MAC so nobody can enumerate submissions."""
     mac = hmac.new(secret, _STATUS_PURPOSE + b"\n" + submission_id.encode(), hashlib.sha256).digest()[:16]
-    return f"{submission_id}-{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    return f"{submission_id}-{_b64(mac)}"
 
 
 def verify_status_token(secret: bytes, token: str) -> str | None:

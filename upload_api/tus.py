@@ -205,6 +205,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         body: AsyncIterator[bytes] = streaming.idle_guarded(_body(request), settings.upload_idle_timeout_seconds)
         progress = streaming.Progress(offset, row.detected_type)
         checksum = request.headers.get("upload-checksum")
+        error: Exception | None = None  # what stopped the body, raised once its bytes are recorded
         try:
             with contextlib.ExitStack() as stack:
                 if checksum is not None:
@@ -223,17 +224,14 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
                                           detail={"reason": refusal.code})
                 raise
             # Too long: the bytes inside Upload-Length are kept (and may complete it).
-            await advance(link, row, progress, rid)
-            raise
+            error = refusal
         except (ClientDisconnect, OSError):
-            # Nobody is listening any more: what arrived is kept for the resume.
-            await advance(link, row, progress, rid)
-            return row
-        except Exception:
-            # A stall, a store error: what arrived is kept for the resume.
-            await advance(link, row, progress, rid)
-            raise
+            pass  # nobody is listening any more: what arrived is kept for the resume
+        except Exception as exc:
+            error = exc  # a stall, a store error: what arrived is kept for the resume
         await advance(link, row, progress, rid)
+        if error is not None:
+            raise error
         return row
 
     async def advance(link: UploadLink, row: Upload, progress: streaming.Progress, rid: str | None) -> None:
