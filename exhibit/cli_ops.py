@@ -183,6 +183,20 @@ def _copy_tree(source: Path, target: Path) -> dict[str, str]:
     return hashes
 
 
+def _sqlite_copy(source: Path, destination: Path) -> None:
+    """Copy a SQLite database through its online backup API (a consistent snapshot even
+    of a live database) into ``destination``, created here 0600 and never over a file."""
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(destination)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
 def _ledger_head(settings: Settings) -> int:
     from sqlalchemy import text
 
@@ -215,15 +229,7 @@ def cmd_backup(settings: Settings, args: argparse.Namespace, out: Any) -> int:
         if not sqlite_path.is_file():
             raise DomainError("no database to back up", code="ERR_NO_DATABASE")
         destination = target / SQLITE_FILE
-        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        src = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
-        dst = sqlite3.connect(destination)
-        try:
-            src.backup(dst)  # the online backup API: a consistent snapshot of a live database
-        finally:
-            dst.close()
-            src.close()
+        _sqlite_copy(sqlite_path, destination)
         manifest["database"] = {"kind": "sqlite", "file": SQLITE_FILE, "sha256": _sha256(destination)}
     else:
         dump = target / PG_DUMP_FILE
@@ -371,15 +377,7 @@ def cmd_restore(settings: Settings, args: argparse.Namespace, out: Any) -> int:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if sqlite_path is not None:
         sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(sqlite_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        src = sqlite3.connect(f"file:{source / SQLITE_FILE}?mode=ro", uri=True)
-        dst = sqlite3.connect(sqlite_path)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
+        _sqlite_copy(source / SQLITE_FILE, sqlite_path)
     else:
         _run_pg([_pg_bin("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password",
                  "--dbname", str(_pg_env(settings.migration_database_url).get("PGDATABASE", "")),

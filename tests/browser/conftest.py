@@ -7,13 +7,22 @@ errors. ``PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD`` keeps Playwright from fetching its 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2 as httpx
+import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from storage.settings import Settings
+from tests.fixtures.nodes import free_port
 from tests.fixtures.upload_server import UploadServer, make_upload_link
 
 CHROMIUM = "/usr/bin/chromium"
@@ -114,3 +123,81 @@ def no_horizontal_scroll(page: Page) -> bool:
     return bool(page.evaluate(
         "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
     ))
+
+
+# --- `exhibit serve` in its own process, and signing in to it ---------------------------
+
+
+@dataclass
+class Served:
+    base: str  # the staff door
+    public: str  # the public door (citizens)
+    settings: Settings
+    log: Path
+
+
+def exhibit_db_upgrade(env: dict[str, str]) -> None:
+    # `exhibit serve` never migrates (only the owner role does, in `exhibit db upgrade`).
+    subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
+                   timeout=120)
+
+
+@contextmanager
+def exhibit_serving(env: dict[str, str], log: Path, serve_args: Sequence[str], ready: Sequence[str],
+                    timeout: float) -> Iterator[None]:
+    """Run ``exhibit serve *serve_args`` (output to ``log``) until the block ends; each
+    ``ready`` URL must answer 200 within ``timeout`` seconds before the block runs. Ended
+    by SIGTERM (killed after 30 s)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", *serve_args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        for url in ready:
+            while True:
+                assert proc.poll() is None, log.read_text()
+                try:
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
+                time.sleep(0.1)  # polling a readiness endpoint: there is no event to await
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def served_exhibit(tmp_path: Path, serve_args: Sequence[str], timeout: float) -> Iterator[Served]:
+    """A migrated database under ``tmp_path`` and ``exhibit serve *serve_args`` with both
+    doors on free ports, up (their /healthz answers) within ``timeout`` seconds."""
+    port, staff_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
+           "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
+           "EXHIBIT_STAFF_PORT": str(staff_port),
+           "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}", "EXHIBIT_LOG_LEVEL": "WARNING"}
+    exhibit_db_upgrade(env)
+    base, public = f"http://127.0.0.1:{staff_port}", f"http://127.0.0.1:{port}"
+    with exhibit_serving(env, log, serve_args, ready=[f"{base}/healthz", f"{public}/healthz"], timeout=timeout):
+        yield Served(base=base, public=public, settings=Settings.from_env(env), log=log)
+
+
+def sign_in_with_totp(page: Page, base: str, email: str, password: str) -> None:
+    """An account's first sign-in: the password, then enrol the authenticator from the key
+    shown beside the QR code and give its code; ends on the reports page."""
+    page.goto(f"{base}/login")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.locator("form[action='/login'] button[type=submit]").click()
+    secret = page.locator("#totp-secret").get_attribute("data-secret")
+    assert secret
+    page.fill("#code", pyotp.TOTP(secret).now())
+    page.locator("form[action='/mfa'] button[type=submit]").click()
+    page.wait_for_url(f"{base}/reports")

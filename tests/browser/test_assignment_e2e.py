@@ -8,16 +8,10 @@ gets the 404 page. The new and changed pages are axe-clean and do not scroll sid
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
-import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
@@ -25,8 +19,14 @@ from storage import apikeys
 from storage.db import Database
 from storage.settings import Settings
 from storage.users import add_user
-from tests.browser.conftest import axe_violations, new_context, no_horizontal_scroll
-from tests.browser.test_review_e2e import Served, _free_port
+from tests.browser.conftest import (
+    Served,
+    axe_violations,
+    new_context,
+    no_horizontal_scroll,
+    served_exhibit,
+    sign_in_with_totp,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -36,40 +36,10 @@ SERGEANT, PC, OUTSIDER = "sgt.north@force.test", "pc.north@force.test", "pc.sout
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    port, staff_port = _free_port(), _free_port()
-    log = tmp_path / "serve.log"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
-           "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
-           "EXHIBIT_STAFF_PORT": str(staff_port),
-           "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}", "EXHIBIT_LOG_LEVEL": "WARNING"}
-    subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
-                   timeout=120)
-    with log.open("w") as out:
-        # No worker: this journey is about who sees a report, not about processing.
-        proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--no-worker"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-    base, public = f"http://127.0.0.1:{staff_port}", f"http://127.0.0.1:{port}"
+    # No worker: this journey is about who sees a report, not about processing.
     # Generous: eight engineers share two cores; a start-up has taken over 90 s under load.
-    deadline = time.monotonic() + 300
-    try:
-        for door in (base, public):
-            while True:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if httpx.get(f"{door}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
-                time.sleep(0.1)  # polling a readiness endpoint: there is no event to await
-        yield Served(base=base, public=public, settings=Settings.from_env(env), log=log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with served_exhibit(tmp_path, ["--no-worker"], timeout=300) as served:
+        yield served
 
 
 def _people_and_key(settings: Settings) -> str:
@@ -91,15 +61,7 @@ def _people_and_key(settings: Settings) -> str:
 def _sign_in(browser: Browser, base: str, email: str, **options: object) -> tuple[BrowserContext, Page]:
     context = new_context(browser, **options)
     page = context.new_page()
-    page.goto(f"{base}/login")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.locator("form[action='/login'] button[type=submit]").click()
-    secret = page.locator("#totp-secret").get_attribute("data-secret")
-    assert secret
-    page.fill("#code", pyotp.TOTP(secret).now())
-    page.locator("form[action='/mfa'] button[type=submit]").click()
-    page.wait_for_url(f"{base}/reports")
+    sign_in_with_totp(page, base, email, PASSWORD)
     return context, page
 
 

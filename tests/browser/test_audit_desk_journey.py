@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2 as httpx
-import pyotp
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
@@ -32,9 +26,16 @@ from storage.models import CustodyEvent
 from storage.reports import create_report
 from storage.settings import Settings
 from storage.users import add_user
-from tests.browser.conftest import axe_violations, new_context, no_horizontal_scroll
-from tests.browser.test_review_e2e import _free_port
+from tests.browser.conftest import (
+    axe_violations,
+    exhibit_db_upgrade,
+    exhibit_serving,
+    new_context,
+    no_horizontal_scroll,
+    sign_in_with_totp,
+)
 from tests.fixtures.evidence import seed_item
+from tests.fixtures.nodes import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -51,12 +52,11 @@ class Desk:
 
 @pytest.fixture
 def desk(tmp_path: Path) -> Iterator[Desk]:
-    staff_port = _free_port()
+    staff_port = free_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
            "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_STAFF_PORT": str(staff_port),
-           "EXHIBIT_PORT": str(_free_port()), "EXHIBIT_LOG_LEVEL": "WARNING"}
-    subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
-                   timeout=120)
+           "EXHIBIT_PORT": str(free_port()), "EXHIBIT_LOG_LEVEL": "WARNING"}
+    exhibit_db_upgrade(env)
     settings = Settings.from_env(env)
     db = Database(settings.database_url)
     try:
@@ -72,45 +72,17 @@ def desk(tmp_path: Path) -> Iterator[Desk]:
         item_id = seed_item(db, store, report).item.id
     finally:
         db.dispose()
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--role", "staff", "--no-worker"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{staff_port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/login", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
-            time.sleep(0.1)  # polling a readiness endpoint: there is no event to await
+    with exhibit_serving(env, tmp_path / "serve.log", ["--role", "staff", "--no-worker"], ready=[f"{base}/login"],
+                         timeout=90):
         yield Desk(base=base, settings=settings, item_id=item_id)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _signed_in(chromium: Browser, base: str, email: str, **options: object) -> tuple[BrowserContext, Page]:
     # bypass_csp: axe is injected as a script (the CSP is tested in test_csp.py).
     context = new_context(chromium, bypass_csp=True, accept_downloads=True, **options)
     page = context.new_page()
-    page.goto(f"{base}/login")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.locator("form[action='/login'] button[type=submit]").click()
-    secret = page.locator("#totp-secret").get_attribute("data-secret")  # first sign-in: enrol
-    assert secret
-    page.fill("#code", pyotp.TOTP(secret).now())
-    page.locator("form[action='/mfa'] button[type=submit]").click()
-    page.wait_for_url(f"{base}/reports")
+    sign_in_with_totp(page, base, email, PASSWORD)
     return context, page
 
 

@@ -6,25 +6,17 @@ the video, seeks (currentTime moves) and sees the custody events the viewing cre
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2 as httpx
-import pyotp
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser
 
 from storage.db import Database
 from storage.settings import Settings
 from storage.users import add_user
-from tests.browser.conftest import new_context
+from tests.browser.conftest import Served, new_context, served_exhibit, sign_in_with_totp
 from tests.fixtures.evidence import make_mp4
 
 pytestmark = pytest.mark.browser
@@ -33,55 +25,10 @@ PASSWORD = "correct horse battery staple 7"
 EMAIL = "pc.jones@force.test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Served:
-    base: str  # the staff door
-    public: str  # the public door (citizens)
-    settings: Settings
-    log: Path
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    port, staff_port = _free_port(), _free_port()
-    log = tmp_path / "serve.log"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
-           "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
-           "EXHIBIT_STAFF_PORT": str(staff_port),
-           "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}", "EXHIBIT_LOG_LEVEL": "WARNING"}
-    # `exhibit serve` never migrates (only the owner role does, in `exhibit db upgrade`).
-    subprocess.run([sys.executable, "-m", "exhibit", "db", "upgrade"], env=env, check=True, capture_output=True,
-                   timeout=120)
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-    base, public = f"http://127.0.0.1:{staff_port}", f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        for door in (base, public):
-            while True:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if httpx.get(f"{door}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "server did not come up:\n" + log.read_text()
-                time.sleep(0.1)  # polling a readiness endpoint: there is no event to await
-        yield Served(base=base, public=public, settings=Settings.from_env(env), log=log)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with served_exhibit(tmp_path, [], timeout=90) as served:
+        yield served
 
 
 def _add_officer(settings: Settings) -> None:
@@ -91,19 +38,6 @@ def _add_officer(settings: Settings) -> None:
             add_user(db, session, EMAIL, "officer", display_name="PC Jones", password=PASSWORD, actor="test")
     finally:
         db.dispose()
-
-
-def _sign_in(page: Page, base: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill("#email", EMAIL)
-    page.fill("#password", PASSWORD)
-    page.locator("form[action='/login'] button[type=submit]").click()
-    # First sign-in: enrol the authenticator from the key shown beside the QR code.
-    secret = page.locator("#totp-secret").get_attribute("data-secret")
-    assert secret
-    page.fill("#code", pyotp.TOTP(secret).now())
-    page.locator("form[action='/mfa'] button[type=submit]").click()
-    page.wait_for_url(f"{base}/reports")
 
 
 def _upload(link_url: str, base: str, clip: bytes) -> None:
@@ -126,7 +60,7 @@ def test_officer_watches_a_citizens_clip_and_sees_the_custody_trail(served: Serv
     context.set_default_timeout(60_000)
     page = context.new_page()
     try:
-        _sign_in(page, served.base)
+        sign_in_with_totp(page, served.base, EMAIL, PASSWORD)
 
         page.goto(f"{served.base}/reports/new")
         page.fill("#reference", "RTC/2026/E2E1")
