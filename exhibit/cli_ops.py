@@ -215,6 +215,10 @@ def _ledger_head(settings: Settings) -> int:
 
 
 def cmd_backup(settings: Settings, args: argparse.Namespace, out: Any) -> int:
+    from storage.migrate import refuse_missing_sqlite
+
+    # Before anything is read or made: a backup never creates the database it backs up.
+    refuse_missing_sqlite(settings.database_url)
     target = Path(args.out)
     if not _empty_dir(target):
         raise DomainError(f"{target} is not empty: a backup goes into a new directory", code="ERR_BACKUP_TARGET")
@@ -226,8 +230,6 @@ def cmd_backup(settings: Settings, args: argparse.Namespace, out: Any) -> int:
     # 1. The database, first (see the module docstring for why the order matters).
     sqlite_path = _sqlite_path(settings.database_url)
     if sqlite_path is not None:
-        if not sqlite_path.is_file():
-            raise DomainError("no database to back up", code="ERR_NO_DATABASE")
         destination = target / SQLITE_FILE
         _sqlite_copy(sqlite_path, destination)
         manifest["database"] = {"kind": "sqlite", "file": SQLITE_FILE, "sha256": _sha256(destination)}

@@ -88,6 +88,15 @@ def missing_sqlite_file(url: str) -> str | None:
     return None if os.path.exists(path) else path
 
 
+def refuse_missing_sqlite(url: str) -> None:
+    """``DomainError`` (ERR_NO_DATABASE) naming the file when ``url`` is a SQLite file that
+    is not there: opening it would leave an empty one behind."""
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise DomainError(f"no database at {missing}: check EXHIBIT_DATA_DIR / EXHIBIT_DATABASE_URL, or create it "
+                          "with `exhibit db upgrade`", code="ERR_NO_DATABASE")
+
+
 def open_current(url: str) -> Database:
     """A ``Database`` on ``url`` whose schema is the one this code was written for, or
     ``DomainError`` (ERR_DB_NOT_MIGRATED) with the plain instruction. Servers and commands
@@ -98,10 +107,7 @@ def open_current(url: str) -> Database:
     empty one behind (a typo in EXHIBIT_DATA_DIR then looks like a wiped installation), so
     a missing one is ``DomainError`` (ERR_NO_DATABASE) naming where it was looked for;
     likewise a PostgreSQL database that does not exist (issue 15 item 2)."""
-    missing = missing_sqlite_file(url)
-    if missing is not None:
-        raise DomainError(f"no database at {missing}: check EXHIBIT_DATA_DIR / EXHIBIT_DATABASE_URL, or create it "
-                          "with `exhibit db upgrade`", code="ERR_NO_DATABASE")
+    refuse_missing_sqlite(url)
     db = Database(url)
     try:
         with db.read() as session:

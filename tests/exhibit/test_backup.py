@@ -255,3 +255,13 @@ def test_restore_refuses_a_checkpoint_directory_that_is_not_empty_before_writing
                          "restore", "--from", str(backup))
     assert code == 0, done
     assert (tmp_path / "restored" / "blobs" / "originals" / "ab12").read_bytes() == b"evidence bytes"
+
+
+def test_a_backup_of_a_missing_database_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    # A typo in EXHIBIT_DATA_DIR must not leave an empty database (or backup) behind.
+    data = tmp_path / "no-such-install"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")}
+    env["EXHIBIT_DATA_DIR"] = str(data)
+    code, refused = exhibit(env, "backup", "--out", str(tmp_path / "backup"))
+    assert code == 2 and refused["error"]["code"] == "ERR_NO_DATABASE", refused
+    assert not (data / "exhibit.db").exists() and not (tmp_path / "backup").exists()
