@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from review import PgCluster, pct, settle  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
 from storage import audit_search  # noqa: E402
@@ -134,13 +135,7 @@ def seed(db: Database, events: int) -> Seeded:
         _flush(db, batch)
     s.end = s.start + step * events
     print(f"  seeded {events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
-    if db.is_postgresql:
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM (ANALYZE)")
-            conn.exec_driver_sql("CHECKPOINT")
-    else:
-        with db.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    settle(db)
     with db.read() as session:
         last = session.get(CustodyEvent, seq)
         assert last is not None and last.hash == prev, "the seeded chain does not end where it was built"
@@ -164,11 +159,6 @@ def _flush(db: Database, rows: list[tuple[Any, ...]]) -> None:
             # SQLAlchemy keeps SQLite times as naive UTC text (storage.models.UTCDateTime).
             raw.executemany(f"INSERT INTO custody_event ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
                             [(r[0], r[1].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), *r[2:]) for r in rows])
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))]
 
 
 def measure(db: Database, s: Seeded, n: int) -> dict[str, list[float]]:
@@ -291,8 +281,6 @@ def main() -> int:
             if backend == "sqlite":
                 ok &= run_backend("SQLite", f"sqlite:///{base / 'audit.db'}", args)
             elif backend == "postgresql":
-                from review import PgCluster
-
                 cluster = PgCluster(base / "pg")
                 try:
                     ok &= run_backend("PostgreSQL", cluster.url, args)

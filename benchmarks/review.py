@@ -172,12 +172,19 @@ def seed(db: Database, store: FilesystemBlobStore, items: int, media: tuple[byte
         for table, rows in ((Report, reports), (EvidenceItem, item_rows), (Derivative, derivs), (CustodyEvent, events)):
             for start in range(0, len(rows), batch):
                 session.execute(insert(table), rows[start:start + batch])
-    # Settle the bulk load before anything is timed, as a database that has been running
-    # would be (pgbench vacuums after its load for the same reason). Left to themselves,
-    # the checkpoint the load set off spreads its writes over the next minutes and
-    # autovacuum visits the new tables, both during the first loaded measure: audited
-    # pages (a commit with fsync each) then missed their target in the first shape
-    # measured and met it in the second, the same server set-up a few minutes later.
+    settle(db)
+    return Seeded(officer_id=officer_id, officer_email=officer_email, report_ids=[r["id"] for r in reports],
+                  report_keys=[(r["created_at"], r["id"]) for r in reports], video_ids=video_ids,
+                  item_ids=[r["id"] for r in item_rows], proxy_size=len(proxy))
+
+
+def settle(db: Database) -> None:
+    """Settle a bulk load before anything is timed, as a database that has been running
+    would be (pgbench vacuums after its load for the same reason). Left to themselves,
+    the checkpoint the load set off spreads its writes over the next minutes and
+    autovacuum visits the new tables, both during the first loaded measure: audited
+    pages (a commit with fsync each) then missed their target in the first shape
+    measured and met it in the second, the same server set-up a few minutes later."""
     if db.is_postgresql:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM (ANALYZE)")
@@ -185,9 +192,6 @@ def seed(db: Database, store: FilesystemBlobStore, items: int, media: tuple[byte
     else:
         with db.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    return Seeded(officer_id=officer_id, officer_email=officer_email, report_ids=[r["id"] for r in reports],
-                  report_keys=[(r["created_at"], r["id"]) for r in reports], video_ids=video_ids,
-                  item_ids=[r["id"] for r in item_rows], proxy_size=len(proxy))
 
 
 def session_cookie(settings: Settings, db: Database, store: FilesystemBlobStore, officer_id: str) -> tuple[str, str]:

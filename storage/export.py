@@ -60,6 +60,7 @@ from storage import ledger
 from storage.blobs.protocol import NAMESPACES, BlobNotFound, BlobStore
 from storage.db import Database
 from storage.errors import DomainError, NotFound
+from storage.lifecycle import ItemState
 from storage.models import CustodyEvent, Derivative, EvidenceItem, Report, Submission
 
 BUNDLE_FORMAT = "exhibit-bundle/1"
@@ -93,6 +94,8 @@ PARTNER_EVENT_ACTIONS = frozenset({
     "item.quarantined",
 })
 PARTNER_EVENT_PREFIXES = ("fixity.",)
+# The state changes (``item.<state>``): provenance too.
+_STATE_ACTIONS = frozenset(f"item.{s.value}" for s in ItemState)
 
 
 def is_location_key(key: str) -> bool:
@@ -124,11 +127,9 @@ class PartnerScope:
         output or free-text reason. An event body cannot be cleaned without breaking its
         hash, so anything else is elided whole (AC-04); the manifest gives the same
         provenance facts in clean form."""
-        from storage.lifecycle import ItemState
-
         action = ev.action
         provenance = (action in PARTNER_EVENT_ACTIONS or action.startswith(PARTNER_EVENT_PREFIXES)
-                      or (action.startswith("item.") and action[len("item."):] in {s.value for s in ItemState}))
+                      or action in _STATE_ACTIONS)
         if not provenance or not ev.actor.startswith(PARTNER_SAFE_ACTORS):
             return False
         return _partner_safe(ev.detail or {}, internal)

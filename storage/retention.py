@@ -428,20 +428,16 @@ def metadata_summary(meta: dict[str, Any] | None) -> dict[str, Any] | None:
 async def _begin(db: Database, store: Any, policy: Policy, item_id: str, *, actor: str,
                  now: dt.datetime, report: RunReport) -> Disposal | None:
     """Step 1: decide under the row locks, and commit the disposal row (rule and keys)."""
-    with db.read() as s:
-        item = s.get(EvidenceItem, item_id)
-        if item is None:
-            return None
-        keys = _keys_of(s, item)
-    if isinstance(store, Destroyer):
-        for key in keys:
-            blocked = await store.lock_state(key)
-            if blocked:
-                # Threat: a silent skip would let evidence outlive its lawful date with
-                # nobody told. Reported; nothing is touched.
-                report.refused.append({"item_id": item_id, "reason": blocked})
-                log.warning("retention.refused", extra={"item_id": item_id, "reason": blocked})
-                return None
+    keys = _stored_keys(db, item_id)
+    if keys is None:
+        return None
+    blocked = await _lock_refusal(store, keys)
+    if blocked:
+        # Threat: a silent skip would let evidence outlive its lawful date with
+        # nobody told. Reported; nothing is touched.
+        report.refused.append({"item_id": item_id, "reason": blocked})
+        log.warning("retention.refused", extra={"item_id": item_id, "reason": blocked})
+        return None
     with db.write() as s:
         _lock_row(db, s, Report, _report_id(s, item_id))
         row = _lock_row(db, s, EvidenceItem, item_id)
@@ -461,6 +457,23 @@ async def _begin(db: Database, store: Any, policy: Policy, item_id: str, *, acto
         s.flush()
         s.expunge(disposal)
         return disposal
+
+
+def _stored_keys(db: Database, item_id: str) -> list[str] | None:
+    """``_keys_of`` the item, read outside any lock; None when there is no such item."""
+    with db.read() as s:
+        item = s.get(EvidenceItem, item_id)
+        return _keys_of(s, item) if item is not None else None
+
+
+async def _lock_refusal(store: Any, keys: list[str]) -> str | None:
+    """Why a lock would refuse destroying the first of ``keys`` it protects, or None."""
+    if isinstance(store, Destroyer):
+        for key in keys:
+            blocked = await store.lock_state(key)
+            if blocked:
+                return blocked
+    return None
 
 
 def _report_id(session: Session, item_id: str) -> str:
@@ -572,13 +585,7 @@ async def run_async(db: Database, store: BlobStore, policy: Policy, *, actor: st
             report.deferred.append({"item_id": entry.item_id, "state": entry.state})
             continue
         if dry_run:
-            blocked = None
-            if isinstance(store, Destroyer):
-                with db.read() as s:
-                    item = s.get(EvidenceItem, entry.item_id)
-                    keys = _keys_of(s, item) if item is not None else []
-                for key in keys:
-                    blocked = blocked or await store.lock_state(key)
+            blocked = await _lock_refusal(store, _stored_keys(db, entry.item_id) or [])
             if blocked:
                 report.refused.append({"item_id": entry.item_id, "reason": blocked})
             else:

@@ -343,7 +343,9 @@ def parse_period(text: str) -> Period:
 def parse_periods(text: str) -> dict[str, Period]:
     """'crime=6y, asb=3y' -> {"crime": 6y, "asb": 3y}; a kind that is not a report kind
     is refused (a typo must not silently fall back to the default)."""
-    kinds = ("crime", "rtc", "asb", "complaint", "other")
+    from storage.models import ReportKind  # here: importing the settings does not import the ORM
+
+    kinds = tuple(k.value for k in ReportKind)
     found: dict[str, Period] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:

@@ -511,6 +511,17 @@ class S3BlobStore:
             if not _is_not_found(exc):
                 raise
 
+    def _abort_all(self, key: str) -> bool:
+        """Abort every multipart upload under exactly ``key``'s name: True when one was there."""
+        name = self._object_name(key)
+        found = False
+        for page in self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self._bucket, Prefix=name):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == name:
+                    found = True
+                    self._abort(key, upload["UploadId"])
+        return found
+
     def _delete_meta(self, key: str) -> None:
         # .info last: while it exists the upload can still be found and cleaned up.
         staged = self._client.get_paginator("list_objects_v2").paginate(
@@ -595,13 +606,7 @@ class S3BlobStore:
                         raise RetentionLocked(f"{key}: Object Lock refused the deletion ({_code(exc)})") from exc
                     if not _is_not_found(exc):
                         raise
-        pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self._bucket, Prefix=name)
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                if upload["Key"] == name:
-                    found = True
-                    self._abort(key, upload["UploadId"])
-        return found
+        return self._abort_all(key) or found
 
     async def lock_state(self, key: str) -> str | None:
         """Why deleting ``key`` would be refused now: a version under a legal hold or a
@@ -701,11 +706,7 @@ class S3BlobStore:
             return
         if self._head(name) is not None:
             raise UploadFinished("the upload is finished: not an unfinished upload")
-        pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self._bucket, Prefix=name)
-        for page in pages:
-            for upload in page.get("Uploads", []):
-                if upload["Key"] == name:
-                    self._abort(key, upload["UploadId"])
+        self._abort_all(key)
         self._delete_meta(key)
 
     def _open_range_sync(self, name: str, start: int, end: int | None) -> Any:
