@@ -573,12 +573,13 @@ class S3BlobStore:
 
     # -- lawful disposal and Object Lock (storage.retention) ----------------------
 
-    def _versions(self, name: str) -> list[dict[str, Any]]:
-        """Every version and delete marker stored under exactly ``name``."""
+    def _versions(self, name: str, *, prefix: bool = False) -> list[dict[str, Any]]:
+        """Every version and delete marker stored under exactly ``name`` (or, with
+        ``prefix``, under every name that starts with it)."""
         found: list[dict[str, Any]] = []
         for page in self._client.get_paginator("list_object_versions").paginate(Bucket=self._bucket, Prefix=name):
             for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-                if entry["Key"] == name:
+                if prefix or entry["Key"] == name:
                     found.append(dict(entry))
         return found
 
@@ -592,20 +593,24 @@ class S3BlobStore:
     def _destroy_sync(self, key: str) -> bool:
         found = False
         name = self._object_name(key)
-        names = [name, self._meta_name(key, ".info"), self._meta_name(key, ".part")]
-        for each in names:
-            for version in self._versions(each):
-                found = True
-                try:
-                    if version.get("VersionId") in (None, "null"):
-                        self._client.delete_object(Bucket=self._bucket, Key=each)
-                    else:
-                        self._client.delete_object(Bucket=self._bucket, Key=each, VersionId=version["VersionId"])
-                except ClientError as exc:
-                    if _code(exc) in ("AccessDenied", "InvalidRequest", "ObjectLocked"):
-                        raise RetentionLocked(f"{key}: Object Lock refused the deletion ({_code(exc)})") from exc
-                    if not _is_not_found(exc):
-                        raise
+        versions = [v for each in (name, self._meta_name(key, ".info"), self._meta_name(key, ".part"))
+                    for v in self._versions(each)]
+        # The staged parts are copies of the original's bytes too: on a versioned bucket
+        # their old versions outlive the upload unless disposal removes them (issue 14).
+        versions += self._versions(self._staged_prefix(key), prefix=True)
+        for version in versions:
+            each = version["Key"]
+            found = True
+            try:
+                if version.get("VersionId") in (None, "null"):
+                    self._client.delete_object(Bucket=self._bucket, Key=each)
+                else:
+                    self._client.delete_object(Bucket=self._bucket, Key=each, VersionId=version["VersionId"])
+            except ClientError as exc:
+                if _code(exc) in ("AccessDenied", "InvalidRequest", "ObjectLocked"):
+                    raise RetentionLocked(f"{key}: Object Lock refused the deletion ({_code(exc)})") from exc
+                if not _is_not_found(exc):
+                    raise
         return self._abort_all(key) or found
 
     async def lock_state(self, key: str) -> str | None:

@@ -242,3 +242,23 @@ async def test_not_found_is_translated_not_leaked(plain_store: S3BlobStore) -> N
     with pytest.raises(BlobNotFound) as caught:
         await plain_store.size("originals/" + "1" * 32)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+async def test_disposal_leaves_no_version_of_a_staged_part(
+    lock_store: S3BlobStore, s3_client: S3Client, s3_lock_bucket: str,
+) -> None:
+    # Issue 14: a lawful disposal destroys every copy of the bytes. Each part of an
+    # unfinished upload is also staged as a readable object (for a node that rebuilds the
+    # hash state), and on a versioned bucket its versions would outlive the disposal.
+    upload = await lock_store.create("originals", 20 * MiB)
+    await upload.write(0, stream(os.urandom(9 * MiB)))
+    _, hexpart = upload.key.split("/")
+
+    def versions_of_the_upload() -> list[str]:
+        listed = s3_client.list_object_versions(Bucket=s3_lock_bucket, Prefix=PREFIX)
+        return [v["Key"] for v in [*listed.get("Versions", []), *listed.get("DeleteMarkers", [])]
+                if hexpart in v["Key"]]
+
+    assert any(".parts/" in name for name in versions_of_the_upload())
+    assert await lock_store.destroy(upload.key)
+    assert versions_of_the_upload() == []
