@@ -213,7 +213,7 @@ class FilesystemBlobStore:
     def read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of an *unfinished* upload (its incoming file), so that a
         process that meets the upload without its hash state rebuilds it from the stored
-        prefix (DESIGN §4; ``upload_api.ingest.PartialReader``). Only the durable prefix
+        prefix (DESIGN §4; ``storage.blobs.protocol.PartialReader``). Only the durable prefix
         is served: ``end`` beyond the incoming file's size is an error, never a short read
         that a caller could mistake for the whole prefix. An upload finished meanwhile is
         read from its object (the same bytes: an upload is append-only, then renamed)."""

@@ -284,7 +284,7 @@ class S3BlobStore:
 
     def read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of an *unfinished* upload: its staged parts and its
-        ``.part``, in order (``upload_api.ingest.PartialReader``). ``end`` beyond the
+        ``.part``, in order (``storage.blobs.protocol.PartialReader``). ``end`` beyond the
         stored prefix is an error, never a short read; a part with no readable staged
         object (an upload begun before parts were staged) is ``BlobNotFound``. An upload
         finished meanwhile is read from its object."""
