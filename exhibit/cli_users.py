@@ -24,13 +24,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from exhibit.cli import Output, _actor, _open_db
-from storage import ledger
+from storage import ledger, users
 from storage.errors import Invalid
-from storage.models import Organisation, Role, StaffSession, User, utcnow
+from storage.models import Organisation, Role, User, utcnow
 from storage.settings import Settings
 
 ONE_TIME_NOTE = ("Shown once: give it to its owner through a trusted channel. They must choose their own "
@@ -56,17 +55,6 @@ def _password_note(data: dict[str, Any]) -> str:
     if data["password_source"] == "stdin":  # noqa: S105 - where it came from, not a password
         return "password: the one read from standard input"
     return f"one-time password: {data['one_time_password']}\n{ONE_TIME_NOTE}"
-
-
-def _live_sessions(session: Session, user_ids: list[str], now: dt.datetime) -> dict[str, int]:
-    if not user_ids:
-        return {}
-    rows = session.exec(
-        select(StaffSession.user_id, func.count())
-        .where(col(StaffSession.user_id).in_(user_ids), col(StaffSession.revoked_at).is_(None),
-               col(StaffSession.expires_at) > now)
-        .group_by(col(StaffSession.user_id))).all()
-    return {uid: int(n) for uid, n in rows}
 
 
 def _describe(user: User, org: str | None, live: int) -> dict[str, Any]:
@@ -102,10 +90,7 @@ def cmd_add(settings: Settings, args: argparse.Namespace, out: Output) -> int:
 def cmd_list(settings: Settings, args: argparse.Namespace, out: Output) -> int:
     db = _open_db(settings)
     with db.read() as session:
-        rows = session.exec(select(User, Organisation.name).join(
-            Organisation, col(Organisation.id) == col(User.org_id), isouter=True).order_by(col(User.email))).all()
-        live = _live_sessions(session, [u.id for u, _ in rows], utcnow())
-        data = [_describe(u, org, live.get(u.id, 0)) for u, org in rows]
+        data = [_describe(u, org, live) for u, org, live in users.accounts_with_sessions(session, utcnow())]
 
     def human() -> str:
         if not data:
@@ -126,7 +111,7 @@ def cmd_show(settings: Settings, args: argparse.Namespace, out: Output) -> int:
     db = _open_db(settings)
     with db.read() as session:
         user = find_user(session, email=args.email)
-        data = _describe(user, _org_name(session, user), _live_sessions(session, [user.id], utcnow()).get(user.id, 0))
+        data = _describe(user, _org_name(session, user), users.live_sessions(session, [user.id], utcnow()).get(user.id, 0))
     out.emit(data, lambda: "\n".join(f"{k:<22}{'-' if v is None else v}" for k, v in data.items()))
     return 0
 
@@ -226,8 +211,8 @@ def cmd_set_unit(settings: Settings, args: argparse.Namespace, out: Output) -> i
 def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     """Add the ``users`` command group to the top-level subparsers ``sub``."""
     roles = [r.value for r in Role]
-    users = sub.add_parser("users", help="staff and partner accounts").add_subparsers(dest="sub", required=True)
-    p = add(users, "add", cmd_add, "add an account: the password from standard input, or a one-time password "
+    group = sub.add_parser("users", help="staff and partner accounts").add_subparsers(dest="sub", required=True)
+    p = add(group, "add", cmd_add, "add an account: the password from standard input, or a one-time password "
             "printed once that must be changed at first sign-in")
     p.add_argument("email")
     p.add_argument("--role", required=True, choices=roles)
@@ -236,7 +221,7 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--unit", help="the unit the account works in")
     p.add_argument("--password-stdin", action="store_true",
                    help="insist on a password from the first line of stdin (read anyway when one is piped)")
-    add(users, "list", cmd_list, "list every account")
+    add(group, "list", cmd_list, "list every account")
     for name, handler, text in (
         ("show", cmd_show, "show one account"),
         ("disable", cmd_disable, "disable an account and end its sessions at once"),
@@ -244,14 +229,14 @@ def register(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
         ("signout", cmd_signout, "end every session of an account at once"),
         ("reset-mfa", cmd_reset_mfa, "reset two-step sign-in: a new authenticator at the next sign-in"),
     ):
-        add(users, name, handler, text).add_argument("email")
-    p = add(users, "passwd", cmd_passwd, "set an account's password (from stdin, or a one-time one printed once); "
+        add(group, name, handler, text).add_argument("email")
+    p = add(group, "passwd", cmd_passwd, "set an account's password (from stdin, or a one-time one printed once); "
             "its sessions end")
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true", help="insist on a password from the first line of stdin")
-    p = add(users, "set-role", cmd_set_role, "change an account's role; its sessions end")
+    p = add(group, "set-role", cmd_set_role, "change an account's role; its sessions end")
     p.add_argument("email")
     p.add_argument("--role", required=True, choices=roles)
-    p = add(users, "set-unit", cmd_set_unit, "put an account in a unit (--unit '': none)")
+    p = add(group, "set-unit", cmd_set_unit, "put an account in a unit (--unit '': none)")
     p.add_argument("email")
     p.add_argument("--unit", required=True)

@@ -15,7 +15,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func
 from sqlmodel import col, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -24,10 +23,10 @@ from starlette.routing import BaseRoute, Route
 from reviewer_ui import accounts, audit, confirm, form_errors, permissions, stepup, throttle
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
-from storage import fixity, ledger
+from storage import fixity, ledger, users
 from storage import links as storage_links
 from storage.errors import DomainError
-from storage.models import Organisation, Report, Role, StaffSession, UploadLink, User
+from storage.models import Report, Role, UploadLink, User
 from storage.users import add_user
 
 MAX_FIELD = 320
@@ -57,14 +56,8 @@ class UserRow:
 def _users(ctx: ReviewContext) -> list[UserRow]:
     now = ctx.clock()
     with ctx.db.read() as s:
-        rows = s.exec(select(User, Organisation.name).join(
-            Organisation, col(Organisation.id) == col(User.org_id), isouter=True).order_by(col(User.email))).all()
-        live = dict(s.exec(
-            select(StaffSession.user_id, func.count())
-            .where(col(StaffSession.revoked_at).is_(None), col(StaffSession.expires_at) > now)
-            .group_by(col(StaffSession.user_id))
-        ).all())
-    return [UserRow(user=u, org=org or "", live_sessions=int(live.get(u.id, 0))) for u, org in rows]
+        rows = users.accounts_with_sessions(s, now)
+    return [UserRow(user=u, org=org or "", live_sessions=live) for u, org, live in rows]
 
 
 def _render_users(ctx: ReviewContext, request: Request, *, status_code: int = 200, **values: Any) -> Response:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlalchemy import func, select
+from sqlmodel import Session, col
 
 from storage import ledger
 from storage.db import Database
 from storage.errors import Conflict, Invalid
-from storage.models import Organisation, Role, User
+from storage.models import Organisation, Role, StaffSession, User
 from storage.password_policy import check as check_password
 from storage.passwords import hash_password
 
@@ -79,3 +80,24 @@ def add_user(
                   detail={"email": email, "role": str(role), "org": org_name, "unit": unit,
                           "one_time_password": user.must_change_password})
     return user
+
+
+def accounts_with_sessions(session: Session, now: dt.datetime) -> list[tuple[User, str | None, int]]:
+    """Every account, by e-mail, with its organisation's name and its live sessions (not
+    revoked, not expired at ``now``): the admin page's and ``exhibit users list``'s table."""
+    rows = session.exec(select(User, Organisation.name).join(  # type: ignore[call-overload]
+        Organisation, col(Organisation.id) == col(User.org_id), isouter=True).order_by(col(User.email))).all()
+    live = live_sessions(session, [u.id for u, _ in rows], now)
+    return [(u, org, live.get(u.id, 0)) for u, org in rows]
+
+
+def live_sessions(session: Session, user_ids: list[str], now: dt.datetime) -> dict[str, int]:
+    """user id -> how many of its sessions are live at ``now``."""
+    if not user_ids:
+        return {}
+    rows = session.exec(
+        select(StaffSession.user_id, func.count())  # type: ignore[call-overload]
+        .where(col(StaffSession.user_id).in_(user_ids), col(StaffSession.revoked_at).is_(None),
+               col(StaffSession.expires_at) > now)
+        .group_by(col(StaffSession.user_id))).all()
+    return {uid: int(n) for uid, n in rows}
