@@ -119,11 +119,11 @@ class PartnerScope:
     recipient: str
     grant_location: bool = False
 
-    def shows_event(self, ev: CustodyEvent, internal: frozenset[str]) -> bool:
+    def shows_event(self, ev: CustodyEvent) -> bool:
         """Is ``ev`` one the partner may read in full? Its action must be provenance, its
         actor the citizen, the worker or the system (never a member of staff: their
         e-mail, reasons and decisions are the force's), and its detail must name nothing
-        internal: no storage key of these items (``internal``), no server path, no tool
+        internal: no storage key (every key has one shape), no server path, no tool
         output or free-text reason. An event body cannot be cleaned without breaking its
         hash, so anything else is elided whole (AC-04); the manifest gives the same
         provenance facts in clean form."""
@@ -132,7 +132,7 @@ class PartnerScope:
                       or action in _STATE_ACTIONS)
         if not provenance or not ev.actor.startswith(PARTNER_SAFE_ACTORS):
             return False
-        return _partner_safe(ev.detail or {}, internal)
+        return _partner_safe(ev.detail or {})
 
 
 PARTNER_COPY_NOTE = (
@@ -149,18 +149,17 @@ PARTNER_SAFE_ACTORS = ("citizen:", "worker:", "system:")
 # Detail keys that carry people's words or a tool's raw output: never shown to a partner.
 PARTNER_UNSAFE_KEYS = frozenset({"reason", "human_decision", "stderr", "stdout", "reply", "error", "note"})
 _ABSOLUTE_PATH = re.compile(r"(?:^|[\s=:'\"(])/[A-Za-z0-9._-]")
-# Any storage key's shape (storage/blobs/keys.py), of these items or any other.
+# Any storage key: the store makes every one in this shape (storage/blobs/keys.py).
 _STORAGE_KEY = re.compile("(?:" + "|".join(NAMESPACES) + ")/[0-9a-f]{32}")
 
 
-def _partner_safe(value: Any, internal: frozenset[str]) -> bool:
+def _partner_safe(value: Any) -> bool:
     if isinstance(value, dict):
-        return all(str(k) not in PARTNER_UNSAFE_KEYS and _partner_safe(v, internal) for k, v in value.items())
+        return all(str(k) not in PARTNER_UNSAFE_KEYS and _partner_safe(v) for k, v in value.items())
     if isinstance(value, list):
-        return all(_partner_safe(v, internal) for v in value)
+        return all(_partner_safe(v) for v in value)
     if isinstance(value, str):
-        return (not _ABSOLUTE_PATH.search(value) and not _STORAGE_KEY.search(value)
-                and not any(key in value for key in internal))
+        return not _ABSOLUTE_PATH.search(value) and not _STORAGE_KEY.search(value)
     return True
 
 
@@ -465,9 +464,6 @@ async def write_bundle(
         id_set = set(ids)
         first = _first_relevant_seq(db, plan.report.id, ids)
         withheld: dict[str, int] = {}
-        internal_keys = frozenset(
-            {i.blob_key for i in plan.items} | {d.blob_key for ds in plan.derivatives.values() for d in ds}
-        )
         events: list[dict[str, Any]] = []
         events_digest = hashlib.sha256()
         with zf.open(info(EVENTS, deflate=True), "w", force_zip64=True) as ef:
@@ -478,7 +474,7 @@ async def write_bundle(
                         mine = ev.item_id in id_set or (ev.report_id == plan.report.id and ev.item_id is None)
                         if mine and partner is not None:
                             # A partner gets the evidence's provenance, not the casework.
-                            shown = ev.item_id in id_set and partner.shows_event(ev, internal_keys)
+                            shown = ev.item_id in id_set and partner.shows_event(ev)
                             if not shown and ev.item_id in id_set:
                                 withheld[ev.item_id] = withheld.get(ev.item_id, 0) + 1
                             mine = shown
