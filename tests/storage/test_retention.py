@@ -248,3 +248,26 @@ def test_a_quarantined_original_and_an_unfinished_upload_under_its_name_are_dest
         assert not client.list_multipart_uploads(Bucket=url.netloc).get("Uploads")
         versions = client.list_object_versions(Bucket=url.netloc, Prefix=url.path.strip("/"))
         assert not versions.get("Versions")
+
+
+def test_the_due_list_says_which_items_a_live_hold_keeps(db: Database) -> None:
+    """``retention due`` (the admin page and the CLI) flags exactly the items a live hold
+    keeps: an item's own hold, its report's hold; not a sibling of a held item, nor an
+    item whose hold was released."""
+    first = make_report(db, "CRIME/3001", "crime", age_days=7 * 365)
+    own_hold, sibling, released = (make_item(db, None, first) for _ in range(3))
+    second = make_report(db, "CRIME/3002", "crime", age_days=7 * 365)
+    under_report_hold = make_item(db, None, second)
+    with db.write() as s:
+        report = s.get(Report, first.id)
+        assert report is not None
+        for item_id in (own_hold, released):
+            retention.place_hold(db, s, report, s.get(EvidenceItem, item_id), reason="civil claim pending",
+                                 actor="test:officer")
+        retention.release_hold(db, s, report, s.get(EvidenceItem, released), reason="claim settled",
+                               actor="test:admin")
+        retention.place_hold(db, s, s.get(Report, second.id), None, reason="IOPC investigation",  # type: ignore[arg-type]
+                             actor="test:admin")
+    with db.read() as s:
+        held = {x.item_id: x.held for x in retention.due(s, POLICY)}
+    assert held == {own_hold: True, sibling: False, released: False, under_report_hold: True}
