@@ -187,7 +187,7 @@ def held_items(session: Session, items: list[EvidenceItem]) -> set[str]:
     if not items:
         return set()
     report_ids = sorted({it.report_id for it in items})
-    query = select(LegalHold.report_id, LegalHold.item_id).where(
+    query = select(col(LegalHold.report_id), col(LegalHold.item_id)).where(
         col(LegalHold.report_id).in_(report_ids), col(LegalHold.released_at).is_(None))
     whole_reports: set[str] = set()
     single: set[str] = set()
