@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from reviewer_ui import accounts, audit, confirm, form_errors, permissions, stepup, throttle
 from reviewer_ui.context import ReviewContext
 from reviewer_ui.context import get as get_ctx
-from storage import fixity, ledger, users
+from storage import fixity, users
 from storage import links as storage_links
 from storage.errors import DomainError
 from storage.models import Report, Role, UploadLink, User
@@ -250,15 +250,13 @@ async def users_role(request: Request) -> Response:
                 return "Choose one of the roles listed."
             if new_role == Role.PARTNER and not target.org_id:
                 return "A partner needs an organisation: add the account again with one."
-            old = str(target.role)
-            if old == new_role:
-                return None
-            target.role = new_role
-            s.add(target)
-            ended = accounts.end_sessions(s, target.id, now)
-            ledger.append(ctx.db, s, actor=admin.email, action="user.role_changed", subject=f"user:{target.id}",
-                          detail={"email": target.email, "from": old, "to": new_role, "sessions_ended": ended},
-                          request_id=rid)
+            # The one role change the CLI uses too (i15): it also refuses a staff role in a
+            # partner organisation and a partner role outside one (ERR_ORG_KIND_MISMATCH),
+            # since a share to a partner organisation reaches every member of it (AC-04).
+            try:
+                accounts.set_role(ctx.db, s, target, new_role, actor=admin.email, now=now, request_id=rid)
+            except DomainError as exc:
+                return exc.message[:1].upper() + exc.message[1:] + "."
             return None
 
     error = await ctx.run_sync(change)

@@ -35,7 +35,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from reviewer_ui import audit, context, form_errors, permissions
-from storage import audit_health, audit_search, ledger
+from storage import audit_health, audit_search
 from storage.errors import DomainError
 from storage.models import User
 
@@ -138,7 +138,7 @@ def _page(request: Request, asked: Asked, page: audit_search.AuditPage | None,
     """The desk (``audit.html``): the search's results, or the refusal with the form again."""
     return context.get(request).render(
         request, "audit.html", status_code=400 if errors else 200, asked=asked, page=page, errors=errors,
-        health=health, fmt_time=ledger.format_time, age=audit_health.describe_age,
+        health=health, age=audit_health.describe_age,
         seeing_actions=audit_search.SEEING_ACTIONS, person_url=person_url, item_url=item_url)
 
 

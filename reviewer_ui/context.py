@@ -104,8 +104,7 @@ def make_templates() -> jinja2.Environment:
     env.globals["group_class"] = form_errors.group_class
     env.globals["posted"] = form_errors.posted
     env.filters["bytes"] = format_bytes
-    env.filters["when"] = format_when
-    display.install(env)  # times in EXHIBIT_TIME_ZONE with UTC on hover
+    display.install(env)  # times in EXHIBIT_TIME_ZONE with UTC on hover: {{ at|when }}
     return env
 
 
@@ -119,13 +118,6 @@ def format_bytes(n: int | None) -> str:
             return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} bytes"
-
-
-def format_when(value: dt.datetime | None) -> str:
-    """``{{ at|when }}``: "2026-11-22 04:35 UTC" (times are shown in UTC, as the ledger keeps them)."""
-    if value is None:
-        return ""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def get(request: Request) -> ReviewContext:

@@ -54,11 +54,21 @@ def _zone_of(context: jinja2.runtime.Context) -> str:
     return str(getattr(settings, "time_zone", "") or "Europe/London")
 
 
+def _instant(value: dt.datetime | str | None) -> dt.datetime | None:
+    # Some views hand over the ledger's ISO text (a custody event's detail) rather than a
+    # datetime: the same instant, read back.
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    return value
+
+
 @jinja2.pass_context
-def local_time(context: jinja2.runtime.Context, value: dt.datetime | None, seconds: bool = False) -> Markup:
-    """``{{ local_time(at) }}`` in a template."""
-    return time_html(value, _zone_of(context), seconds=seconds)
+def local_time(context: jinja2.runtime.Context, value: dt.datetime | str | None, seconds: bool = False) -> Markup:
+    """``{{ at|when }}`` (or ``{{ local_time(at) }}``) in a template: the one way a staff
+    page prints a time (tests/reviewer_ui/test_times_everywhere.py scans for others)."""
+    return time_html(_instant(value), _zone_of(context), seconds=seconds)
 
 
 def install(env: jinja2.Environment) -> None:
     env.globals["local_time"] = local_time
+    env.filters["when"] = local_time

@@ -20,10 +20,10 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, permissions
+from reviewer_ui import audit, context, permissions, stepup
 from reviewer_ui.media import REASON_MAX, REASON_MIN
 from storage import export, ledger
 from storage.models import EvidenceItem, Organisation, Report, Role
@@ -121,14 +121,19 @@ async def export_report(request: Request) -> Response:
 
         return await report_page(request, export_error=f"To export, give a reason of {REASON_MIN} to {REASON_MAX} "
                                  "characters.", status_code=400)
-    if not permissions.recently_verified(request):
-        # Step-up (AC-13): a stolen or unattended session alone cannot take a report's
-        # evidence away.
-        return RedirectResponse(permissions.step_up_url(f"/reports/{report.id}#export"), status_code=303)
+    # Step-up (AC-13): a stolen or unattended session alone cannot take a report's
+    # evidence away. The form (the reason) is held on the code page and the export is
+    # carried out in the request that brings the code (i15 item 5: it was lost on the
+    # way through /reauth and nothing downloaded).
+    gate = await stepup.gate(request, {k: str(v) for k, v in form.items()},
+                             what=f"export {report.reference} for court, with the reason: {reason}",
+                             cancel=f"/reports/{report.id}#export", why="Exporting a report's evidence")
+    if isinstance(gate, Response):
+        return gate
     await audit.record(ctx, request, "export.requested", report_id=report.id, detail={"reason": reason})
     reference = export.sanitise_name(report.reference.replace("/", "-"))
-    return _stream(request, reference=report.reference, report_id=report.id, reason=reason, item_ids=None,
-                   partner=None, filename=f"exhibit-{reference}.zip")
+    return stepup.finish(_stream(request, reference=report.reference, report_id=report.id, reason=reason,
+                                 item_ids=None, partner=None, filename=f"exhibit-{reference}.zip"), request, gate)
 
 
 async def export_item(request: Request) -> Response:
@@ -164,13 +169,18 @@ async def export_item(request: Request) -> Response:
 
         return await item_page(request, download_error=f"Give a reason of {REASON_MIN} to {REASON_MAX} characters.",
                                status_code=400)
-    if not permissions.recently_verified(request):
-        # Step-up (AC-13), as for the original itself: a bundle carries it.
-        return RedirectResponse(permissions.step_up_url(f"/items/{item.id}#original"), status_code=303)
+    # Step-up (AC-13), as for the original itself: a bundle carries it. The form is held
+    # on the code page, as for the original (i15 item 5).
+    gate = await stepup.gate(request, {k: str(v) for k, v in form.items()},
+                             what=f"download {item.original_filename or item.id} as an evidence bundle, "
+                                  f"with the reason: {reason}",
+                             cancel=f"/items/{item.id}#original", why="Downloading an evidence bundle")
+    if isinstance(gate, Response):
+        return gate
     await audit.record(ctx, request, "export.requested", report_id=report.id, item_id=item.id,
                        detail={"reason": reason, "audience": "partner" if scope is not None else "force"})
-    return _stream(request, reference=report.reference, report_id=report.id, reason=reason, item_ids=[item.id],
-                   partner=scope, filename=f"exhibit-{item.id}.zip")
+    return stepup.finish(_stream(request, reference=report.reference, report_id=report.id, reason=reason,
+                                 item_ids=[item.id], partner=scope, filename=f"exhibit-{item.id}.zip"), request, gate)
 
 
 def routes() -> list[Route]:

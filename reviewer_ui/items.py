@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from reviewer_ui import audit, context, coverage, custody_words, form_errors, middleware, partner, permissions, visits
-from reviewer_ui.display import clock
-from storage import ledger, stills
+from reviewer_ui.display import clock, local_text
+from storage import stills
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import (
     CustodyEvent,
@@ -276,7 +276,7 @@ async def item_page(request: Request, *, download_error: str | None = None, form
     return ctx.render(
         request, "item.html", status_code=status_code, view=view, item=view.item, report=view.report,
         explanation=STATE_EXPLANATIONS.get(view.item.state, ""), fmt_bytes=_fmt_bytes,
-        watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC",
+        watermark=f"{user.display_name or user.email} · {local_text(now, ctx.settings.time_zone)}",
         now=now, errors=await form_errors.casework(request, form_error, download_error), done=done,
         still_time=still_time, describe=custody_words.describe,
     )
@@ -396,7 +396,7 @@ async def notes_page(request: Request) -> Response:
             return item, [(n, e) for n, e in rows]
 
     item, rows = await ctx.run_sync(load)
-    return ctx.render(request, "notes.html", item=item, rows=rows, fmt_time=ledger.format_time)
+    return ctx.render(request, "notes.html", item=item, rows=rows)
 
 
 def normalise_tag(text: str) -> str | None:

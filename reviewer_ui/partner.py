@@ -39,7 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from reviewer_ui import audit, context, coverage, permissions
-from storage import export, ledger
+from reviewer_ui.display import local_text
+from storage import export
 from storage.lifecycle import TERMINAL, VIEWABLE
 from storage.models import Derivative, EvidenceItem, Report, Role, Submission, User
 
@@ -179,8 +180,8 @@ def render(request: Request, view: PartnerItemView, *, download_error: str | Non
     now = ctx.clock()
     return ctx.render(request, "partner_item.html", status_code=status_code, view=view,
                       explanation=STATE_EXPLANATIONS.get(view.state, ""), fmt_bytes=_fmt_bytes,
-                      fmt_time=ledger.format_time, download_error=download_error,
-                      watermark=f"{user.display_name or user.email} · {now:%Y-%m-%d %H:%M} UTC")
+                      download_error=download_error,
+                      watermark=f"{user.display_name or user.email} · {local_text(now, ctx.settings.time_zone)}")
 
 
 def progress(item: EvidenceItem) -> Response:
