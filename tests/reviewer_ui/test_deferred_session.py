@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlmodel import col
 from starlette.routing import Route
 
@@ -154,3 +154,26 @@ def test_an_ended_session_gets_no_page_and_loses_its_cookie(review: ReviewHarnes
         client.cookies.set(name, value or "")  # the browser comes back with the old cookie
     r = client.get("/login")
     assert r.status_code == 200 and _cleared(r, name)
+
+
+def test_the_session_store_down_lets_nobody_in(review: ReviewHarness) -> None:
+    """AC-16: when the session check cannot read the store, pages and forms get the plain
+    503 (nothing of the page, no details), on every path alike; a visitor without a
+    session cookie still gets the sign-in page, which needs no database."""
+    admin = review.make_user("admin")
+    client = review.client()
+    review.signed_in_session(client, admin)
+    token = csrf_of(client.get("/admin/users").text)
+    with review.db.write() as session:
+        session.execute(text("ALTER TABLE staff_session RENAME TO staff_session_away"))
+    try:
+        for path in ("/reports", "/my-reports", "/audit", "/admin/users", "/reports/new", "/"):
+            r = client.get(path)
+            assert r.status_code == 503 and r.text == "Exhibit is unavailable. Try again shortly.", path
+        r = client.post("/logout", data={"csrf_token": token})
+        assert r.status_code == 503 and r.text == "Exhibit is unavailable. Try again shortly."
+        assert review.client().get("/login").status_code == 200
+    finally:
+        with review.db.write() as session:
+            session.execute(text("ALTER TABLE staff_session_away RENAME TO staff_session"))
+    assert client.get("/admin/users").status_code == 200  # the same session, once the store is back
