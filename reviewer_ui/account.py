@@ -67,6 +67,7 @@ def _page(ctx: ReviewContext, request: Request, user: User, forced: bool, *, sta
 
 async def password_page(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     user, forced = _who(request)
     notice = "Your password is changed. Your other sessions have ended." if request.query_params.get("done") else None
     return _page(ctx, request, user, forced, notice=None if forced else notice)
@@ -74,6 +75,7 @@ async def password_page(request: Request) -> Response:
 
 async def password_submit(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     user, forced = _who(request)
     form = await request.form(max_files=0, max_fields=10, max_part_size=8 * 1024)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}

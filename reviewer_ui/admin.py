@@ -89,6 +89,7 @@ def _ledger_alarms(ctx: ReviewContext) -> list[Any]:
 
 async def users_page(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     _require(request, "admin.users")
     notices = {"disabled": "The account is disabled and signed out everywhere.",
                "enabled": "The account is enabled.",
@@ -102,6 +103,7 @@ async def users_page(request: Request) -> Response:
 
 async def users_add(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     admin = _require(request, "admin.users")
     form = await _form(request)
     # A fresh code before an account is made (AC-13): a hijacked admin session must not
@@ -171,6 +173,7 @@ async def _target_email(ctx: ReviewContext, user_id: str, *, reason: str) -> str
 def _user_action(action: str) -> Any:
     async def handler(request: Request) -> Response:
         ctx = get_ctx(request)
+        await ctx.check_session()
         admin = _require(request, "admin.users")
         user_id = str(request.path_params["user_id"])[:64]
         form = await _form(request)
@@ -227,6 +230,7 @@ async def users_role(request: Request) -> Response:
     like every account change (AC-13); the account's sessions end, so the new role starts
     with a new sign-in."""
     ctx = get_ctx(request)
+    await ctx.check_session()
     admin = _require(request, "admin.users")
     user_id = str(request.path_params["user_id"])[:64]
     form = await _form(request)
@@ -270,6 +274,7 @@ async def allow_codes(request: Request) -> Response:
     """Lift the per-account TOTP pause (``reviewer_ui.throttle``): a custody event names
     the admin, so letting guessing resume is never silent."""
     ctx = get_ctx(request)
+    await ctx.check_session()
     admin = _require(request, "admin.users")
     user_id = str(request.path_params["user_id"])[:64]
     form = await _form(request)
@@ -301,6 +306,7 @@ class LinkRow:
 
 async def links_page(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     _require(request, "admin.links")
     now = ctx.clock()
 
@@ -321,6 +327,7 @@ async def links_page(request: Request) -> Response:
 
 async def link_revoke(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     admin = _require(request, "admin.links")
     link_id = str(request.path_params["link_id"])[:64]
     form = await _form(request)
@@ -354,6 +361,7 @@ async def link_revoke(request: Request) -> Response:
 
 
 async def admin_home(request: Request) -> Response:
+    await get_ctx(request).check_session()
     _require(request, "admin.users")
     return RedirectResponse("/admin/users", status_code=303)
 

@@ -11,6 +11,8 @@ Exceptions any handler may raise (see ``permissions``):
 * ``permissions.LoginRequired`` -> 303 to /login for pages, 401 for anything else;
 * ``permissions.Denied``        -> ``permissions.deny``: the uniform 404 + access.denied;
 * ``audit.AuditUnavailable``    -> 503 (fail closed);
+* ``middleware.SessionStoreUnavailable`` -> 503 (AC-16): raised by the session check in a
+  handler's first thread hop (``ReviewContext.run_sync``);
 * anything else                 -> a generic 500 page with the request id, no details
   (SECURITY_CHECKLIST VL-09).
 """
@@ -95,6 +97,7 @@ def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clo
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
+            await ctx.check_session()  # the page shows who is signed in and their CSRF token
             return permissions.not_found_response(request)
         return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 

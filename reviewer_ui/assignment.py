@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, middleware, permissions
+from reviewer_ui import audit, context, permissions
 from storage import assignments
 from storage.errors import DomainError
 from storage.models import Report, Role, User
@@ -78,6 +78,7 @@ def _require_assignable(request: Request, session: Session, report_id: str) -> R
 
 async def assign(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     report_id = request.path_params["report_id"]
     form = await request.form()
     email = str(form.get("email") or "").strip()
@@ -109,6 +110,7 @@ async def assign(request: Request) -> Response:
 
 async def unassign(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     report_id = request.path_params["report_id"]
     form = await request.form()
     user_id = str(form.get("user_id") or "")[:32]
@@ -131,7 +133,6 @@ async def my_reports(request: Request) -> Response:
     after = decode_cursor(request.query_params.get("after"))
 
     def load() -> tuple[list[assignments.QueueRow], bool]:
-        middleware.resolve_deferred(request.scope)
         user = permissions.current_user(request)
         # A queue is casework: partners and auditors have none (the same 404 as any
         # page that is not theirs).

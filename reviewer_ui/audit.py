@@ -23,7 +23,6 @@ from sqlmodel import Session
 from starlette.requests import Request
 
 from reviewer_ui.context import ReviewContext
-from reviewer_ui.middleware import resolve_deferred
 from storage import ledger
 
 log = logging.getLogger("exhibit.reviewer.audit")
@@ -60,8 +59,6 @@ def record_sync(ctx: ReviewContext, request: Request, action: str, *, report_id:
                 item_id: str | None = None, subject: str = "", detail: dict[str, Any] | None = None,
                 actor: str | None = None) -> None:
     """``record`` for code already running in a worker thread."""
-    # A refusal can come before the handler checked a deferred session: name the actor.
-    resolve_deferred(request.scope)
     try:
         with ctx.db.write() as session:
             record_in(ctx, session, request, action, report_id=report_id, item_id=item_id,

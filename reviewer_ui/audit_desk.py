@@ -109,11 +109,11 @@ def _errors(exc: DomainError) -> list[form_errors.FieldError]:
 
 async def desk(request: Request) -> Response:
     ctx = context.get(request)
-    _require(request)
     asked = _asked(request.query_params)
     before, after = _cursor(request.query_params.get("before")), _cursor(request.query_params.get("after"))
 
     def load() -> tuple[audit_search.AuditPage | None, list[form_errors.FieldError], audit_health.ChainHealth]:
+        _require(request)  # in the page's one thread hop, after the session check
         page: audit_search.AuditPage | None = None
         errors: list[form_errors.FieldError] = []
         try:
@@ -174,6 +174,7 @@ def _json_lines(rows: Iterator[tuple[Any, str | None]], filters: dict[str, Any])
 
 async def export(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     _require(request)
     form = await request.form(max_files=0, max_fields=20, max_part_size=4096)
     asked = _asked(form)

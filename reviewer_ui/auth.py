@@ -124,6 +124,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 async def home(request: Request) -> Response:
+    await get_ctx(request).check_session()
     state = _state(request)
     if state.get("user") is not None:
         return RedirectResponse("/reports", status_code=303)
@@ -136,6 +137,7 @@ async def home(request: Request) -> Response:
 
 async def login_page(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     state = _state(request)
     if state.get("user") is not None:
         return RedirectResponse("/", status_code=303)
@@ -144,6 +146,7 @@ async def login_page(request: Request) -> Response:
 
 async def login_submit(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     form = await _form(request)
     email = form.get("email", "").strip().lower()[:MAX_EMAIL]
     password = form.get("password", "")[:MAX_PASSWORD]
@@ -256,6 +259,7 @@ def _consume_code(ctx: ReviewContext, s: Session, request: Request, user_id: str
 
 async def mfa_page(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     if _state(request).get("user") is not None:
         return RedirectResponse("/", status_code=303)
     user = _pending(request)
@@ -266,6 +270,7 @@ async def mfa_page(request: Request) -> Response:
 
 async def mfa_submit(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     user = _pending(request)
     half = _state(request).get("staff_session")
     if user is None or half is None:
@@ -318,6 +323,7 @@ async def mfa_submit(request: Request) -> Response:
 
 async def logout(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     state = _state(request)
     row = state.get("staff_session")
     who = state.get("user") or state.get("pending_user") or state.get("password_change_user")
@@ -349,6 +355,7 @@ def safe_next(value: str) -> str:
 
 async def reauth_page(request: Request) -> Response:
     ctx = get_ctx(request)
+    await ctx.check_session()
     permissions.current_user(request)
     return ctx.render(request, "reauth.html", errors=[], next=safe_next(request.query_params.get("next", "/")))
 
@@ -425,6 +432,7 @@ async def reauth_submit(request: Request) -> Response:
     """Step-up: a fresh TOTP code re-issues the session (``step_up``), then back to
     ``next``."""
     ctx = get_ctx(request)
+    await ctx.check_session()
     permissions.current_user(request)
     form = await _form(request)
     target = safe_next(form.get("next", "/"))

@@ -8,7 +8,13 @@ Contract for route modules (casework and access alike):
   made in reviewer_ui uses it (tests pass a controllable clock); never call
   ``datetime.now`` in a handler.
 * ``ctx.db`` is synchronous: from an ``async def`` handler run it through
-  ``await anyio.to_thread.run_sync(fn)`` (or ``ctx.run_sync(fn, *args)``).
+  ``await ctx.run_sync(fn, *args)``, THE thread hop of a staff handler. Its first call in
+  a request checks the request's session before ``fn`` (``middleware.PendingSession``):
+  who is signed in (``permissions.current_user``), the CSRF token of a POST. Aim for one
+  hop per handler: the permission check, the page's reads and its custody event in one
+  ``fn``. A handler that must know who is asking before its storage work, or that has
+  none, starts with ``await ctx.check_session()`` (one hop); until a hop has run, nobody
+  is signed in (fail closed).
 * ``ctx.render(request, "page.html", **values)`` - an ``HTMLResponse`` from
   ``reviewer_ui/templates``. Every template receives ``request``, ``user`` (the signed-in
   ``User`` or ``None``), ``csrf_token`` and the global ``csrf_field()`` (a hidden input for
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +53,11 @@ T = TypeVar("T")
 
 Clock = Callable[[], dt.datetime]
 
+# The session check of the request being served, until its first thread hop runs it
+# (set by ``middleware.Sessions``: a ``PendingSession``; ``None`` when there is nothing
+# to check, e.g. no session cookie).
+PENDING: ContextVar[Any] = ContextVar("exhibit_pending_session", default=None)
+
 
 @dataclass
 class ReviewContext:
@@ -62,8 +74,19 @@ class ReviewContext:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking (database) function off the event loop."""
-        return await anyio.to_thread.run_sync(fn, *args)
+        """Run a blocking (database) function off the event loop, after the request's
+        session check if it has not run yet (in the same worker call: one hop)."""
+        pending = PENDING.get()
+        if pending is None or not pending.needed:
+            return await anyio.to_thread.run_sync(fn, *args)
+        return await anyio.to_thread.run_sync(_checked, pending, fn, args)
+
+    async def check_session(self) -> None:
+        """Check the request's session now (one hop; nothing if done already): for a
+        handler that must know who is asking before any storage work, or has none."""
+        pending = PENDING.get()
+        if pending is not None and pending.needed:
+            await anyio.to_thread.run_sync(pending.resolve)
 
     def render(self, request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
         """Render ``templates/<name>`` with the standard values (see the module docstring)."""
@@ -77,6 +100,11 @@ class ReviewContext:
         values["errors"] = form_errors.normalise(values.get("errors"))
         html = self.templates.get_template(name).render(**values)
         return HTMLResponse(html, status_code=status_code)
+
+
+def _checked(pending: Any, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    pending.resolve()
+    return fn(*args)
 
 
 def make_templates() -> jinja2.Environment:

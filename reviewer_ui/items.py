@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, custody_words, form_errors, middleware, partner, permissions, visits
+from reviewer_ui import audit, context, coverage, custody_words, form_errors, partner, permissions, visits
 from reviewer_ui.display import clock, local_text
 from storage import stills
 from storage.lifecycle import TERMINAL, VIEWABLE
@@ -247,7 +247,6 @@ async def item_page(request: Request, *, download_error: str | None = None, form
         # The view's reads and its custody event in one worker call (a thread hop costs a
         # wake-up; under upload load, a wait for a CPU), the session check first of all.
         # A refusal raises before the event.
-        middleware.resolve_deferred(request.scope)
         if partner.is_partner(request):
             # A partner's page is built from its own field list, never this staff view
             # with parts hidden (AC-04, reviewer_ui/partner.py).

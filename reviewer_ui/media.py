@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from reviewer_ui import audit, context, coverage, middleware, permissions, stepup
+from reviewer_ui import audit, context, coverage, permissions, stepup
 from reviewer_ui.ranges import ByteRange, Unsatisfiable, parse_range
 from storage import stills
 from storage.blobs.protocol import BlobNotFound, BlobStore, BlobStoreError
@@ -163,7 +163,6 @@ def _prepare(request: Request, item_id: str, kind: str) -> tuple[MediaTarget, Pl
     """Authorise, plan and (for a stream start) write the custody event, in one worker
     thread call: each hop off the event loop costs a thread wake-up, and a video seek
     pays this on every Range request."""
-    middleware.resolve_deferred(request.scope)  # the session check, in this same call
     target = _derivative_target(request, item_id, kind)
     if target is None:
         return None
@@ -198,7 +197,9 @@ async def derivative(request: Request) -> Response:
     kind = request.path_params["kind"]
     _refuse_cross_site(request, item_id)
     if kind not in MEDIA_KINDS and not stills.is_still_kind(kind):
-        # Checked after nothing: an unknown kind says nothing about the item.
+        # Checked before the item: an unknown kind says nothing about it. The 404 page
+        # still shows who is signed in (one hop for the session alone).
+        await ctx.check_session()
         return permissions.not_found_response(request)
     prepared = await ctx.run_sync(_prepare, request, item_id, kind)
     if prepared is None:

@@ -3,27 +3,33 @@
 1. ``SecurityHeaders`` - a request id, and the staff security headers on EVERY response,
    error pages included (it wraps Starlette's own error middleware; SECURITY_CHECKLIST
    VL-01, VL-03, VL-04, VL-05).
-2. ``Sessions`` - finds the server-side session behind the cookie and puts ``user``
-   (signed in, MFA passed), ``pending_user`` (password passed, MFA pending),
-   ``password_change_user`` (both passed, but the password is a one-time one),
-   ``staff_session`` and ``csrf_token`` into ``scope["state"]``. Anonymous visitors get a
-   pre-session cookie that keys their CSRF token. For a GET or HEAD of the report list, a
-   report page, the item page or item media the lookup runs at the start of the
-   handler's own database call instead (``DEFERRED_PATHS``, ``resolve_deferred``): one
-   thread hop per page or video seek, not two.
+2. ``Sessions`` - reads the cookies; does no database work itself. A request without a
+   session cookie is anonymous at once: it gets a pre-session cookie that keys its CSRF
+   token. A request with one is checked in the handler's own thread hop:
+   ``ReviewContext.run_sync`` runs ``PendingSession.resolve`` first (the first hop of the
+   request; later hops find it done), which finds the server-side session behind the
+   cookie and puts ``user`` (signed in, MFA passed), ``pending_user`` (password passed,
+   MFA pending), ``password_change_user`` (both passed, but the password is a one-time
+   one), ``staff_session`` and ``csrf_token`` into ``scope["state"]``. One thread hop per
+   page or video seek, whatever the path; a handler that never hops sees nobody signed in
+   (fail closed), and the cookie changes (a new pre-session cookie, clearing a stale
+   session cookie) go out with the response once the check has run.
 3. ``CSRF`` - every request that is not GET/HEAD/OPTIONS must carry the synchroniser
    token of its session (form field ``csrf_token`` or header ``X-CSRF-Token``) and, when
    the browser says where it comes from (``Origin``/``Sec-Fetch-Site``), come from this
-   origin (AC-06). Pure ASGI (no BaseHTTPMiddleware) so media streams pass through
-   untouched.
+   origin (AC-06). Without a session cookie the token is compared at once; with one, the
+   expected token is in the session row, so this middleware runs the request's session
+   check (one thread hop, the handler's hops then find it done) before the handler sees
+   a byte of the body. Pure ASGI (no BaseHTTPMiddleware) so media streams pass
+   through untouched.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import re
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -35,7 +41,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import PlainTextResponse, Response
 
 from reviewer_ui import sessions
-from reviewer_ui.context import ReviewContext
+from reviewer_ui.context import PENDING, ReviewContext
 
 log = logging.getLogger("exhibit.reviewer")
 
@@ -46,6 +52,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REFUSED_TEXT = "This form has expired or did not come from Exhibit. Go back, reload the page and try again."
 # Largest urlencoded form body the CSRF check buffers to find the token; reviewer forms
 # (notes up to 10,000 characters) are far below it. Larger bodies must send the header.
 MAX_FORM_BYTES = 256 << 10
@@ -131,20 +138,15 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-# GET/HEAD of the report list, a report page, the item page and item media: the handler
-# checks the session itself, at the start of the worker-thread call it makes anyway
-# (``resolve_deferred``). A page or a video seek then costs one thread hop and one pooled
-# connection instead of two; under upload load
-# each hop is a wait for a CPU (measured in benchmarks/review.py). Nothing is weaker: the
-# session is still checked in the database before anything of the report or item is read, and a
-# handler that forgot to resolve would find nobody signed in (fail closed).
-DEFERRED_PATHS = re.compile(r"/items/[0-9A-Za-z_-]{1,64}(?:/media/[a-z]{1,16})?|/reports(?:/(?!new$)[0-9A-Za-z_-]{1,64})?")
-_DEFERRED = "exhibit_session_deferred"
-_COOKIE_CHANGES = "exhibit_session_cookie_changes"
+_PENDING_KEY = "exhibit_session_pending"
 
 
 class SessionStoreUnavailable(Exception):
     """The session store could not be read: nobody is let in (AC-16); the app answers 503."""
+
+
+class CSRFRefused(Exception):
+    """The session check found the request's CSRF token wrong (AC-06); the answer is 403."""
 
 
 def _apply(ctx: ReviewContext, state: dict[str, Any], cookies: dict[str, str], value: str,
@@ -184,15 +186,56 @@ def _load(ctx: ReviewContext, value: str) -> sessions.Loaded | None:
         raise SessionStoreUnavailable() from exc
 
 
-def resolve_deferred(scope: Scope) -> None:
-    """Check the session of a request whose check was deferred (``DEFERRED_PATHS``). Call
-    it first thing in the handler's worker-thread call; blocking. A no-op otherwise."""
-    state = _state(scope)
-    deferred = state.pop(_DEFERRED, None)
-    if deferred is None:
-        return
-    ctx, cookies, value = deferred
-    state[_COOKIE_CHANGES] = _apply(ctx, state, cookies, value, _load(ctx, value))
+class PendingSession:
+    """The session check of one request with a session cookie, waiting for the handler's
+    first thread hop (``ReviewContext.run_sync`` calls ``resolve``; blocking, idempotent,
+    thread-safe). Until it has run, ``scope["state"]`` says nobody is signed in and the
+    CSRF token is empty: a handler that does not hop sees nobody (fail closed)."""
+
+    def __init__(self, ctx: ReviewContext, scope: Scope, cookies: dict[str, str], value: str) -> None:
+        self.ctx = ctx
+        self.state = _state(scope)
+        self.cookies = cookies
+        self.value = value
+        self.done = False
+        # Set by the CSRF middleware for a request that is not GET/HEAD/OPTIONS: the token
+        # it carried, compared with the session's once that is read.
+        self.csrf_required = False
+        self.csrf_given: str | None = None
+        self.refused = False
+        self.failed = False
+        self.cookie_changes: tuple[str | None, bool] = (None, False)
+        self._lock = threading.Lock()
+
+    @property
+    def needed(self) -> bool:
+        """Must ``resolve`` run (again) before anything of this request reads storage?"""
+        return not self.done or self.refused
+
+    def resolve(self) -> None:
+        with self._lock:
+            if self.failed:
+                raise SessionStoreUnavailable()
+            if not self.done:
+                try:
+                    loaded = _load(self.ctx, self.value)
+                except SessionStoreUnavailable:
+                    self.failed = True  # nobody is let in, for the rest of this request (AC-16)
+                    raise
+                self.cookie_changes = _apply(self.ctx, self.state, self.cookies, self.value, loaded)
+                self.done = True
+                if self.csrf_required and not _token_ok(str(self.state.get("csrf_token") or ""), self.csrf_given):
+                    self.refused = True
+                    # A refused request runs as nobody, even if a handler caught the
+                    # refusal and carried on (AC-06).
+                    for key in ("user", "pending_user", "password_change_user", "staff_session"):
+                        self.state[key] = None
+            if self.refused:
+                raise CSRFRefused()
+
+
+def _token_ok(expected: str, given: str | None) -> bool:
+    return bool(expected) and given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _set_cookies(message: Message, settings: Any, set_pre: str | None, clear_stale: bool) -> None:
@@ -231,39 +274,49 @@ class Sessions:
             return
         cookies = _cookies(scope)
         value = cookies.get(sessions.cookie_name(settings), "")
-        if value and scope["method"] in ("GET", "HEAD") and DEFERRED_PATHS.fullmatch(scope.get("path", "")):
-            state["csrf_token"] = ""
-            state[_DEFERRED] = (self.ctx, cookies, value)
+        if not value:
+            # No session cookie: anonymous, decided without the database.
+            set_pre, _ = _apply(self.ctx, state, cookies, "", None)
+            if set_pre is None:
+                await self.app(scope, receive, send)
+                return
 
-            async def send_deferred(message: Message) -> None:
+            async def send_with_cookie(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    # Resolved by the handler: apply its cookie changes. Unresolved (an
-                    # answer that never looked at the session, e.g. an unknown media
-                    # kind): leave the cookies for the next page to sort out.
-                    changes = state.pop(_COOKIE_CHANGES, None)
-                    if changes is not None and (changes[0] is not None or changes[1]):
-                        _set_cookies(message, settings, *changes)
+                    _set_cookies(message, settings, set_pre, False)
                 await send(message)
 
-            await self.app(scope, receive, send_deferred)
+            await self.app(scope, receive, send_with_cookie)
             return
-        try:
-            loaded = await anyio.to_thread.run_sync(_load, self.ctx, value) if value else None
-        except SessionStoreUnavailable:
-            await PlainTextResponse("Exhibit is unavailable. Try again shortly.", status_code=503)(scope, receive, send)
-            return
-        set_pre, clear_stale = _apply(self.ctx, state, cookies, value, loaded)
+        # A session cookie: checked in the handler's own thread hop (``PendingSession``),
+        # so that a page or a video seek costs one hop and one pooled connection, not two;
+        # under upload load each hop is a wait for a CPU (benchmarks/review.py). Nothing
+        # is read from the session's report or item before the check has run.
+        state["csrf_token"] = ""
+        pending = PendingSession(self.ctx, scope, cookies, value)
+        state[_PENDING_KEY] = pending
 
-        if set_pre is None and not clear_stale:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _set_cookies(message, settings, set_pre, clear_stale)
+        async def send_resolved(message: Message) -> None:
+            if message["type"] == "http.response.start" and pending.done:
+                # Checked: apply its cookie changes. Unchecked (an answer that never
+                # looked at the session, e.g. an unknown media kind): leave the cookies
+                # for the next page to sort out.
+                set_pre, clear_stale = pending.cookie_changes
+                if set_pre is not None or clear_stale:
+                    _set_cookies(message, settings, set_pre, clear_stale)
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        token = PENDING.set(pending)
+        try:
+            await self.app(scope, receive, send_resolved)
+        finally:
+            PENDING.reset(token)
+
+
+def pending_of(scope: Scope) -> PendingSession | None:
+    """The request's session check if it has not run yet, else ``None``."""
+    pending = _state(scope).get(_PENDING_KEY)
+    return pending if isinstance(pending, PendingSession) and not pending.done else None
 
 
 def _same_origin(scope: Scope, origin: str, public_url: str) -> bool:
@@ -318,7 +371,25 @@ class CSRF:
                     return
                 values = parse_qs(body.decode("latin-1"), keep_blank_values=True).get("csrf_token", [])
                 given = values[0] if len(values) == 1 else None
-        if not expected or given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        pending = pending_of(scope)
+        if pending is not None:
+            # A session cookie: the expected token is in the session row. The check runs
+            # here, in one thread hop, before the handler reads a byte of the body (a
+            # forged request is refused before any of it is parsed, AC-06); the handler's
+            # own hops then find the session checked. This is the one place outside a
+            # handler where the staff app reads the session store.
+            pending.csrf_required = True
+            pending.csrf_given = given
+            try:
+                await anyio.to_thread.run_sync(pending.resolve)
+            except CSRFRefused:
+                await self._refuse(scope, receive, send, "token")
+                return
+            except SessionStoreUnavailable:
+                await PlainTextResponse("Exhibit is unavailable. Try again shortly.", status_code=503)(
+                    scope, receive, send)
+                return
+        elif not _token_ok(expected, given):
             await self._refuse(scope, receive, send, "token")
             return
         if body is None:
@@ -337,8 +408,7 @@ class CSRF:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, why: str, status: int = 403) -> None:
         log.warning("csrf.refused", extra={"why": why, "path": scope.get("path", "")[:200]})
-        text = ("This form has expired or did not come from Exhibit. Go back, reload the page and try again."
-                if status == 403 else "Request too large.")
+        text = REFUSED_TEXT if status == 403 else "Request too large."
         await PlainTextResponse(text, status_code=status)(scope, receive, send)
 
 

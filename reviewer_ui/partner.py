@@ -156,7 +156,7 @@ def load_partner_view(request: Request, item_id: str) -> PartnerItemView:
 
 
 def is_partner(request: Request) -> bool:
-    """Is this request's user a partner? (After ``middleware.resolve_deferred``.)"""
+    """Is this request's user a partner? (After the session check of the first ``ctx.run_sync``.)"""
     user: User | None = permissions.optional_user(request)
     return user is not None and str(user.role) == Role.PARTNER
 

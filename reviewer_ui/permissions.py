@@ -55,10 +55,13 @@ exist or exists but is not yours (no existence oracle), and an ``access.denied``
 event. Unauthenticated requests never reach these checks: ``current_user`` sends them
 to /login first.
 
-Typical use in a handler::
+Typical use in a handler (one thread hop: the session check, then ``load``)::
 
-    user = permissions.current_user(request)          # or LoginRequired -> /login
-    item = await ctx.run_sync(permissions.require_item, request, item_id)
+    def load() -> EvidenceItem:
+        with ctx.db.read() as session:                 # current_user inside: or LoginRequired
+            return permissions.require_item(request, session, item_id)
+
+    item = await ctx.run_sync(load)
     # require_item raises Denied (-> deny(): 404 + access.denied) when not visible
 
 Passing ``now``: share expiry is judged at ``now``; handlers pass ``ctx.clock()``
@@ -152,8 +155,9 @@ class Denied(Exception):
 
 def current_user(request: Request) -> User:
     """The signed-in user of this request (password and TOTP both passed, session live,
-    account enabled), or ``LoginRequired``. The session middleware has already checked
-    the session on every request; this only reads its verdict."""
+    account enabled), or ``LoginRequired``. Only reads the verdict of the request's
+    session check, which runs at the start of its first ``ctx.run_sync`` (or
+    ``ctx.check_session()``): called before that, it finds nobody (fail closed)."""
     user = request.scope.get("state", {}).get("user")
     if user is None:
         raise LoginRequired()

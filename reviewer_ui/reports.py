@@ -38,7 +38,6 @@ from reviewer_ui import (
     forms,
     item_filters,
     mfa,
-    middleware,
     permissions,
 )
 from storage import ledger
@@ -225,7 +224,6 @@ async def reports_list(request: Request) -> Response:
     filters = ReportFilters.from_query(request.query_params)
 
     def load() -> tuple[User, ReportPage]:
-        middleware.resolve_deferred(request.scope)  # the session check, in this same call
         user = permissions.current_user(request)
         with ctx.db.read() as session:
             return user, list_reports(session, user, filters, now=ctx.clock(),
@@ -241,6 +239,7 @@ async def reports_list(request: Request) -> Response:
 
 async def report_new(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     user = permissions.current_user(request)
     if not permissions.can_act(user, "report.create"):
         raise permissions.Denied("report:new", reason="report.create")
@@ -255,6 +254,7 @@ REFERENCE_REFUSED = ("This reference cannot be used. A reference is 1 to 64 lett
 
 async def report_create(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     user = permissions.current_user(request)
     if not permissions.can_act(user, "report.create"):
         raise permissions.Denied("report:new", reason="report.create")
@@ -508,7 +508,6 @@ async def report_page(request: Request, *, form_error: str | None = None, issued
         # thread hop, not three).
         from reviewer_ui.retention import panel
 
-        middleware.resolve_deferred(request.scope)
         view = load_report_view(request, report_id, after, filters)
         # Showing the grid shows thumbnails of evidence: an evidence page view (AU-03).
         audit.record_sync(ctx, request, "report.viewed", report_id=view.report.id,
@@ -564,6 +563,7 @@ def qr_image(url: str) -> str:
 
 async def link_issue(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     report_id = request.path_params["report_id"]
     form = await request.form()
     user = permissions.current_user(request)
@@ -603,6 +603,7 @@ async def link_issue(request: Request) -> Response:
 
 async def link_revoke(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     link_id = request.path_params["link_id"]
     user = permissions.current_user(request)
     form = await confirm.form_of(request)
@@ -631,6 +632,7 @@ async def link_revoke(request: Request) -> Response:
 
 
 async def home(request: Request) -> Response:
+    await context.get(request).check_session()
     permissions.current_user(request)
     return RedirectResponse("/reports", status_code=303)
 

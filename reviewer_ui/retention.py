@@ -83,6 +83,7 @@ async def _again(request: Request, error: str) -> Response:
 
 async def set_date(request: Request) -> Response:
     ctx = context.get(request)
+    await ctx.check_session()
     user = permissions.current_user(request)
     report_id = str(request.path_params["report_id"])[:64]
     form = await _form(request)
@@ -128,6 +129,7 @@ def _hold_action(place: bool) -> Any:
 
     async def handler(request: Request) -> Response:
         ctx = context.get(request)
+        await ctx.check_session()
         user = permissions.current_user(request)
         report_id = str(request.path_params["report_id"])[:64]
         form = await _form(request)
@@ -171,6 +173,7 @@ def _hold_action(place: bool) -> Any:
 async def review_page(request: Request) -> Response:
     """Admin: every live hold, and what falls due in the next N days (default 30)."""
     ctx = context.get(request)
+    await ctx.check_session()
     user: User = permissions.current_user(request)
     if not permissions.can_act(user, "retention.review"):
         raise permissions.Denied(f"admin:{request.url.path[:80]}", reason="retention.review")
