@@ -2,13 +2,14 @@
 
 * The **public door** (``--role public``): the upload app only (``/u/…``, ``/api/…``,
   ``/healthz`` that says "ok" and nothing else), on ``EXHIBIT_HOST``:``EXHIBIT_PORT``.
-  This is what faces the internet. It runs no background service and never needs the
-  ledger signing key.
+  This is what faces the internet. It never needs the ledger signing key; its one
+  background duty, expiring unfinished uploads, is a task of the app's lifespan on the
+  door's own event loop (``upload_api.app.housekeeping``), cancelled at shutdown.
 * The **staff door** (``--role staff``): the reviewer app only, on
   ``EXHIBIT_STAFF_HOST``:``EXHIBIT_STAFF_PORT`` (127.0.0.1 by default), with the detailed
   ``/healthz`` (scanner, signatures, worker, queue). Unless ``--no-worker``, the staff
   process also runs the staff-side background services (``start_staff_services``): the
-  processing worker, a supervised clamd, housekeeping.
+  processing worker, a supervised clamd, the ledger verifier.
 * ``--role all`` (the default, and ``make run``): a small supervisor that starts the two
   doors as two processes and stops both on SIGTERM/SIGINT; if one dies it stops the
   other and exits 3, for the service manager to restart.
@@ -39,7 +40,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from storage.blobs import open_store
-from storage.blobs.protocol import BlobStore
+from storage.blobs.protocol import BlobStore, Store
 from storage.db import Database
 from storage.migrate import open_current
 from storage.settings import Settings
@@ -56,6 +57,8 @@ PUBLIC_EXACT = ("/u", "/api")
 # Each door answers its own: "ok" on the public one, details on the staff one; /readyz
 # names parts and ok/failing on the public door, adds details on the staff one.
 SHARED = ("/healthz", "/readyz")
+# How often the public door expires unfinished uploads past their time (issue 11).
+EXPIRY_SECONDS = 60.0
 FD_RESERVE = 256  # descriptors kept for the database, the store, clamd and logs
 
 
@@ -125,7 +128,7 @@ async def _queue(db: Database) -> dict[str, Any]:
     return await asyncio.to_thread(count)
 
 
-def prepare(settings: Settings) -> tuple[Database, BlobStore]:
+def prepare(settings: Settings) -> tuple[Database, Store]:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The server never migrates (AU-08): an older schema is refused with a plain instruction.
     db = open_current(settings.database_url)
@@ -193,7 +196,7 @@ def build_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
 
     readiness = Readiness(settings, db, store, door, scans=scans or bool(settings.clamd_address))
     if door == "public":
-        public = create_public_app(settings, db, store)
+        public = create_public_app(settings, db, store, housekeeping_seconds=EXPIRY_SECONDS)
         return OnlyPaths(ReadyEndpoint(public, readiness), "public"), public.state.ctx
     from reviewer_ui.app import create_app as create_staff_app
 
@@ -210,17 +213,18 @@ def build_door(settings: Settings, db: Database, store: BlobStore, door: str, *,
 def start_staff_services(settings: Settings, db: Database, store: BlobStore, stop: threading.Event,
                          health: dict[str, Any]) -> Callable[[], None]:
     """THE place where staff-side background services start: the processing worker, a
-    supervised clamd, housekeeping and the periodic ledger verifier (it holds the signing
-    key). Only the staff role runs them (and ``exhibit worker``), never the public role:
-    the public door holds no scanner, no worker and no signing key. Returns the function
-    that stops them all."""
-    from exhibit.services import start_background_services, start_ledger_watch
-    from upload_api.app import create_app as create_public_app
-    from upload_api.ingest import expire_uploads
+    supervised clamd and the periodic ledger verifier (it holds the signing key). Only
+    the staff role runs them (and ``exhibit worker``), never the public role: the public
+    door holds no scanner, no worker and no signing key. Returns the function that stops
+    them all.
 
-    # The upload app's context (not served here) for expiring unfinished uploads.
-    upload_ctx = create_public_app(settings, db, store).state.ctx
-    threads = start_background_services(settings, stop, health, [lambda: asyncio.run(expire_uploads(upload_ctx))])
+    Threads, justified: the worker and clamd's supervisor are blocking code (subprocesses,
+    Pillow, the database) that must not run on the staff door's event loop; they share
+    nothing with it but the health dict. Expiring uploads is not here: it is the public
+    app's lifespan task, on the loop that owns the uploads' context."""
+    from exhibit.services import start_background_services, start_ledger_watch
+
+    threads = start_background_services(settings, stop, health, [])
     watch = start_ledger_watch(settings, health)
 
     def stop_all() -> None:
@@ -249,7 +253,7 @@ def serve(settings: Settings, *, role: str = "all", with_worker: bool = True, de
     if role not in ROLES:
         raise ValueError(f"--role must be one of {', '.join(ROLES)}")
     db, store = prepare(settings)
-    description = asyncio.run(store.describe())
+    description = store.describe_sync()
     log.info("storage.ready", extra={"storage": description})
     if demo:
         from exhibit.demo import ensure_demo
@@ -298,7 +302,7 @@ def _door_process(door: str, settings: Settings, with_services: bool) -> None:
     os.setpgrp()
     db = Database(settings.database_url)
     store = open_store(settings)
-    backend = asyncio.run(store.describe()).get("backend")
+    backend = store.describe_sync().get("backend")
     raise SystemExit(serve_door(settings, db, store, door, backend=backend, with_services=with_services))
 
 

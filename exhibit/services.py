@@ -1,6 +1,8 @@
 """Background services of the staff side of ``exhibit serve``: the supervised clamd, the
-processing worker, periodic housekeeping (expiring unfinished uploads) and the periodic
-ledger verifier (``start_ledger_watch``). Also `exhibit worker`. The ``health`` dict they
+processing worker, a housekeeping thread (the worker's heartbeat, clamd's status, and any
+periodic task the caller names) and the periodic ledger verifier
+(``start_ledger_watch``). Expiring unfinished uploads is not here: it is a task of the
+public app's lifespan (``upload_api.app.housekeeping``). Also `exhibit worker`. The ``health`` dict they
 keep is shown only by the staff door's /healthz: the public door says "ok" and nothing
 about the scanner (issue 11 item 5)."""
 

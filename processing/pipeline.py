@@ -191,7 +191,7 @@ def _quarantine(ctx: JobContext, item_id: str) -> None:
     from storage import quarantine
 
     try:
-        ctx.blobs.call(quarantine.quarantine_item(ctx.db, ctx.blobs.store, item_id, actor=ctx.actor))
+        quarantine.quarantine_item(ctx.db, ctx.blobs.store, item_id, actor=ctx.actor)
     except Exception as exc:
         log.warning("processing.quarantine_deferred", extra={"item_id": item_id, "error": str(exc)[:200]})
 

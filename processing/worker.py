@@ -25,7 +25,6 @@ Failure handling (SECURITY_CHECKLIST CF-04, CF-05, CF-11, BF-04):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -38,7 +37,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from sqlalchemy import select
 
 from processing import stills, video
@@ -256,7 +254,7 @@ def housekeeping_round(settings: Settings, db: Database, *, actor: str, stop: th
         log.info("worker.fixity", extra={k: v for k, v in summary.as_dict().items() if k != "items"})
     if stop.is_set():
         return {"fixity": summary}
-    moved = asyncio.run(_quarantine_pending(settings, db, actor))
+    moved = _quarantine_pending(settings, db, actor)
     disposed = _retention_round(settings, db, actor=actor, stop=stop)
     swept = sweep.run(db, lambda: open_store(settings), grace_seconds=settings.sweep_grace_seconds,
                       temp_root=sweep.default_temp_root())
@@ -284,15 +282,15 @@ def _retention_round(settings: Settings, db: Database, *, actor: str, stop: thre
     return result
 
 
-async def _quarantine_pending(settings: Settings, db: Database, actor: str) -> list[str]:
+def _quarantine_pending(settings: Settings, db: Database, actor: str) -> list[str]:
     from storage import quarantine
     from storage.blobs import open_store
 
-    store = await anyio.to_thread.run_sync(lambda: open_store(settings))
+    store = open_store(settings)
     try:
-        return await quarantine.quarantine_pending(db, store, actor=actor)
+        return quarantine.quarantine_pending(db, store, actor=actor)
     finally:
-        await store.close()
+        store.close_sync()
 
 
 def _housekeeping(settings: Settings, db: Database, stop: threading.Event, interval: float) -> None:

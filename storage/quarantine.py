@@ -15,15 +15,13 @@ previewed or shared).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import col
 
 from storage import ledger
-from storage.blobs import BlobStore
 from storage.blobs.keys import split_key
-from storage.blobs.protocol import QUARANTINE
+from storage.blobs.protocol import QUARANTINE, SyncBlobStore
 from storage.db import Database
 from storage.lifecycle import ItemState
 from storage.models import EvidenceItem
@@ -31,9 +29,10 @@ from storage.models import EvidenceItem
 log = logging.getLogger(__name__)
 
 
-async def quarantine_item(db: Database, store: BlobStore, item_id: str, *, actor: str) -> str | None:
+def quarantine_item(db: Database, store: SyncBlobStore, item_id: str, *, actor: str) -> str | None:
     """Move an infected item's original to quarantine; returns its new key, or None when
-    there is nothing to do (not infected, already moved)."""
+    there is nothing to do (not infected, already moved). Blocking (the database and the
+    store's sync API): the worker's threads call it; async code through a worker thread."""
     with db.read() as s:
         item = s.get(EvidenceItem, item_id)
         if item is None or item.state != ItemState.INFECTED:
@@ -41,8 +40,7 @@ async def quarantine_item(db: Database, store: BlobStore, item_id: str, *, actor
         key = item.blob_key
     if split_key(key)[0] == QUARANTINE:
         return None
-    mover: Any = store
-    new_key: str = await mover.quarantine_copy(key)
+    new_key = store.quarantine_copy_sync(key)
     with db.write() as s:
         query = select(EvidenceItem).where(col(EvidenceItem.id) == item_id)
         if db.is_postgresql:
@@ -56,7 +54,7 @@ async def quarantine_item(db: Database, store: BlobStore, item_id: str, *, actor
                       report_id=row.report_id, item_id=item_id,
                       detail={"from_key": key, "to_key": new_key, "sha256": row.sha256, "size": row.size,
                               "signature": row.verdict_signature})
-    await mover.quarantine_drop(key)
+    store.quarantine_drop_sync(key)
     log.info("quarantine.moved", extra={"item_id": item_id})
     return new_key
 
@@ -70,9 +68,9 @@ def pending(db: Database) -> list[str]:
     return [item_id for item_id, key in rows if not key.startswith(f"{QUARANTINE}/")]
 
 
-async def quarantine_pending(db: Database, store: BlobStore, *, actor: str) -> list[str]:
+def quarantine_pending(db: Database, store: SyncBlobStore, *, actor: str) -> list[str]:
     moved = []
     for item_id in pending(db):
-        if await quarantine_item(db, store, item_id, actor=actor):
+        if quarantine_item(db, store, item_id, actor=actor):
             moved.append(item_id)
     return moved

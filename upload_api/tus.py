@@ -99,12 +99,6 @@ def _int_header(request: Request, name: str) -> int | None:
     return int(value)
 
 
-async def _body(request: Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream():
-        if chunk:
-            yield chunk
-
-
 class _Spool:
     """One PATCH body on disk, so its checksum can be verified before any of it is
     appended (UP-08: on mismatch the offset does not move and nothing is written)."""
@@ -202,7 +196,7 @@ def routes(ctx: UploadContext) -> list[BaseRoute]:
         length_header = _int_header(request, "content-length")
         if length_header is not None and offset + length_header > row.length:
             raise streaming.LengthExceeded()  # UP-07: refused before a byte is read
-        body: AsyncIterator[bytes] = streaming.idle_guarded(_body(request), settings.upload_idle_timeout_seconds)
+        body: AsyncIterator[bytes] = streaming.guarded_body(request.receive, settings.upload_idle_timeout_seconds)
         progress = streaming.Progress(offset, row.detected_type)
         checksum = request.headers.get("upload-checksum")
         error: Exception | None = None  # what stopped the body, raised once its bytes are recorded

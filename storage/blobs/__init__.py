@@ -22,6 +22,8 @@ from storage.blobs.protocol import (
     BlobStoreError,
     InvalidKey,
     OffsetMismatch,
+    Store,
+    SyncBlobStore,
     Upload,
     UploadFinished,
     UploadInfo,
@@ -37,6 +39,8 @@ __all__ = [
     "BlobStoreError",
     "InvalidKey",
     "OffsetMismatch",
+    "Store",
+    "SyncBlobStore",
     "Upload",
     "UploadFinished",
     "UploadInfo",
@@ -48,13 +52,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def open_store(settings: Settings) -> BlobStore:
+def open_store(settings: Settings) -> Store:
     """Build the blob store ``settings.storage_url`` names, discover its capabilities
     (S3: Object Lock) and log them once as ``blobs.opened``. Blocking (S3 discovery makes
-    requests): call it at start-up, or from async code through a worker thread."""
+    requests): call it at start-up, or from async code through a worker thread. The
+    store has both APIs: async (``BlobStore``) and blocking (``SyncBlobStore``)."""
     url = urlsplit(settings.storage_url)
     capabilities: dict[str, object]
-    store: BlobStore
+    store: Store
     if url.scheme == "file":
         if url.netloc not in ("", "localhost"):
             raise ValueError("file:// storage URL must be a local absolute path")

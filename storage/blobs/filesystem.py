@@ -14,7 +14,9 @@ leaves either the unfinished upload or the finished object, never a mix.
 and when the stream breaks off it writes and fsyncs what it had received before passing
 the error on, so the size is the number of bytes durably received.
 
-All blocking I/O runs in worker threads (``anyio.to_thread``). ``write`` gathers chunks
+Synchronous underneath: the public ``*_sync`` methods (``SyncBlobStore``) are the
+store's blocking API, for the worker and the CLI; the async methods run them in a worker
+thread (``anyio.to_thread``), one hop each. ``write`` gathers chunks
 into batches of ``WRITE_BUFFER_BYTES`` and writes each (one ``writev``) in a thread while
 the next batch fills (``streaming.pump``): the thread hop is paid once per MiB, and
 the disk works beside the network instead of after it.
@@ -32,7 +34,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -65,13 +67,19 @@ _IOV_MAX = 512  # below Linux's IOV_MAX (1024)
 T = TypeVar("T")
 
 
-async def _run(fn: Callable[..., T], *args: object) -> T:
-    """Blocking file I/O in a worker thread; an OSError becomes a ``BlobStoreError`` with
-    the OSError chained (the path stays out of the message)."""
+def _checked(fn: Callable[..., T], *args: object) -> T:
+    """Blocking file I/O; an OSError becomes a ``BlobStoreError`` with the OSError
+    chained (the path stays out of the message: VL-09)."""
     try:
-        return await anyio.to_thread.run_sync(fn, *args)
+        return fn(*args)
     except OSError as exc:
         raise BlobStoreError(f"blob store I/O failed ({errno.errorcode.get(exc.errno or 0, '?')})") from exc
+
+
+async def _run(fn: Callable[..., T], *args: object) -> T:
+    """``_checked`` in a worker thread: the async API's one hop per call."""
+    return await anyio.to_thread.run_sync(_checked, fn, *args)
+
 
 
 def _fsync_dir(path: Path) -> None:
@@ -161,52 +169,49 @@ class FilesystemBlobStore:
         return upload
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        self._object_path(key)  # InvalidKey now, before any I/O
         if split_key(key)[0] == QUARANTINE:
+            self._object_path(key)  # InvalidKey now, before any I/O
             return refused()  # infected originals: out of every viewer's and export's reach
-        return self.read_quarantined(key, start, end)
+        return _drive(self.read_sync(key, start, end))
 
     def read_quarantined(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """``read`` for any key, quarantined ones included (fixity, forensic copy-out)."""
-        path = self._object_path(key)
+        return _drive(self.read_quarantined_sync(key, start, end))
+
+    def read_sync(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        self._object_path(key)  # InvalidKey now, before any I/O
+        if split_key(key)[0] == QUARANTINE:
+            # Infected originals: out of every viewer's and export's reach (issue 14 item 5).
+            raise BlobNotFound("no finished object with this key")
+        return self.read_quarantined_sync(key, start, end)
+
+    def read_quarantined_sync(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        path = self._object_path(key)  # InvalidKey now, before any I/O
         if start < 0 or (end is not None and end < start):
             raise ValueError("invalid byte range")
-        return self._read(path, start, end)
+        return self._read_sync(path, start, end)
 
-    async def _read(self, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
-        def open_and_read_first() -> tuple[int, int, bytes]:
-            # Open and the first read in one worker-thread call: a video seek waits for
-            # this first chunk, and every hop off the event loop costs a thread wake-up.
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise BlobNotFound("no finished object with this key") from None
-            except OSError as exc:
-                raise BlobStoreError("could not open object") from exc
-            try:
-                size = os.fstat(fd).st_size
-                position = min(start, size)
-                stop = size if end is None else min(end, size)
-                first = os.pread(fd, min(FIRST_CHUNK_BYTES, stop - position), position) if position < stop else b""
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd, stop, first
-
-        fd, stop, first = await _run(open_and_read_first)
+    def _read_sync(self, path: Path, start: int, end: int | None) -> Iterator[bytes]:
+        # Open and the first read in one step (one worker-thread call for the async
+        # API): a video seek waits for this first chunk, which is small.
         try:
-            position = min(start, stop) + len(first)
-            chunk = first
-            while chunk:
-                yield chunk
-                if position >= stop:
-                    return
-                chunk = await _run(os.pread, fd, min(READ_CHUNK_BYTES, stop - position), position)
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlobNotFound("no finished object with this key") from None
+        except OSError as exc:
+            raise BlobStoreError("could not open object") from exc
+        try:
+            size = os.fstat(fd).st_size
+            position = min(start, size)
+            stop = size if end is None else min(end, size)
+            want = FIRST_CHUNK_BYTES
+            while position < stop:
+                chunk = _checked(os.pread, fd, min(want, stop - position), position)
                 if not chunk:  # cannot happen to a read-only object; never loop forever
                     raise BlobStoreError("object shorter than its size")
                 position += len(chunk)
-            if position < stop:
-                raise BlobStoreError("object shorter than its size")
+                want = READ_CHUNK_BYTES
+                yield chunk
         finally:
             os.close(fd)
 
@@ -220,26 +225,25 @@ class FilesystemBlobStore:
         incoming, obj = self._incoming_path(key), self._object_path(key)  # InvalidKey before I/O
         if start < 0 or end < start:
             raise ValueError("invalid byte range")
-        return self._read_partial(incoming, obj, start, end)
+        return _drive(self._read_partial_sync(incoming, obj, start, end))
 
-    async def _read_partial(self, incoming: Path, obj: Path, start: int, end: int) -> AsyncIterator[bytes]:
-        def open_() -> int:
-            for path in (incoming, obj):
-                try:
-                    fd = os.open(path, os.O_RDONLY)
-                except FileNotFoundError:
+    def _read_partial_sync(self, incoming: Path, obj: Path, start: int, end: int) -> Iterator[bytes]:
+        for path in (incoming, obj):
+            try:
+                fd = _checked(os.open, path, os.O_RDONLY)
+            except BlobStoreError as exc:
+                if isinstance(exc.__cause__, FileNotFoundError):
                     continue
-                if os.fstat(fd).st_size < end:
-                    os.close(fd)
-                    raise BlobStoreError("the stored prefix is shorter than the range asked for")
-                return fd
+                raise
+            break
+        else:
             raise BlobNotFound("no upload with this key")
-
-        fd = await _run(open_)
         try:
+            if os.fstat(fd).st_size < end:
+                raise BlobStoreError("the stored prefix is shorter than the range asked for")
             position = start
             while position < end:
-                chunk = await _run(os.pread, fd, min(READ_CHUNK_BYTES, end - position), position)
+                chunk = _checked(os.pread, fd, min(READ_CHUNK_BYTES, end - position), position)
                 if not chunk:
                     raise BlobStoreError("upload shorter than its stored prefix")
                 position += len(chunk)
@@ -248,34 +252,72 @@ class FilesystemBlobStore:
             os.close(fd)
 
     async def size(self, key: str) -> int:
+        return await _run(self.size_sync, key)
+
+    def size_sync(self, key: str) -> int:
         path = self._object_path(key)
-
-        def stat_() -> int:
-            try:
-                return path.stat().st_size
-            except FileNotFoundError:
+        try:
+            return _checked(os.stat, path).st_size
+        except BlobStoreError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
                 raise BlobNotFound("no finished object with this key") from None
-
-        return await _run(stat_)
+            raise
 
     @property
     def capabilities(self) -> dict[str, object]:
         return {"backend": "filesystem", "read_only_objects": True, "fsync": True}
 
     async def describe(self) -> dict[str, object]:
+        return self.describe_sync()
+
+    def describe_sync(self) -> dict[str, object]:
         return self.capabilities
 
     async def close(self) -> None:
         return None
+
+    def close_sync(self) -> None:
+        return None
+
+    def put_sync(self, chunks: Iterable[bytes], namespace: str = "derivatives", length: int | None = None) -> str:
+        """A new finished object from ``chunks``, in the caller's thread: batched
+        ``writev``, one fdatasync, then ``finish`` (the same durable, atomic seal as an
+        upload)."""
+        if length is not None and length < 0:
+            raise ValueError("length must be >= 0")
+        key = new_key(namespace)
+        self._create_sync(key, length)
+        fd = _checked(self._open_for_append, key, 0)
+        try:
+            batch: list[bytes] = []
+            gathered = 0
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                batch.append(chunk)
+                gathered += len(chunk)
+                if gathered >= WRITE_BUFFER_BYTES:
+                    _checked(_writev_all, fd, batch)
+                    batch, gathered = [], 0
+            if batch:
+                _checked(_writev_all, fd, batch)
+            _checked(os.fdatasync, fd)
+        finally:
+            os.close(fd)
+        _checked(self._finish_sync, key)
+        return key
 
     # -- quarantine (storage.quarantine) ---------------------------------------
 
     async def quarantine_copy(self, key: str) -> str:
         """Give the finished original ``key`` a second name under ``quarantine/`` (a hard
         link: the same read-only bytes, nothing copied) and return that key. Idempotent."""
-        return await _run(self._quarantine_copy_sync, key)
+        return await _run(self.quarantine_copy_sync, key)
 
-    def _quarantine_copy_sync(self, key: str) -> str:
+    def quarantine_copy_sync(self, key: str) -> str:
+        return _checked(self._quarantine_copy, key)
+
+    def _quarantine_copy(self, key: str) -> str:
         _, hexpart = split_key(key)
         target_key = f"{QUARANTINE}/{hexpart}"
         source, target = self._object_path(key), self._object_path(target_key)
@@ -292,9 +334,12 @@ class FilesystemBlobStore:
 
     async def quarantine_drop(self, key: str) -> None:
         """Remove the original's old name once its quarantine name exists."""
-        await _run(self._quarantine_drop_sync, key)
+        await _run(self.quarantine_drop_sync, key)
 
-    def _quarantine_drop_sync(self, key: str) -> None:
+    def quarantine_drop_sync(self, key: str) -> None:
+        _checked(self._quarantine_drop, key)
+
+    def _quarantine_drop(self, key: str) -> None:
         _, hexpart = split_key(key)
         if not self._object_path(f"{QUARANTINE}/{hexpart}").exists():
             raise BlobStoreError("refusing to drop an original that is not in quarantine")
@@ -352,9 +397,12 @@ class FilesystemBlobStore:
         """Delete the finished object ``key`` and any unfinished upload under that name
         (its sidecar too). Idempotent: True when something was there. Only
         ``storage.retention`` calls this, after recording the disposal and its rule."""
-        return await _run(self._destroy_sync, key)
+        return await _run(self.destroy_sync, key)
 
-    def _destroy_sync(self, key: str) -> bool:
+    def destroy_sync(self, key: str) -> bool:
+        return _checked(self._destroy, key)
+
+    def _destroy(self, key: str) -> bool:
         paths = [self._object_path(key), self._incoming_path(key), self._sidecar_path(key),
                  self._sidecar_path(key).with_suffix(".json.tmp")]
         found = False
@@ -537,3 +585,19 @@ def _writev_all(fd: int, buffers: list[bytes]) -> None:
         total = sum(len(b) for b in group)
         if done < total:  # a short write (signal, quota): finish it the slow way
             _write_all(fd, memoryview(b"".join(group))[done:])
+
+
+async def _drive(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """The async face of a synchronous read: each chunk is read in a worker thread (one
+    hop per chunk, as before the sync API existed), and the file is closed when the
+    consumer stops, early or not."""
+    try:
+        while True:
+            chunk = await anyio.to_thread.run_sync(next, chunks, None)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

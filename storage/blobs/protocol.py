@@ -20,7 +20,7 @@ Errors: ``BlobNotFound``, ``InvalidKey``, ``OffsetMismatch``, ``UploadFinished``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -142,6 +142,48 @@ class BlobStore(Protocol):
 
     async def close(self) -> None:
         ...
+
+
+@runtime_checkable
+class SyncBlobStore(Protocol):
+    """The store's synchronous API, for blocking callers: the worker's steps (subprocesses,
+    Pillow, the database), the CLI and start-up. Both stores are synchronous underneath
+    (file system calls, boto3); their async methods are thin wrappers over these, one
+    worker-thread hop each, so a blocking caller calls these directly instead of running
+    an event loop to reach the same code (issue 17 item 6). Same errors, same key checks
+    (``InvalidKey`` before any I/O) and the same quarantine rule as the async API."""
+
+    def read_sync(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """``read``: bytes ``[start, end)`` of a finished object; a quarantined key is
+        ``BlobNotFound``. Close the iterator (``contextlib.closing``) when stopping early."""
+        ...
+
+    def read_quarantined_sync(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """``read`` for any key, quarantined ones included (fixity, forensic copy-out)."""
+        ...
+
+    def size_sync(self, key: str) -> int: ...
+
+    def describe_sync(self) -> dict[str, object]: ...
+
+    def put_sync(self, chunks: Iterable[bytes], namespace: str = "derivatives", length: int | None = None) -> str:
+        """Store ``chunks`` as a new finished object (create, write, durable, seal) and
+        return its key. An error leaves no finished object behind (an unfinished upload,
+        if any, is the sweep's)."""
+        ...
+
+    def quarantine_copy_sync(self, key: str) -> str: ...
+
+    def quarantine_drop_sync(self, key: str) -> None: ...
+
+    def destroy_sync(self, key: str) -> bool: ...
+
+    def close_sync(self) -> None: ...
+
+
+@runtime_checkable
+class Store(BlobStore, SyncBlobStore, Protocol):
+    """What ``open_store`` returns: both APIs over one backend."""
 
 
 @runtime_checkable

@@ -35,7 +35,9 @@ enabled (discovered when the store is built, and logged), finished objects in
 ``LOCKED_NAMESPACES`` get COMPLIANCE retention: requested on CreateMultipartUpload /
 PutObject, so the object is born locked, and renewed from the finish time afterwards.
 
-boto3 is synchronous: every call runs in a worker thread, and ``write`` sends each part
+boto3 is synchronous: the public ``*_sync`` methods (``SyncBlobStore``) are the store's
+blocking API for the worker and the CLI, and the async API runs each call in a worker
+thread (one hop), and ``write`` sends each part
 while the next one is gathered (``streaming.pump``). boto3/botocore errors stop here:
 not-found conditions become ``BlobNotFound`` and the rest ``BlobStoreError`` with the
 vendor error chained.
@@ -54,7 +56,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -233,8 +235,13 @@ class S3BlobStore:
     # -- running boto3 ---------------------------------------------------------
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(self._sync, fn, *args, **kwargs))
+
+    def _sync(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A boto3 call with its errors translated: the vendor's exception is chained,
+        never leaked (the store's contract)."""
         try:
-            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+            return fn(*args, **kwargs)
         except ClientError as exc:
             if _is_not_found(exc):
                 raise BlobNotFound("no such blob") from None
@@ -282,6 +289,81 @@ class S3BlobStore:
         finally:
             body.close()
 
+    # -- the synchronous API (SyncBlobStore) -------------------------------------
+
+    def read_sync(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        self._object_name(key)  # InvalidKey now, before any request
+        if split_key(key)[0] == QUARANTINE:
+            # Infected originals: out of every viewer's and export's reach (issue 14 item 5).
+            raise BlobNotFound("no finished object with this key")
+        return self.read_quarantined_sync(key, start, end)
+
+    def read_quarantined_sync(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        name = self._object_name(key)
+        if start < 0 or (end is not None and end < start):
+            raise ValueError("invalid byte range")
+        return self._read_sync(name, start, end)
+
+    def _read_sync(self, name: str, start: int, end: int | None) -> Iterator[bytes]:
+        body = self._sync(self._open_range_sync, name, start, end)
+        if body is None:
+            return
+        try:
+            while True:
+                chunk: bytes = self._sync(body.read, READ_CHUNK_BYTES)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            body.close()
+
+    def size_sync(self, key: str) -> int:
+        name = self._object_name(key)
+        return int(self._sync(self._client.head_object, Bucket=self._bucket, Key=name)["ContentLength"])
+
+    def describe_sync(self) -> dict[str, object]:
+        return self.capabilities
+
+    def put_sync(self, chunks: Iterable[bytes], namespace: str = "derivatives", length: int | None = None) -> str:
+        """A new finished object from ``chunks``. Up to one part's worth: one PutObject
+        (born locked in a locked namespace). More: the upload path (staged parts, then
+        ``finish``)."""
+        if length is not None and length < 0:
+            raise ValueError("length must be >= 0")
+        key = new_key(namespace)
+        batch: list[bytes] = []
+        gathered = 0
+        upload: _State | None = None
+        for chunk in chunks:
+            if not chunk:
+                continue
+            batch.append(chunk)
+            gathered += len(chunk)
+            if gathered >= self._part_bytes:
+                if upload is None:
+                    self._sync(self._create_sync, key, length)
+                    upload = self._sync(self._state_sync, key)
+                self._sync(self._upload_part_sync, key, upload.upload_id, upload.next_part, b"".join(batch))
+                upload.parts.append(_Part(upload.next_part, gathered, ""))
+                batch, gathered = [], 0
+        data = b"".join(batch)
+        if upload is None:
+            self._sync(self._client.put_object, Bucket=self._bucket, Key=self._object_name(key), Body=data,
+                       **self._lock_args(key))
+            return key
+        self._sync(self._settle_sync, key, upload, upload.next_part, data, len(upload.parts))
+        self._sync(self._finish_sync, key)
+        return key
+
+    def quarantine_copy_sync(self, key: str) -> str:
+        return self._sync(self._quarantine_copy, key)
+
+    def quarantine_drop_sync(self, key: str) -> None:
+        self._sync(self._quarantine_drop, key)
+
+    def destroy_sync(self, key: str) -> bool:
+        return self._sync(self._destroy, key)
+
     def read_partial(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes ``[start, end)`` of an *unfinished* upload: its staged parts and its
         ``.part``, in order (``storage.blobs.protocol.PartialReader``). ``end`` beyond the
@@ -326,12 +408,10 @@ class S3BlobStore:
                 return
 
     async def size(self, key: str) -> int:
-        name = self._object_name(key)
-        head = await self._call(self._client.head_object, Bucket=self._bucket, Key=name)
-        return head["ContentLength"]
+        return await anyio.to_thread.run_sync(self.size_sync, key)
 
     async def describe(self) -> dict[str, object]:
-        return self.capabilities
+        return self.describe_sync()
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._client.close)
@@ -545,9 +625,9 @@ class S3BlobStore:
     async def quarantine_copy(self, key: str) -> str:
         """Copy the finished original ``key`` to ``quarantine/`` (born locked like an
         original when the bucket has Object Lock) and return that key. Idempotent."""
-        return await self._call(self._quarantine_copy_sync, key)
+        return await anyio.to_thread.run_sync(self.quarantine_copy_sync, key)
 
-    def _quarantine_copy_sync(self, key: str) -> str:
+    def _quarantine_copy(self, key: str) -> str:
         _, hexpart = split_key(key)
         target_key = f"{QUARANTINE}/{hexpart}"
         target = self._object_name(target_key)
@@ -563,9 +643,9 @@ class S3BlobStore:
     async def quarantine_drop(self, key: str) -> None:
         """Delete the original's old name once its quarantine copy exists (with Object
         Lock this hides it behind a delete marker; the locked version stays)."""
-        await self._call(self._quarantine_drop_sync, key)
+        await anyio.to_thread.run_sync(self.quarantine_drop_sync, key)
 
-    def _quarantine_drop_sync(self, key: str) -> None:
+    def _quarantine_drop(self, key: str) -> None:
         _, hexpart = split_key(key)
         if self._head(self._object_name(f"{QUARANTINE}/{hexpart}")) is None:
             raise BlobStoreError("refusing to drop an original that is not in quarantine")
@@ -588,9 +668,9 @@ class S3BlobStore:
         versioned Object Lock bucket a plain delete only hides it behind a marker), every
         multipart upload under its name, and its .info/.part. Idempotent. A version an
         Object Lock still protects: ``RetentionLocked`` (nothing is skipped silently)."""
-        return await self._call(self._destroy_sync, key)
+        return await anyio.to_thread.run_sync(self.destroy_sync, key)
 
-    def _destroy_sync(self, key: str) -> bool:
+    def _destroy(self, key: str) -> bool:
         found = False
         name = self._object_name(key)
         versions = [v for each in (name, self._meta_name(key, ".info"), self._meta_name(key, ".part"))

@@ -36,9 +36,9 @@ def test_an_infected_original_is_quarantined_out_of_reach_and_kept_byte_exact(en
     # Nothing that serves or exports bytes reaches it, under either name.
     for key in (new_key, old_key):
         with pytest.raises(BlobNotFound):
-            env.blobs.call(read_all(store, key))
+            b"".join(store.read_sync(key))
     # Kept byte-exact: fixity re-hashes it from quarantine.
-    outcome = env.blobs.call(fixity.check_item(env.db, store, item_id, actor="test"))
+    outcome = anyio.run(lambda: fixity.check_item(env.db, store, item_id, actor="test"))
     assert outcome is not None and outcome.result == "ok"
     event = env.events(item_id, "item.quarantined")
     assert event == [{"from_key": old_key, "to_key": new_key, "sha256": item.sha256, "size": item.size,
@@ -61,7 +61,7 @@ def test_quarantine_on_both_stores_and_a_crash_mid_move_is_completed(db: Databas
     mover = blob_store
     anyio.run(mover.quarantine_copy, key)  # type: ignore[attr-defined]
     assert quarantine.pending(db) == [item_id]
-    moved = anyio.run(lambda: quarantine.quarantine_pending(db, blob_store, actor="test"))
+    moved = quarantine.quarantine_pending(db, blob_store, actor="test")
     assert moved == [item_id] and quarantine.pending(db) == []
     with db.read() as s:
         new_key = s.get(EvidenceItem, item_id).blob_key  # type: ignore[union-attr]

@@ -223,7 +223,7 @@ def test_a_quarantined_original_and_an_unfinished_upload_under_its_name_are_dest
 
     old = make_report(db, "ASB/1999", "asb", age_days=4 * 365)
     infected = make_item(db, blob_store, old, state="infected")
-    moved = anyio.run(lambda: quarantine.quarantine_item(db, blob_store, infected, actor="test"))
+    moved = quarantine.quarantine_item(db, blob_store, infected, actor="test")
     assert moved is not None and moved.startswith("quarantine/")
     _, hexpart = moved.split("/")
     # Leftovers of an upload under the original's name, made behind the store's back.
