@@ -26,5 +26,7 @@ typecheck:
 
 # -n auto: one pytest-xdist worker per core; each worker has its own PostgreSQL cluster,
 # clamd, moto server and template database (ports from the OS, dirs from tmp_path_factory).
+# --dist loadgroup: tests marked xdist_group("name") run on one xdist worker (the multi-node
+# module shares one deployment); every other test is spread as with the default `load`.
 pytest:
-	.venv/bin/pytest -p no:cacheprovider -n auto
+	.venv/bin/pytest -p no:cacheprovider -n auto --dist loadgroup
