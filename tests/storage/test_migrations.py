@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from sqlmodel import SQLModel
 
 import storage.models  # noqa: F401 - registers every table
 from storage.migrate import MIGRATIONS, alembic_config, current_heads, upgrade
+from tests.fixtures.processes import race
 
 
 def _diff(url: str) -> list[object]:
@@ -54,14 +54,9 @@ def _upgrade_in_a_process(url: str) -> None:
 
 
 def test_concurrent_upgrades_take_turns(db_url: str) -> None:
-    # Several containers starting at once all run `exhibit db upgrade`.
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_upgrade_in_a_process, args=(db_url,)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=180)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
+    # Several containers starting at once all run `exhibit db upgrade`: three processes
+    # released together from a barrier onto an empty database.
+    assert race(_upgrade_in_a_process, [(db_url,)] * 3) == [0, 0, 0]
     assert _diff(db_url) == []
 
 
