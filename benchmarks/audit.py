@@ -72,7 +72,7 @@ ACTIONS: list[tuple[str, float, str]] = [
     ("media.stream", 1, "partner"), ("export.created", 0.2, "staff"), ("link.created", 0.3, "staff"),
 ]
 INDEXES = ("ix_custody_event_actor_seq", "ix_custody_event_item_seq", "ix_custody_event_report_seq",
-           "ix_custody_event_action_seq", "ix_custody_event_at_action_seq")
+           "ix_custody_event_action_seq", "ix_custody_event_at")
 
 
 class Seeded:

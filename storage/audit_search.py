@@ -150,10 +150,8 @@ def _report_id(session: Session, reference: str) -> str:
     return str(found)
 
 
-def _query(session: Session, f: AuditFilter) -> SelectOfScalar[int]:
-    """The seqs of the matching events (the page's events are then read by primary key:
-    see ``_page``)."""
-    q = select(col(CustodyEvent.seq))
+def _query(session: Session, f: AuditFilter) -> SelectOfScalar[CustodyEvent]:
+    q = select(CustodyEvent)
     if f.actor:
         q = q.where(col(CustodyEvent.actor) == f.actor)
     if f.report:
@@ -189,20 +187,14 @@ def search(db: Database, f: AuditFilter, *, before: int | None = None, after: in
 def _page(db: Database, f: AuditFilter, *, before: int | None, after: int | None, limit: int) -> AuditPage:
     going_newer = before is None and after is not None
     with db.read() as session:
-        keys = _query(session, f)
-        seq = col(CustodyEvent.seq)
-        order: ColumnElement[int] = seq.desc()
+        q = _query(session, f)
         if before is not None:
-            keys = keys.where(seq < before)
+            q = q.where(col(CustodyEvent.seq) < before).order_by(col(CustodyEvent.seq).desc())
         elif after is not None:
-            keys, order = keys.where(seq > after), seq.asc()
-        # Two steps in one statement: the page's seqs from an index alone (every filter's
-        # index holds the columns it filters on and seq: an index-only read), then those
-        # rows by primary key. Reading the rows while filtering touched every table page
-        # of, say, a week (one action prefix over a week, deep page: 850 pages for 51
-        # rows at 1,000,000 events; benchmarks/audit.py, migration 0017).
-        page_keys = keys.order_by(order).limit(limit + 1)
-        rows = list(session.exec(select(CustodyEvent).where(seq.in_(page_keys)).order_by(order)))
+            q = q.where(col(CustodyEvent.seq) > after).order_by(col(CustodyEvent.seq))
+        else:
+            q = q.order_by(col(CustodyEvent.seq).desc())
+        rows = list(session.exec(q.limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
         if going_newer:

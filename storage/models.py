@@ -407,7 +407,7 @@ class CustodyEvent(SQLModel, table=True):
         sa.Index("ix_custody_event_action_seq", "action", "seq"),
         sa.Index("ix_custody_event_report_seq", "report_id", "seq"),
         sa.Index("ix_custody_event_item_seq", "item_id", "seq"),
-        sa.Index("ix_custody_event_at_action_seq", "at", "action", "seq"),  # 0017: an index-only time range
+        sa.Index("ix_custody_event_at", "at"),
     )
     seq: int = Field(sa_type=sa.BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False})
     at: dt.datetime = Field(sa_type=UTCDateTime, nullable=False)
