@@ -16,7 +16,7 @@ from tests.browser.conftest import axe_violations, new_context
 from tests.fixtures.casework import Casework, LiveReview
 from tests.reviewer_ui.test_stills import FPS, FRAMES, colour_clip, drain
 
-pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+pytestmark = pytest.mark.browser  # SQLite (tests/conftest.py), but the journeys marked both_databases
 
 
 def _page(chromium: Browser, live: LiveReview, user: object, **kw: object) -> Page:
@@ -25,6 +25,7 @@ def _page(chromium: Browser, live: LiveReview, user: object, **kw: object) -> Pa
     return context.new_page()
 
 
+@pytest.mark.both_databases  # an i15 journey: on SQLite and PostgreSQL
 def test_play_is_the_stream_start_and_a_saved_frame_appears_with_its_provenance(
         live_review: LiveReview, chromium: Browser, tmp_path: Path) -> None:
     cw: Casework = live_review.casework

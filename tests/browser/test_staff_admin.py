@@ -19,7 +19,7 @@ from storage.models import User
 from tests.browser.conftest import axe_violations, new_context, no_horizontal_scroll
 from tests.fixtures.reviewer import Clock, LiveServer, ReviewHarness, Staff
 
-pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+pytestmark = pytest.mark.browser  # SQLite (tests/conftest.py), but the journeys marked both_databases
 NEW = "a kettle on the landing at dawn"
 NARROW = {"width": 320, "height": 640}
 
@@ -139,6 +139,7 @@ def test_disabling_asks_first_without_javascript_and_ends_the_officers_session(
     assert not review.events("user.reset_password")
 
 
+@pytest.mark.both_databases  # an i15 journey: on SQLite and PostgreSQL
 def test_exhibit_users_disable_ends_a_signed_in_browser_session(
         live_staff: LiveServer, review: ReviewHarness, js: BrowserContext, monkeypatch: pytest.MonkeyPatch) -> None:
     from exhibit.cli import main
