@@ -26,5 +26,7 @@ typecheck:
 
 # -n auto: one pytest-xdist worker per core; each worker has its own PostgreSQL cluster,
 # clamd, moto server and template database (ports from the OS, dirs from tmp_path_factory).
+# --dist worksteal: a worker that runs out of tests takes pending ones from the other, so a
+# long test near the end does not leave a core idle (also in pyproject's addopts).
 pytest:
-	.venv/bin/pytest -p no:cacheprovider -n auto
+	.venv/bin/pytest -p no:cacheprovider -n auto --dist worksteal
