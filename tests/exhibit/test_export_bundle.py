@@ -400,13 +400,13 @@ def test_a_5_gib_export_is_zip64_verifies_and_keeps_memory_flat(cli: Cli, tmp_pa
             return upload.key
 
         key = asyncio.run(put())
-        digest = hashlib.sha256()
-        block = bytes(8 << 20)
-        for _ in range(size // len(block)):
-            digest.update(block)
+        # The SHA-256 of 5 GiB of zero bytes (`head -c 5G /dev/zero | sha256sum`), written
+        # down rather than hashed again here: the export checks every byte it copies against
+        # it (ERR_INTEGRITY otherwise), so a wrong constant fails this test, never weakens it.
+        zeros_sha256 = "7f06c62352aebd8125b2a1841e2b9e1ffcbed602f381c3dcb3200200e383d1d5"
         with db.write() as session:
-            session.add(EvidenceItem(report_id=big.id, blob_key=key, size=size, sha256=digest.hexdigest(),
-                                     verified_sha256=digest.hexdigest(), original_filename="big.mp4", state="clean"))
+            session.add(EvidenceItem(report_id=big.id, blob_key=key, size=size, sha256=zeros_sha256,
+                                     verified_sha256=zeros_sha256, original_filename="big.mp4", state="clean"))
     finally:
         db.dispose()
     baseline = _max_rss_kib(cli, "export", "SMALL/1", "--reason", "r", "--out", str(tmp_path / "small.zip"))
