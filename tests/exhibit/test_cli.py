@@ -55,7 +55,11 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Cli:
+def cli(tmp_path: Path, db_url: str, db: Database, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    # ``db`` makes ``db_url`` a copy of the session's migrated template (tests/fixtures/
+    # database.py) instead of an empty database that each test migrated in full; `db upgrade`
+    # still runs (a no-op at head). Upgrading an empty database through the CLI stays tested
+    # in test_cli_no_database.py and tests/storage/test_db_roles.py.
     c = Cli(tmp_path / "data", db_url, monkeypatch)
     assert c.json("db", "upgrade")["ok"] is True
     return c

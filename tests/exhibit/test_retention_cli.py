@@ -20,7 +20,8 @@ from tests.exhibit.test_cli import Cli
 
 
 @pytest.fixture
-def cli(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Cli:
+def cli(tmp_path: Path, db_url: str, db: Database, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    # ``db``: start from the migrated template (see tests/exhibit/test_cli.py's ``cli``).
     c = Cli(tmp_path / "data", db_url, monkeypatch)
     assert c.json("db", "upgrade")["ok"] is True
     return c
