@@ -89,8 +89,6 @@ def _ledger_alarms(ctx: ReviewContext) -> list[Any]:
 
 async def users_page(request: Request) -> Response:
     ctx = get_ctx(request)
-    await ctx.check_session()
-    _require(request, "admin.users")
     notices = {"disabled": "The account is disabled and signed out everywhere.",
                "enabled": "The account is enabled.",
                "signedout": "The account is signed out everywhere.",
@@ -98,7 +96,12 @@ async def users_page(request: Request) -> Response:
                "role": "The role is changed; the account's sessions have ended.",
                "codesallowed": "The account may use its authenticator codes again."}
     notice = notices.get(request.query_params.get("done", ""))
-    return await ctx.run_sync(lambda: _render_users(ctx, request, notice=notice))
+
+    def page() -> Response:  # one thread hop: the session check, the role check, the list
+        _require(request, "admin.users")
+        return _render_users(ctx, request, notice=notice)
+
+    return await ctx.run_sync(page)
 
 
 async def users_add(request: Request) -> Response:
@@ -306,11 +309,10 @@ class LinkRow:
 
 async def links_page(request: Request) -> Response:
     ctx = get_ctx(request)
-    await ctx.check_session()
-    _require(request, "admin.links")
     now = ctx.clock()
 
     def load() -> list[LinkRow]:
+        _require(request, "admin.links")  # in the page's one thread hop, after the session check
         with ctx.db.read() as s:
             rows = s.exec(
                 select(UploadLink, Report.reference, Report.id)
