@@ -123,15 +123,18 @@ class Served:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")}
         env.update({"EXHIBIT_DATA_DIR": str(data_dir), "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}",
                     "EXHIBIT_LOG_LEVEL": "WARNING"})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "exhibit", "serve", "--no-worker", "--port", str(port), "--staff-port",
-             str(staff_port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The server's log goes to a file, read after the run: a pipe nobody drains fills
+        # at 64 KiB and then blocks the server on its next log line, mid-surge.
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "exhibit", "serve", "--no-worker", "--port", str(port), "--staff-port",
+                 str(staff_port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 180
         for p in (port, staff_port):
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError("exhibit serve exited: " + (self.process.stderr.read() or b"").decode()[-2000:]
-                                       if self.process.stderr else "exhibit serve exited")
+                    raise RuntimeError("exhibit serve exited: " + self.log.read_text(errors="replace")[-2000:])
                 try:
                     c = http.client.HTTPConnection("127.0.0.1", p, timeout=2)
                     c.request("GET", "/healthz")
@@ -180,8 +183,25 @@ class Served:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+
+    def problems(self) -> dict[str, int]:
+        """Each distinct logged message at WARNING or above, with how often it came."""
+        counts: dict[str, int] = {}
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+                key = f"{event.get('level')} {str(event.get('message')).strip()}"
+                if event.get("error"):
+                    key += f" ({str(event['error'])[:120]})"
+                # The root cause of a traceback: its first exception line.
+                cause = next((ln for ln in str(event.get("exception") or "").splitlines()
+                              if ln and not ln.startswith((" ", "Traceback", "The above", "During handling"))), "")
+                if cause:
+                    key += f" ({cause[:160]})"
+            except ValueError:
+                key = line[:160]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
 
 # --- the citizens -------------------------------------------------------------------------------
@@ -321,6 +341,7 @@ class Result:
     staff_alone: list[float]
     staff_surge: list[float]
     staff_errors: int
+    server_problems: dict[str, int] = field(default_factory=dict)
 
 
 def run_one(n: int, size: int, rate: int, arrival: float, tick: float, workdir: Path) -> Result:
@@ -366,11 +387,14 @@ def run_one(n: int, size: int, rate: int, arrival: float, tick: float, workdir: 
         transfer = size / rate
         ratios = [(c.done - c.arrived) / transfer for c in citizens if c.done is not None]
         errors = [c.error for c in citizens if c.error]
-        return Result(n, len(ratios), errors, ratios, rss_before, peak[0], open_uploads[1], alone,
-                      surge_officer.times_ms, surge_officer.errors)
+        result = Result(n, len(ratios), errors, ratios, rss_before, peak[0], open_uploads[1], alone,
+                        surge_officer.times_ms, surge_officer.errors)
     finally:
         served.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+    result.server_problems = served.problems()
+    served.log.unlink()
+    return result
 
 
 def main() -> None:
@@ -409,6 +433,8 @@ def main() -> None:
             print(f"       first errors: {r.errors[:3]}")
         if r.staff_errors:
             print(f"       staff page errors during the surge: {r.staff_errors}")
+        for message, count in sorted(r.server_problems.items(), key=lambda kv: -kv[1])[:5]:
+            print(f"       server log: {count} x {message}")
         sys.stdout.flush()
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
