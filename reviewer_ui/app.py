@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,7 +36,7 @@ from reviewer_ui.audit import AuditUnavailable
 from reviewer_ui.context import STATIC_DIR, Clock, ReviewContext, make_templates
 from reviewer_ui.middleware import CSRF, SecurityHeaders, Sessions, SessionStoreUnavailable
 from storage.blobs.protocol import BlobStore
-from storage.db import Database
+from storage.db import Database, is_transient
 from storage.models import utcnow
 from storage.netaddr import TrustedProxies, parse_networks
 from storage.secrets import load_or_create_secret
@@ -109,8 +110,20 @@ def create_app(settings: Settings, db: Database, store: BlobStore, *, clock: Clo
     async def session_store_unavailable(request: Request, exc: Exception) -> Response:
         return PlainTextResponse("Exhibit is unavailable. Try again shortly.", status_code=503)
 
+    async def database_unavailable(request: Request, exc: Exception) -> Response:
+        # The database is busy or out of reach: a passing fault, answered 503 with
+        # Retry-After (not a 500 "something went wrong"); the driver's words stay in the
+        # log (VL-09). Nothing half-done is kept: the transaction rolled back.
+        if not is_transient(exc):
+            raise exc  # a bug, not a passing fault: the 500 page
+        rid = request.scope.get("state", {}).get("request_id", "")
+        log.error("reviewer.database_unavailable", extra={"request_id": rid, "error": type(exc).__name__})
+        return PlainTextResponse("Exhibit is busy or briefly unavailable. Try again in a few seconds.",
+                                 status_code=503, headers={"Retry-After": "5"})
+
     handlers: dict[Any, Any] = {
         SessionStoreUnavailable: session_store_unavailable,
+        OperationalError: database_unavailable,
         permissions.LoginRequired: login_required,
         permissions.Denied: denied,
         AuditUnavailable: audit_unavailable,

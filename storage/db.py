@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
 import time
 import weakref
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Engine, TextClause, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
@@ -118,6 +119,27 @@ def secure_sqlite_file(url: str, *, create_dir: bool = True) -> None:
                 pass
     else:
         os.close(fd)
+
+
+# SQLite's words for a database that is there but cannot be used just now (another
+# writer held the lock past the busy timeout; the file or disk briefly out of reach). Its
+# other OperationalErrors (a syntax error, a missing table) are bugs, not faults that pass.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "unable to open database file",
+                     "disk i/o error")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Is ``exc`` a database fault that passes (busy, unreachable, restarting), so that the
+    right answer is "try again shortly" and not "this request is broken"? Every
+    OperationalError of the PostgreSQL driver is (connection refused or lost, admin
+    shutdown, serialization failure, deadlock); of SQLite's, only a lock or an unreadable
+    file."""
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):
+        return str(orig).lower().startswith(_SQLITE_TRANSIENT)
+    return True
 
 
 class ReadOnlySession(RuntimeError):

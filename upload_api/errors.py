@@ -25,10 +25,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import OperationalError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from storage.blobs.protocol import BlobStoreError
+from storage.db import is_transient
 from storage.errors import DomainError
 
 log = logging.getLogger("upload_api.errors")
@@ -87,7 +89,11 @@ STATUS: dict[str, int] = {
     "ERR_RATE_LIMITED": 429,
     "ERR_CHECKSUM_MISMATCH": 460,
     "ERR_STORAGE": 503,
+    "ERR_BUSY": 503,
 }
+
+# How long a client is asked to wait before retrying after ERR_BUSY.
+BUSY_RETRY_AFTER = "5"
 
 # What a citizen reads, and what they can do about it (no jargon, no codes).
 CITIZEN: dict[str, tuple[str, str]] = {
@@ -122,6 +128,11 @@ CITIZEN: dict[str, tuple[str, str]] = {
     "ERR_LINK_EXPIRED": (
         "This upload link has expired, so the file you were sending was not kept.",
         "Please contact the officer who sent you the link for a new one.",
+    ),
+    "ERR_BUSY": (
+        "We are receiving a lot of evidence just now and could not take this step.",
+        "Nothing you have already sent is lost. Sending carries on by itself in a moment; "
+        "if it has stopped, try again in a few minutes.",
     ),
     "ERR_NO_SESSION": (
         "Your upload session has ended.",
@@ -202,8 +213,29 @@ async def on_storage_error(request: Request, exc: Exception) -> Response:
     return json_error("ERR_STORAGE", "storage unavailable", headers=_headers(request))
 
 
+async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+    # The database is busy (SQLite's write lock held past its busy timeout in a surge of
+    # uploads) or out of reach (PostgreSQL down, a fail-over): a fault that passes, so the
+    # answer is 503 with Retry-After, which tus-js-client, Uppy and the page's own
+    # upload.js retry, not a 500 that says the request itself is broken. Nothing
+    # acknowledged is lost: the transaction rolled back, and an upload's offset is what
+    # the store holds. The driver's words stay in the log (VL-09).
+    if not is_transient(exc):
+        raise exc  # a bug (SQLite names a syntax error or a missing table an OperationalError too): a 500
+    log.error("upload.database_unavailable", exc_info=exc, extra={"path": request.url.path})
+    headers = {**(_headers(request) or {}), "Retry-After": BUSY_RETRY_AFTER}
+    render: PageRenderer | None = getattr(request.scope.get("endpoint"), "__html_errors__", None)
+    if render is not None:
+        page = render(request, DomainError("the service is busy", code="ERR_BUSY"))
+        if page is not None:
+            page.headers["Retry-After"] = BUSY_RETRY_AFTER
+            return page
+    return json_error("ERR_BUSY", "the service is busy", headers=headers)
+
+
 EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
     DomainError: on_domain_error,
+    OperationalError: on_database_unavailable,
     ClientDisconnect: on_client_disconnect,
     BlobStoreError: on_storage_error,
 }
