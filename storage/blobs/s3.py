@@ -632,12 +632,14 @@ class S3BlobStore:
         target_key = f"{QUARANTINE}/{hexpart}"
         target = self._object_name(target_key)
         if self._head(target) is None:
-            extra: dict[str, Any] = {}
-            if self._locked(target_key):
-                extra = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": self._retain_until()}
-            # The managed copy: server-side, in parts above 5 GB.
-            self._client.copy({"Bucket": self._bucket, "Key": self._object_name(key)}, self._bucket, target,
-                              ExtraArgs=extra or None)
+            # The managed copy: server-side, in parts above 5 GB. The lock is set after the
+            # copy, not as copy arguments: a copy carrying lock headers is refused where the
+            # store wants a body checksum with them (moto; PutObject's rule on AWS), and
+            # there is no body to sum. The original is still locked under its own name and
+            # is dropped only once this returns, so the bytes are never without a lock.
+            self._client.copy({"Bucket": self._bucket, "Key": self._object_name(key)}, self._bucket, target)
+        # Lock it now, or, for a move retried after a crash between copy and lock, now at last.
+        self._ensure_retention(target_key, target)
         return target_key
 
     async def quarantine_drop(self, key: str) -> None:

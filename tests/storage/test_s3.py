@@ -107,6 +107,27 @@ async def test_finished_originals_get_compliance_retention(
     assert sha256(await read_all(lock_store, key)) == sha256(data)
 
 
+@pytest.mark.parametrize("size", [100, 6 * MiB + 5], ids=["small", "multipart"])
+async def test_an_infected_original_moved_to_quarantine_stays_locked(
+    lock_store: S3BlobStore, s3_client: S3Client, s3_lock_bucket: str, size: int
+) -> None:
+    """On an Object Lock bucket the quarantine copy of an infected original is locked in
+    COMPLIANCE mode like the original was, before the original's name is dropped, so the
+    evidence is never without a lock (a malware sample is still evidence)."""
+    data = os.urandom(size)
+    key = await write_original(lock_store, data)
+    target = await lock_store.quarantine_copy(key)
+    await lock_store.quarantine_drop(key)
+    head = s3_client.head_object(Bucket=s3_lock_bucket, Key=f"{PREFIX}/{target}")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ObjectLockRetainUntilDate"] > dt.datetime.now(dt.UTC) + dt.timedelta(days=29)
+    with pytest.raises(ClientError) as refused:
+        s3_client.delete_object(Bucket=s3_lock_bucket, Key=f"{PREFIX}/{target}", VersionId=head["VersionId"])
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert sha256(b"".join([c async for c in lock_store.read_quarantined(target)])) == sha256(data)
+    assert await lock_store.quarantine_copy(key) == target  # a retried move finds it done
+
+
 async def test_derivatives_are_not_locked(lock_store: S3BlobStore, s3_client: S3Client, s3_lock_bucket: str) -> None:
     key = await put_bytes(lock_store, b"a thumbnail", "derivatives")
     head = s3_client.head_object(Bucket=s3_lock_bucket, Key=f"{PREFIX}/{key}")
