@@ -4,7 +4,8 @@ intake API, with a key scoped to that unit); the unit's supervisor signs in (pas
 TOTP), finds it, and assigns it to an officer from the report page; the officer finds it
 in "My reports" with its new evidence counted, and opens it; an officer of another unit
 gets the 404 page. The new and changed pages are axe-clean and do not scroll sideways at
-320 CSS px."""
+320 CSS px. On SQLite and on PostgreSQL, through the server each database's journeys share
+(``journey_server``, tests/browser/conftest.py)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ acknowledges receipt; the officer sees "acknowledged at" and what the lawyer vie
 auditor goes from the item page to "who saw this item", finds both, and exports the search
 as CSV (the file holds exactly those views; the export is a custody event). The desk and
 the partner's page are axe-clean and do not scroll sideways at 320 px; an officer and a
-partner get the uniform 404 on the desk."""
+partner get the uniform 404 on the desk. On SQLite and on PostgreSQL, through the server each
+database's journeys share (``journey_server``, tests/browser/conftest.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 real Chromium: an officer signs in with password + TOTP (enrolling the authenticator on
 first sign-in), creates a report, issues a link; a citizen's script uploads a generated MP4
 through the link (POST /u/submit); the worker scans and transcodes it; the officer plays
-the video, seeks (currentTime moves) and sees the custody events the viewing created."""
+the video, seeks (currentTime moves) and sees the custody events the viewing created. On
+SQLite and on PostgreSQL, through the server each database's journeys share
+(``journey_server``, tests/browser/conftest.py)."""
 
 from __future__ import annotations
 
