@@ -7,6 +7,7 @@ errors. ``PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD`` keeps Playwright from fetching its 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -174,15 +175,19 @@ def exhibit_serving(env: dict[str, str], log: Path, serve_args: Sequence[str], r
 
 
 @contextmanager
-def served_exhibit(tmp_path: Path, serve_args: Sequence[str], timeout: float) -> Iterator[Served]:
-    """A migrated database under ``tmp_path`` and ``exhibit serve *serve_args`` with both
-    doors on free ports, up (their /healthz answers) within ``timeout`` seconds."""
+def served_exhibit(tmp_path: Path, serve_args: Sequence[str], timeout: float,
+                   database_url: str | None = None) -> Iterator[Served]:
+    """A migrated database under ``tmp_path`` (or at ``database_url``) and ``exhibit serve
+    *serve_args`` with both doors on free ports, up (their /healthz answers) within
+    ``timeout`` seconds."""
     port, staff_port = free_port(), free_port()
     log = tmp_path / "serve.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
            "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
            "EXHIBIT_STAFF_PORT": str(staff_port),
            "EXHIBIT_PUBLIC_URL": f"http://127.0.0.1:{port}", "EXHIBIT_LOG_LEVEL": "WARNING"}
+    if database_url:
+        env["EXHIBIT_DATABASE_URL"] = database_url
     exhibit_db_upgrade(env)
     base, public = f"http://127.0.0.1:{staff_port}", f"http://127.0.0.1:{port}"
     with exhibit_serving(env, log, serve_args, ready=[f"{base}/healthz", f"{public}/healthz"], timeout=timeout):
@@ -201,3 +206,42 @@ def sign_in_with_totp(page: Page, base: str, email: str, password: str) -> None:
     page.fill("#code", pyotp.TOTP(secret).now())
     page.locator("form[action='/mfa'] button[type=submit]").click()
     page.wait_for_url(f"{base}/reports")
+
+
+# --- one `exhibit serve` per database, shared by the staff journeys ----------------------
+
+# Each database's journeys form one xdist group: under `make test` (--dist loadgroup) the
+# SQLite journeys share one server on one worker and the PostgreSQL journeys another, and
+# the two groups are spread over the workers like any other work (one group for both would
+# start both servers on one worker and run every journey there).
+JOURNEY_DATABASES = [
+    pytest.param("sqlite", marks=pytest.mark.xdist_group("journeys-sqlite")),
+    pytest.param("postgresql", marks=pytest.mark.xdist_group("journeys-postgresql")),
+]
+
+
+@pytest.fixture(scope="session", params=JOURNEY_DATABASES)
+def journey_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``exhibit serve`` (both doors, the worker, the managed clamd), once per database per
+    session (per xdist worker): a start-up costs many seconds under load. On PostgreSQL a
+    fresh database copied from the session's migrated template, in the cluster the storage
+    tests use. Journeys on it share its rows, so each makes its own people and references
+    (``unique``) and looks only at what it made."""
+    tmp = tmp_path_factory.mktemp(f"journeys-{request.param}")
+    database_url = None
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        database_url = cluster.create_database(prefix="journeys", template=request.getfixturevalue("pg_template"))
+    # Generous: several engineers share two cores; a start-up has taken over 90 s under load.
+    with served_exhibit(tmp, [], timeout=300, database_url=database_url) as served:
+        yield served
+    if database_url:
+        cluster.drop_database(database_url)
+
+
+def unique(text: str) -> str:
+    """``text`` with a random tag in it (before any ``@``), so that journeys sharing a
+    server never meet each other's users or reports, even when one runs twice."""
+    tag = secrets.token_hex(3)
+    name, at, domain = text.partition("@")
+    return f"{name}.{tag}{at}{domain}" if at else f"{text}-{tag.upper()}"

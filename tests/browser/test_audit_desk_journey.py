@@ -7,13 +7,12 @@ acknowledges receipt; the officer sees "acknowledged at" and what the lawyer vie
 auditor goes from the item page to "who saw this item", finds both, and exports the search
 as CSV (the file holds exactly those views; the export is a custody event). The desk and
 the partner's page are axe-clean and do not scroll sideways at 320 px; an officer and a
-partner get the uniform 404 on the desk."""
+partner get the uniform 404 on the desk. On SQLite and on PostgreSQL, through the server each
+database's journeys share (``journey_server``, tests/browser/conftest.py)."""
 
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,20 +26,18 @@ from storage.reports import create_report
 from storage.settings import Settings
 from storage.users import add_user
 from tests.browser.conftest import (
+    Served,
     axe_violations,
-    exhibit_db_upgrade,
-    exhibit_serving,
     new_context,
     no_horizontal_scroll,
     sign_in_with_totp,
+    unique,
 )
 from tests.fixtures.evidence import seed_item
-from tests.fixtures.nodes import free_port
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "correct horse battery staple 15"
-OFFICER, LAWYER, AUDITOR = "pc.sharer@force.test", "lawyer@cps.test", "auditor@force.test"
 
 
 @dataclass
@@ -48,34 +45,37 @@ class Desk:
     base: str
     settings: Settings
     item_id: str
+    officer: str
+    lawyer: str
+    auditor: str
+    org: str
+    reference: str
 
 
 @pytest.fixture
-def desk(tmp_path: Path) -> Iterator[Desk]:
-    staff_port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
-           "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_STAFF_PORT": str(staff_port),
-           "EXHIBIT_PORT": str(free_port()), "EXHIBIT_LOG_LEVEL": "WARNING"}
-    exhibit_db_upgrade(env)
-    settings = Settings.from_env(env)
+def desk(journey_server: Served) -> Desk:
+    """An officer's report with one ready item, a CPS lawyer and an auditor, on the shared
+    server of this database (tests/browser/conftest.py): the people, the organisation and
+    the reference are this test's own."""
+    officer, lawyer, auditor = unique("pc.sharer@force.test"), unique("lawyer@cps.test"), unique("auditor@force.test")
+    org, reference = unique("CPS North"), unique("RTC/2026/0815")
+    settings = journey_server.settings
     db = Database(settings.database_url)
     try:
         with db.write() as s:
-            for email, role, org in ((OFFICER, "officer", None), (LAWYER, "partner", "CPS North"),
-                                     (AUDITOR, "auditor", None)):
-                user = add_user(db, s, email, role, org_name=org, display_name=email.split("@")[0], password=PASSWORD,
-                                actor="test")
+            for email, role, org_name in ((officer, "officer", None), (lawyer, "partner", org),
+                                          (auditor, "auditor", None)):
+                user = add_user(db, s, email, role, org_name=org_name, display_name=email.split("@")[0],
+                                password=PASSWORD, actor="test")
                 if role == "officer":
                     officer_id = user.id
-            report = create_report(db, s, "RTC/2026/0815", "rtc", owner_id=officer_id, actor="test")
+            report = create_report(db, s, reference, "rtc", owner_id=officer_id, actor="test")
         store = FilesystemBlobStore(Path(settings.storage_url.removeprefix("file://")))
         item_id = seed_item(db, store, report).item.id
     finally:
         db.dispose()
-    base = f"http://127.0.0.1:{staff_port}"
-    with exhibit_serving(env, tmp_path / "serve.log", ["--role", "staff", "--no-worker"], ready=[f"{base}/login"],
-                         timeout=90):
-        yield Desk(base=base, settings=settings, item_id=item_id)
+    return Desk(base=journey_server.base, settings=settings, item_id=item_id, officer=officer, lawyer=lawyer,
+                auditor=auditor, org=org, reference=reference)
 
 
 def _signed_in(chromium: Browser, base: str, email: str, **options: object) -> tuple[BrowserContext, Page]:
@@ -99,13 +99,15 @@ def _axe_in(page: Page, selector: str) -> list[dict[str, object]]:
     return result
 
 
-def _events(settings: Settings, action: str) -> list[CustodyEvent]:
+def _events(settings: Settings, action: str, item_id: str) -> list[CustodyEvent]:
+    """The ``action`` events about this test's item (the server's ledger is shared)."""
     from sqlmodel import col, select
 
     db = Database(settings.database_url)
     try:
         with db.read() as s:
-            return list(s.exec(select(CustodyEvent).where(col(CustodyEvent.action) == action)))
+            return [e for e in s.exec(select(CustodyEvent).where(col(CustodyEvent.action) == action))
+                    if e.item_id == item_id or (e.detail or {}).get("filters", {}).get("item_id") == item_id]
     finally:
         db.dispose()
 
@@ -123,16 +125,16 @@ def test_auditor_finds_who_saw_an_item_and_exports_it_and_a_partner_acknowledges
     item_url = f"{desk.base}/items/{desk.item_id}"
     contexts: list[BrowserContext] = []
     try:
-        officer_ctx, officer = _signed_in(chromium, desk.base, OFFICER)
+        officer_ctx, officer = _signed_in(chromium, desk.base, desk.officer)
         contexts.append(officer_ctx)
         officer.goto(item_url)
         _open_tab(officer, "Sharing")
-        officer.select_option("#partner-item", label="Organisation: CPS North")
+        officer.select_option("#partner-item", label=f"Organisation: {desk.org}")
         officer.get_by_role("button", name="Share this item").click()
         _open_tab(officer, "Sharing")
         officer.wait_for_selector("text=not acknowledged")
 
-        lawyer_ctx, lawyer = _signed_in(chromium, desk.base, LAWYER, viewport={"width": 320, "height": 720})
+        lawyer_ctx, lawyer = _signed_in(chromium, desk.base, desk.lawyer, viewport={"width": 320, "height": 720})
         contexts.append(lawyer_ctx)
         lawyer.goto(item_url)
         lawyer.get_by_role("button", name="Acknowledge receipt").click()
@@ -143,25 +145,25 @@ def test_auditor_finds_who_saw_an_item_and_exports_it_and_a_partner_acknowledges
             .filter(el => el.closest('section[aria-labelledby=receipt]'))
             .every(el => el.getBoundingClientRect().right <= window.innerWidth)""")
         assert _axe_in(lawyer, "section[aria-labelledby=receipt]") == []
-        assert len(_events(desk.settings, "share.acknowledged")) == 1
+        assert len(_events(desk.settings, "share.acknowledged", desk.item_id)) == 1
         denied = lawyer.goto(f"{desk.base}/audit")
         assert denied is not None and denied.status == 404
 
         officer.reload()
         _open_tab(officer, "Sharing")
         listing = officer.locator("#panel-sharing").inner_text()
-        assert f"by {LAWYER}" in listing and "acknowledged at" in listing
-        assert "viewed" in listing.split("acknowledged at")[1] and LAWYER in listing
+        assert f"by {desk.lawyer}" in listing and "acknowledged at" in listing
+        assert "viewed" in listing.split("acknowledged at")[1] and desk.lawyer in listing
         denied = officer.goto(f"{desk.base}/audit")
         assert denied is not None and denied.status == 404
 
-        auditor_ctx, auditor = _signed_in(chromium, desk.base, AUDITOR, viewport={"width": 320, "height": 720})
+        auditor_ctx, auditor = _signed_in(chromium, desk.base, desk.auditor, viewport={"width": 320, "height": 720})
         contexts.append(auditor_ctx)
         auditor.goto(item_url)
         auditor.get_by_role("link", name="Who saw this item").click()
         auditor.wait_for_selector("table.custody")
         who = auditor.locator("table.custody tbody").inner_text()
-        for email in (OFFICER, LAWYER, AUDITOR):
+        for email in (desk.officer, desk.lawyer, desk.auditor):
             assert email in who, (email, who)
         assert no_horizontal_scroll(auditor)
         assert axe_violations(auditor) == []
@@ -174,12 +176,12 @@ def test_auditor_finds_who_saw_an_item_and_exports_it_and_a_partner_acknowledges
             rows = list(csv.DictReader(f))
         # Each of the three opened the page (and the browser fetched the preview it shows).
         assert {(r["actor"], r["action"]) for r in rows if r["action"] == "item.viewed"} == {
-            (OFFICER, "item.viewed"), (LAWYER, "item.viewed"), (AUDITOR, "item.viewed")}
+            (desk.officer, "item.viewed"), (desk.lawyer, "item.viewed"), (desk.auditor, "item.viewed")}
         assert {r["action"] for r in rows} <= {"item.viewed", "media.stream"}
-        assert {r["actor"] for r in rows} == {OFFICER, LAWYER, AUDITOR}
-        assert {r["item_id"] for r in rows} == {desk.item_id} and {r["report"] for r in rows} == {"RTC/2026/0815"}
-        exports = _events(desk.settings, "audit.export")
-        assert [e.actor for e in exports] == [AUDITOR]
+        assert {r["actor"] for r in rows} == {desk.officer, desk.lawyer, desk.auditor}
+        assert {r["item_id"] for r in rows} == {desk.item_id} and {r["report"] for r in rows} == {desk.reference}
+        exports = _events(desk.settings, "audit.export", desk.item_id)
+        assert [e.actor for e in exports] == [desk.auditor]
         assert exports[0].detail["filters"]["item_id"] == desk.item_id  # type: ignore[index]
     finally:
         for context in contexts:

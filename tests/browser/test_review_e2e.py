@@ -2,12 +2,11 @@
 real Chromium: an officer signs in with password + TOTP (enrolling the authenticator on
 first sign-in), creates a report, issues a link; a citizen's script uploads a generated MP4
 through the link (POST /u/submit); the worker scans and transcodes it; the officer plays
-the video, seeks (currentTime moves) and sees the custody events the viewing created."""
+the video, seeks (currentTime moves) and sees the custody events the viewing created. On
+SQLite and on PostgreSQL, through the server each database's journeys share
+(``journey_server``, tests/browser/conftest.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2 as httpx
 import pytest
@@ -16,26 +15,19 @@ from playwright.sync_api import Browser
 from storage.db import Database
 from storage.settings import Settings
 from storage.users import add_user
-from tests.browser.conftest import Served, new_context, served_exhibit, sign_in_with_totp
+from tests.browser.conftest import Served, new_context, sign_in_with_totp, unique
 from tests.fixtures.evidence import make_mp4
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "correct horse battery staple 7"
-EMAIL = "pc.jones@force.test"
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    with served_exhibit(tmp_path, [], timeout=90) as served:
-        yield served
-
-
-def _add_officer(settings: Settings) -> None:
+def _add_officer(settings: Settings, email: str) -> None:
     db = Database(settings.database_url)
     try:
         with db.write() as session:
-            add_user(db, session, EMAIL, "officer", display_name="PC Jones", password=PASSWORD, actor="test")
+            add_user(db, session, email, "officer", display_name="PC Jones", password=PASSWORD, actor="test")
     finally:
         db.dispose()
 
@@ -54,19 +46,22 @@ def _upload(link_url: str, base: str, clip: bytes) -> None:
         assert r.status_code in (200, 201), r.text
 
 
-def test_officer_watches_a_citizens_clip_and_sees_the_custody_trail(served: Served, chromium: Browser) -> None:
-    _add_officer(served.settings)
+def test_officer_watches_a_citizens_clip_and_sees_the_custody_trail(journey_server: Served,
+                                                                     chromium: Browser) -> None:
+    served = journey_server  # one server per database (tests/browser/conftest.py), shared
+    email, reference = unique("pc.jones@force.test"), unique("RTC/2026/E2E")
+    _add_officer(served.settings, email)
     context = new_context(chromium)
     context.set_default_timeout(60_000)
     page = context.new_page()
     try:
-        sign_in_with_totp(page, served.base, EMAIL, PASSWORD)
+        sign_in_with_totp(page, served.base, email, PASSWORD)
 
         page.goto(f"{served.base}/reports/new")
-        page.fill("#reference", "RTC/2026/E2E1")
+        page.fill("#reference", reference)
         page.select_option("#kind", "rtc")
         page.get_by_role("button", name="Create report").click()
-        page.wait_for_selector("h1:has-text('Report RTC/2026/E2E1')")
+        page.wait_for_selector(f"h1:has-text('Report {reference}')")
 
         page.fill("#max_files", "3")
         page.get_by_role("button", name="Issue link").click()
@@ -108,7 +103,7 @@ def test_officer_watches_a_citizens_clip_and_sees_the_custody_trail(served: Serv
         timeline = page.locator("table.custody").inner_text()
         for action in ("item.received", "item.clean", "item.ready", "item.viewed", "media.stream"):
             assert action in timeline, action
-        viewing_rows = [line for line in timeline.splitlines() if EMAIL in line]
+        viewing_rows = [line for line in timeline.splitlines() if email in line]
         assert any("media.stream" in line for line in viewing_rows)
         assert any("item.viewed" in line for line in viewing_rows)
     finally:
