@@ -62,3 +62,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # As a mark, exactly as if the test had written it (pytest then skips the fixture's
         # own params); tryfirst so that the mark is there before pytest reads the marks.
         metafunc.definition.add_marker(pytest.mark.parametrize("db_url", ["sqlite"], indirect=True))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make ``--dist loadgroup`` (the Makefile's) group again under pytest 9.2.
+    pytest-xdist 3.8 marks a test of an ``xdist_group`` by appending ``@group`` to
+    ``item._nodeid``, which pytest 9.2 no longer reads (a node's id is ``item._id``), so
+    every group was silently split across the workers: the multi-node module started its
+    deployment once per worker, and each browser journey server twice. Copy the mark into
+    the id pytest uses; a no-op where xdist did not run or already worked."""
+    if not hasattr(config, "workerinput"):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        wanted = getattr(item, "_nodeid", None)
+        if isinstance(wanted, str) and wanted != item.nodeid and hasattr(item, "_id"):
+            item._id = coerce_node_id(wanted)
