@@ -25,8 +25,8 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -43,6 +43,7 @@ from upload_api.context import UploadContext
 
 log = logging.getLogger("upload_api.streaming")
 
+T = TypeVar("T")
 MAX_IN_FLIGHT = 10_000  # uploads whose state one process keeps (oldest dropped first)
 
 
@@ -97,6 +98,18 @@ class _Watchdog:
         our cancellation is undone); if someone else cancelled too, theirs stands."""
         return self.fired and self.task.uncancel() == 0
 
+    async def wait(self, next_item: Awaitable[T]) -> T:
+        """Await what the client sends next, with the timer armed for this wait only."""
+        self.waiting_since = self.loop.time()
+        try:
+            return await next_item
+        except asyncio.CancelledError:
+            if self.ours():
+                raise IdleTimeout() from None
+            raise
+        finally:
+            self.waiting_since = None
+
     def stop(self) -> None:
         self.handle.cancel()
 
@@ -110,17 +123,10 @@ async def idle_guarded(chunks: AsyncIterator[bytes], idle_seconds: float) -> Asy
     dog = _Watchdog(idle_seconds)
     try:
         while True:
-            dog.waiting_since = dog.loop.time()
             try:
-                chunk = await iterator.__anext__()
+                chunk = await dog.wait(iterator.__anext__())
             except StopAsyncIteration:
                 return
-            except asyncio.CancelledError:
-                if dog.ours():
-                    raise IdleTimeout() from None
-                raise
-            finally:
-                dog.waiting_since = None
             yield chunk
     finally:
         dog.stop()
@@ -135,15 +141,7 @@ async def guarded_body(receive: Receive, idle_seconds: float) -> AsyncIterator[b
     dog = _Watchdog(idle_seconds)
     try:
         while True:
-            dog.waiting_since = dog.loop.time()
-            try:
-                message = await receive()
-            except asyncio.CancelledError:
-                if dog.ours():
-                    raise IdleTimeout() from None
-                raise
-            finally:
-                dog.waiting_since = None
+            message = await dog.wait(receive())
             if message["type"] == "http.request":
                 body = message.get("body", b"")
                 if body:

@@ -272,6 +272,18 @@ def _advisory_lock_round(db) -> None:  # type: ignore[no-untyped-def]
 
 # -- expiry -------------------------------------------------------------------------------
 
+async def past_its_expiry(env: UploadEnv, url: str) -> str:
+    """Let the upload at ``url`` settle, then move its expiry into the past; its id."""
+    await ingest.settle(env.app.state.ctx)
+    upload_id = url.rsplit("/", 1)[1]
+    with env.db.write() as s:
+        row = s.get(Upload, upload_id)
+        assert row is not None
+        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        s.add(row)
+    return upload_id
+
+
 async def test_expired_unfinished_uploads_are_swept_with_a_custody_event(upload_env: UploadEnv) -> None:
     data = jpeg_bytes(5000)
     async with upload_env.client() as c:
@@ -279,13 +291,7 @@ async def test_expired_unfinished_uploads_are_swept_with_a_custody_event(upload_
         await c.patch(url, headers=patch_headers(0), content=data[:2000])
         r = await c.head(url)
         assert "upload-expires" in r.headers
-    await ingest.settle(upload_env.app.state.ctx)
-    upload_id = url.rsplit("/", 1)[1]
-    with upload_env.db.write() as s:
-        row = s.get(Upload, upload_id)
-        assert row is not None
-        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-        s.add(row)
+    upload_id = await past_its_expiry(upload_env, url)
     assert await ingest.expire_uploads(upload_env.app.state.ctx) == 1
     with upload_env.db.read() as s:
         row = s.get(Upload, upload_id)

@@ -5,7 +5,6 @@ with the app; no thread calls ``asyncio.run`` on objects the server's loop owns.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import threading
 
@@ -15,8 +14,7 @@ from sqlmodel import select
 
 from storage.models import CustodyEvent, Upload, UploadState
 from tests.fixtures.upload import UploadEnv, jpeg_bytes
-from tests.upload_api.test_hostile import new_upload, patch_headers
-from upload_api import ingest
+from tests.upload_api.test_hostile import new_upload, past_its_expiry, patch_headers
 from upload_api.app import create_app
 
 pytestmark = pytest.mark.anyio
@@ -35,13 +33,7 @@ async def test_the_public_apps_lifespan_expires_uploads_on_its_own_loop_and_stop
     async with upload_env.client() as c:
         url = await new_upload(upload_env, c, len(data))
         assert (await c.patch(url, headers=patch_headers(0), content=data[:2000])).status_code == 204
-    await ingest.settle(upload_env.app.state.ctx)
-    upload_id = url.rsplit("/", 1)[1]
-    with upload_env.db.write() as s:
-        row = s.get(Upload, upload_id)
-        assert row is not None
-        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-        s.add(row)
+    upload_id = await past_its_expiry(upload_env, url)
 
     app = create_app(upload_env.settings, upload_env.db, upload_env.store, secret=upload_env.secret,
                      housekeeping_seconds=0.05)
