@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 
 @cache
@@ -28,9 +28,15 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def local_text(value: dt.datetime, zone_name: str, *, seconds: bool = False) -> str:
+    """``3 Dec 2026 10:04 GMT``, built from the fields rather than with ``strftime``
+    (a report list prints fifty of these; see ``time_html``)."""
     local = _aware(value).astimezone(zone(zone_name))
-    return local.strftime(f"%d %b %Y %H:%M{':%S' if seconds else ''} %Z").lstrip("0")
+    sec = f":{local.second:02d}" if seconds else ""
+    return f"{local.day} {_MONTHS[local.month - 1]} {local.year} {local.hour:02d}:{local.minute:02d}{sec} {local.tzname()}"
 
 
 def clock(seconds: float) -> str:
@@ -44,9 +50,14 @@ def time_html(value: dt.datetime | None, zone_name: str, *, seconds: bool = Fals
     if value is None:
         return Markup("-")
     utc = _aware(value).astimezone(dt.UTC)
-    return Markup('<time datetime="{}" title="{} UTC">{}</time>').format(
-        utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.strftime("%Y-%m-%d %H:%M:%S"),
-        local_text(utc, zone_name, seconds=seconds))
+    day = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
+    hms = f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+    # XSS: every part is digits from the datetime, and the local text (its zone's
+    # abbreviation comes from tzdata) is escaped. Not Markup.format or %, which escape
+    # each part in Python: with strftime they made a time cost about 60 us, and the
+    # report list (fifty rows) 10-25% slower in benchmarks/review.py; now about 15 us.
+    local = escape(local_text(utc, zone_name, seconds=seconds))
+    return Markup(f'<time datetime="{day}T{hms}Z" title="{day} {hms} UTC">{local}</time>')  # noqa: S704
 
 
 def _zone_of(context: jinja2.runtime.Context) -> str:
