@@ -138,8 +138,6 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-_PENDING_KEY = "exhibit_session_pending"
-
 
 class SessionStoreUnavailable(Exception):
     """The session store could not be read: nobody is let in (AC-16); the app answers 503."""
@@ -294,7 +292,6 @@ class Sessions:
         # is read from the session's report or item before the check has run.
         state["csrf_token"] = ""
         pending = PendingSession(self.ctx, scope, cookies, value)
-        state[_PENDING_KEY] = pending
 
         async def send_resolved(message: Message) -> None:
             if message["type"] == "http.response.start" and pending.done:
@@ -313,9 +310,11 @@ class Sessions:
             PENDING.reset(token)
 
 
-def pending_of(scope: Scope) -> PendingSession | None:
-    """The request's session check if it has not run yet, else ``None``."""
-    pending = _state(scope).get(_PENDING_KEY)
+def pending_of() -> PendingSession | None:
+    """The session check of the request being served (``ReviewContext.run_sync``'s
+    ``PENDING``, which ``Sessions`` set around the inner middleware and the handler) if it
+    has not run yet, else ``None``."""
+    pending = PENDING.get()
     return pending if isinstance(pending, PendingSession) and not pending.done else None
 
 
@@ -371,7 +370,7 @@ class CSRF:
                     return
                 values = parse_qs(body.decode("latin-1"), keep_blank_values=True).get("csrf_token", [])
                 given = values[0] if len(values) == 1 else None
-        pending = pending_of(scope)
+        pending = pending_of()
         if pending is not None:
             # A session cookie: the expected token is in the session row. The check runs
             # here, in one thread hop, before the handler reads a byte of the body (a
