@@ -224,7 +224,7 @@ def start_staff_services(settings: Settings, db: Database, store: BlobStore, sto
     app's lifespan task, on the loop that owns the uploads' context."""
     from exhibit.services import start_background_services, start_ledger_watch
 
-    threads = start_background_services(settings, stop, health, [])
+    threads = start_background_services(settings, stop, health)
     watch = start_ledger_watch(settings, health)
 
     def stop_all() -> None:

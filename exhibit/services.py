@@ -1,8 +1,8 @@
 """Background services of the staff side of ``exhibit serve``: the supervised clamd, the
-processing worker, a housekeeping thread (the worker's heartbeat, clamd's status, and any
-periodic task the caller names) and the periodic ledger verifier
-(``start_ledger_watch``). Expiring unfinished uploads is not here: it is a task of the
-public app's lifespan (``upload_api.app.housekeeping``). Also `exhibit worker`. The ``health`` dict they
+processing worker, a housekeeping thread (the worker's heartbeat and clamd's status) and
+the periodic ledger verifier (``start_ledger_watch``). Expiring unfinished uploads is not
+here: it is a task of the public app's lifespan (``upload_api.app.housekeeping``). Also
+`exhibit worker`. The ``health`` dict they
 keep is shown only by the staff door's /healthz: the public door says "ok" and nothing
 about the scanner (issue 11 item 5)."""
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from processing.clamd_manager import ClamdManager
@@ -61,10 +60,9 @@ def start_background_services(
     settings: Settings,
     stop: threading.Event,
     health: dict[str, Any],
-    periodic: list[Callable[[], object]],
 ) -> list[threading.Thread]:
     """Start clamd (unless EXHIBIT_CLAMD_ADDRESS names one), the worker, and a thread that
-    runs each of ``periodic`` every HOUSEKEEPING_SECONDS."""
+    refreshes their health every HOUSEKEEPING_SECONDS."""
     scanner, manager = _start_scanner(settings, stop, health)
     worker = start_worker_thread(settings, stop_event=stop, scanner=scanner)
 
@@ -78,11 +76,6 @@ def start_background_services(
             heartbeat()
             if manager is not None:
                 health["scanner"] = scanner_status(manager.status(), manager.scanner())
-            for task in periodic:
-                try:
-                    task()
-                except Exception:  # keep the loop alive; the next round retries
-                    log.exception("housekeeping.failed")
         if manager is not None:
             manager.stop()
 
