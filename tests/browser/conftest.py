@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from storage.settings import Settings
-from tests.fixtures.nodes import free_port
+from tests.fixtures.ports import free_port
 from tests.fixtures.upload_server import UploadServer, make_upload_link
 
 CHROMIUM = "/usr/bin/chromium"

@@ -24,13 +24,10 @@ import httpx2 as httpx
 import pyotp
 import pytest
 
+from tests.fixtures.ports import free_port
+
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -63,7 +60,7 @@ class Served:
 
 def _serve(tmp_path: Path, database_url: str | None = None, *, role: str = "all",
            **extra_env: str) -> Iterator[Served]:
-    port, staff_port = _free_port(), _free_port()
+    port, staff_port = free_port(), free_port()
     out, err = tmp_path / "serve.out", tmp_path / "serve.err"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
            "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
