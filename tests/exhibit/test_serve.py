@@ -75,7 +75,10 @@ def _serve(tmp_path: Path, database_url: str | None = None, *, role: str = "all"
         proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--demo", "--role", role], env=env,
                                 stdout=o, stderr=e, text=True)
     served = Served(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{staff_port}", out, err, env)
-    deadline = time.monotonic() + 120
+    # Only a guard against a hang: each poll ends as soon as the doors answer. A start-up
+    # (imports, both doors, the worker and clamd) has taken over 90 s on a loaded machine
+    # (tests/browser/conftest.py gives its servers 300 s too); 120 s was too near that.
+    deadline = time.monotonic() + 300
     try:
         doors = {"all": (served.public, served.staff), "public": (served.public,), "staff": (served.staff,)}[role]
         for base in doors:
