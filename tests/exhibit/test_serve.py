@@ -25,6 +25,7 @@ import httpx2 as httpx
 import pyotp
 import pytest
 
+from exhibit.guard import LOG_INTERVAL
 from tests.fixtures.ports import free_port
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -446,8 +447,10 @@ def test_a_flood_of_half_open_sockets_from_one_address_does_not_keep_others_out(
     link, password = served.demo()
     flood: list[socket.socket] = []
     try:
+        flood_started = time.monotonic()
         flood += _half_open(served.public_port, 2000, "127.0.0.1")
         flood += _half_open(served.staff_port, 2000, "127.0.0.1")
+        flood_seconds = time.monotonic() - flood_started
 
         _sign_in(served.staff, "admin@exhibit.example", password, "127.0.0.2")
         _upload(served.public, link, "127.0.0.2")
@@ -485,8 +488,13 @@ def test_a_flood_of_half_open_sockets_from_one_address_does_not_keep_others_out(
     lines = served.log_lines()
     refusals = [line for line in lines if line["message"] == "connection.refused"
                 and line["client_address"] == "127.0.0.1" and line["reason"] == "too many connections from this address"]
-    # Who and why, once per door for the whole flood: not one line per socket.
-    assert sorted(line["door"] for line in refusals) == ["public", "staff"], refusals
+    # Who and why, once per door per LOG_INTERVAL: not one line per socket. Normally the
+    # flood lasts seconds (one line a door); on a slow machine it may outlast the interval,
+    # and a line per interval it lasted is still the rule kept.
+    doors = [line["door"] for line in refusals]
+    assert sorted(set(doors)) == ["public", "staff"], refusals
+    lines_allowed = 1 + int(flood_seconds // LOG_INTERVAL)
+    assert all(doors.count(door) <= lines_allowed for door in ("public", "staff")), (refusals, flood_seconds)
     assert not any(line.get("client_address") == "127.0.0.2" for line in lines
                    if line["message"] == "connection.refused")
 
