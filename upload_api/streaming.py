@@ -69,7 +69,14 @@ class _Watchdog:
     timer cancels the task only while it waits for the client (``waiting_since`` set;
     nothing else runs between the flag and the wait), so the cancellation lands on that
     wait and nowhere else; a cancellation that is not ours (client gone, shutdown) passes
-    through."""
+    through.
+
+    A timer that finds the wait over-long does not cancel at once: it looks again once the
+    callbacks already scheduled have run (``_expire``). After a stall of the whole process
+    (a GC pause, a loaded host, a blocking call on the loop) the timer runs late, in the
+    same loop iteration that reads the bytes the client sent during the stall, before the
+    task that takes them has run; cancelling then cut off a client that was not idle at
+    all (UP-05 is about a client that stops sending, not a server that stopped looking)."""
 
     def __init__(self, idle_seconds: float) -> None:
         task = asyncio.current_task()
@@ -79,19 +86,27 @@ class _Watchdog:
         self.loop = task.get_loop()
         self.idle_seconds = idle_seconds
         self.waiting_since: float | None = None
+        self.waits = 0  # which wait this is: a late look must be about the same one
         self.fired = False
-        self.handle = self.loop.call_later(idle_seconds, self._check)
+        self.handle: asyncio.Handle = self.loop.call_later(idle_seconds, self._check)
 
     def _check(self) -> None:
         if self.waiting_since is not None:
             idle = self.loop.time() - self.waiting_since
             if idle >= self.idle_seconds:
-                self.fired = True
-                self.task.cancel()
+                # Behind the wake-up of the task if its bytes came in this iteration.
+                self.handle = self.loop.call_soon(self._expire, self.waits)
                 return
             self.handle = self.loop.call_later(self.idle_seconds - idle, self._check)
         else:
             self.handle = self.loop.call_later(self.idle_seconds, self._check)
+
+    def _expire(self, wait: int) -> None:
+        if self.waiting_since is not None and self.waits == wait:  # still nothing: idle
+            self.fired = True
+            self.task.cancel()
+            return
+        self._check()  # the bytes came after all: watch the next wait
 
     def ours(self) -> bool:
         """On a CancelledError during the wait: True when it was our timer alone (then
@@ -101,6 +116,7 @@ class _Watchdog:
     async def wait(self, next_item: Awaitable[T]) -> T:
         """Await what the client sends next, with the timer armed for this wait only."""
         self.waiting_since = self.loop.time()
+        self.waits += 1
         try:
             return await next_item
         except asyncio.CancelledError:

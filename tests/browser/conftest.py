@@ -20,10 +20,10 @@ from pathlib import Path
 import httpx2 as httpx
 import pyotp
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from storage.settings import Settings
-from tests.fixtures.nodes import free_port
+from tests.fixtures.ports import free_port
 from tests.fixtures.upload_server import UploadServer, make_upload_link
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,6 +37,14 @@ CHROMIUM_ARGS = [
 AXE = Path(__file__).resolve().parent.parent / "assets" / "axe.min.js"
 # What axe checks: WCAG 2.0/2.1/2.2 A and AA, plus its best practices.
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+
+# One deadline for every wait on the page: actions and waits (the contexts' default, below)
+# and expect(), whose own default is 5 s. An expect() that waits on the server (a sign-in
+# at the production Argon2id cost in `exhibit serve`, a page updated after an upload)
+# failed on a loaded machine where the same wait written as an action would have passed.
+# Each still returns as soon as its condition holds: the deadline only bounds a failure.
+WAIT_MS = 30_000
+expect.set_options(timeout=WAIT_MS)
 
 
 # Module scope, not session: while the sync API is active it keeps an asyncio loop
@@ -88,7 +96,7 @@ def citizen(shared_server: UploadServer) -> Citizen:
 
 def new_context(browser: Browser, **kwargs: object) -> BrowserContext:
     context = browser.new_context(**kwargs)  # type: ignore[arg-type]
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(WAIT_MS)
     return context
 
 

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from storage.db import Database
+from tests.fixtures.ports import closed_port
 from tests.fixtures.tamper import tamper
 
 EXHIBIT = [str(Path(sys.executable).parent / "exhibit")]
@@ -291,9 +292,7 @@ def test_a_database_that_cannot_be_reached_is_exit_3_not_a_broken_ledger(tmp_pat
     # Exit 1 means "the ledger does not verify"; a monitoring job must not raise a
     # tampering alarm because the database was down.
     # (A database that is simply not there is exit 2, ERR_NO_DATABASE: test_cli_users.py.)
-    with socket.socket() as s:  # a port nothing listens on: the server is down
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()  # a port nothing listens on: the server is down
     c = Cli(tmp_path / "data", f"postgresql+psycopg://exhibit@127.0.0.1:{port}/exhibit")
     proc = c.run("audit", "verify", "--json", real=True)
     assert proc.returncode == 3, proc.stdout + proc.stderr

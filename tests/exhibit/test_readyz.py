@@ -25,7 +25,8 @@ from storage.blobs import open_store
 from storage.db import Database
 from storage.migrate import upgrade
 from storage.settings import Settings
-from tests.fixtures.postgres import PostgresCluster, _free_port, _pg_bin
+from tests.fixtures.ports import free_port
+from tests.fixtures.postgres import PostgresCluster, _pg_bin
 
 pytestmark = pytest.mark.anyio
 
@@ -103,7 +104,7 @@ def own_postgres() -> Iterator[tuple[PostgresCluster, Any]]:
     session's cluster is shared by every other test)."""
     base = Path(tempfile.mkdtemp(prefix="exhibit-readyz-pg-"))
     subprocess.run(["chown", "-R", "postgres", str(base)], check=True)
-    data, sock, port = base / "data", base / "sock", _free_port()
+    data, sock, port = base / "data", base / "sock", free_port()
     sock.mkdir()
     subprocess.run(["chown", "postgres", str(sock)], check=True)
     opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off"

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,11 @@ import httpx2 as httpx
 import pyotp
 import pytest
 
+from exhibit.guard import LOG_INTERVAL
+from tests.fixtures.ports import free_port
+
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -63,7 +62,7 @@ class Served:
 
 def _serve(tmp_path: Path, database_url: str | None = None, *, role: str = "all",
            **extra_env: str) -> Iterator[Served]:
-    port, staff_port = _free_port(), _free_port()
+    port, staff_port = free_port(), free_port()
     out, err = tmp_path / "serve.out", tmp_path / "serve.err"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("EXHIBIT_")},
            "EXHIBIT_DATA_DIR": str(tmp_path / "data"), "EXHIBIT_PORT": str(port),
@@ -77,7 +76,10 @@ def _serve(tmp_path: Path, database_url: str | None = None, *, role: str = "all"
         proc = subprocess.Popen([sys.executable, "-m", "exhibit", "serve", "--demo", "--role", role], env=env,
                                 stdout=o, stderr=e, text=True)
     served = Served(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{staff_port}", out, err, env)
-    deadline = time.monotonic() + 120
+    # Only a guard against a hang: each poll ends as soon as the doors answer. A start-up
+    # (imports, both doors, the worker and clamd) has taken over 90 s on a loaded machine
+    # (tests/browser/conftest.py gives its servers 300 s too); 120 s was too near that.
+    deadline = time.monotonic() + 300
     try:
         doors = {"all": (served.public, served.staff), "public": (served.public,), "staff": (served.staff,)}[role]
         for base in doors:
@@ -236,11 +238,31 @@ def _other_local_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def _answers(base: str, path: str) -> bool:
+def _answers(base: str, path: str, timeout: float = 30) -> bool:
     try:
-        return httpx.get(f"{base}{path}", timeout=3).status_code == 200
+        return httpx.get(f"{base}{path}", timeout=timeout).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _answers_while_one_is_stopped(served: Served) -> tuple[bool, bool]:
+    """(the public door answered, the staff door answered), both asked at once. A stopped
+    process never answers, so no wait tells a stopped door from a slow one; the door that
+    runs may be slow on a loaded machine (a fixed 3 s each once failed it). So the first
+    answer may take up to a minute, and the other door then gets ten times as long as that
+    one took (at least 3 s): a door that runs answers within that, a stopped one never."""
+    asks = {"public": (served.public, "/healthz"), "staff": (served.staff, "/login")}
+    pool = ThreadPoolExecutor(max_workers=2)
+    started = time.monotonic()
+    futures = {pool.submit(_answers, base, path, 60): door for door, (base, path) in asks.items()}
+    try:
+        done, _ = wait(futures, timeout=60, return_when=FIRST_COMPLETED)
+        if done:
+            wait(futures, timeout=max(3.0, 10 * (time.monotonic() - started)))
+        answered = {futures[f]: f.done() and f.result() for f in futures}
+    finally:
+        pool.shutdown(wait=False)  # the stopped door's request ends when it is continued
+    return answered["public"], answered["staff"]
 
 
 def test_a_frozen_staff_door_does_not_stop_citizens_and_a_frozen_public_door_does_not_stop_staff(
@@ -253,7 +275,7 @@ def test_a_frozen_staff_door_does_not_stop_citizens_and_a_frozen_public_door_doe
     for pid in doors:
         os.kill(pid, signal.SIGSTOP)
         try:
-            frozen_answers.append((_answers(served.public, "/healthz"), _answers(served.staff, "/login")))
+            frozen_answers.append(_answers_while_one_is_stopped(served))
         finally:
             os.kill(pid, signal.SIGCONT)
     # Each freeze stops exactly one door, and not the same one.
@@ -425,8 +447,10 @@ def test_a_flood_of_half_open_sockets_from_one_address_does_not_keep_others_out(
     link, password = served.demo()
     flood: list[socket.socket] = []
     try:
+        flood_started = time.monotonic()
         flood += _half_open(served.public_port, 2000, "127.0.0.1")
         flood += _half_open(served.staff_port, 2000, "127.0.0.1")
+        flood_seconds = time.monotonic() - flood_started
 
         _sign_in(served.staff, "admin@exhibit.example", password, "127.0.0.2")
         _upload(served.public, link, "127.0.0.2")
@@ -464,8 +488,13 @@ def test_a_flood_of_half_open_sockets_from_one_address_does_not_keep_others_out(
     lines = served.log_lines()
     refusals = [line for line in lines if line["message"] == "connection.refused"
                 and line["client_address"] == "127.0.0.1" and line["reason"] == "too many connections from this address"]
-    # Who and why, once per door for the whole flood: not one line per socket.
-    assert sorted(line["door"] for line in refusals) == ["public", "staff"], refusals
+    # Who and why, once per door per LOG_INTERVAL: not one line per socket. Normally the
+    # flood lasts seconds (one line a door); on a slow machine it may outlast the interval,
+    # and a line per interval it lasted is still the rule kept.
+    doors = [line["door"] for line in refusals]
+    assert sorted(set(doors)) == ["public", "staff"], refusals
+    lines_allowed = 1 + int(flood_seconds // LOG_INTERVAL)
+    assert all(doors.count(door) <= lines_allowed for door in ("public", "staff")), (refusals, flood_seconds)
     assert not any(line.get("client_address") == "127.0.0.2" for line in lines
                    if line["message"] == "connection.refused")
 

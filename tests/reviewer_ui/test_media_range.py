@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -51,12 +50,14 @@ def test_hostile_multi_range_header_costs_constant_work() -> None:
     hostile = "bytes=" + ",".join(f"{i}-{i}" for i in range(10_000))
     assert len(hostile) > MAX_RANGE_HEADER
     assert parse_range(hostile, SIZE) is None  # too long to be honest: whole body, no parsing
+    # The work is bounded by the cap, on any machine: at most MAX_RANGE_HEADER characters
+    # are looked at, and of those only the first range; what follows it is never parsed
+    # (garbage there changes nothing). This was a wall-clock bound on 10,000 parses, which
+    # a loaded machine could exceed without any change in the parser.
     short_many = "bytes=0-0," + "1-1," * 40
-    started = time.perf_counter()
-    for _ in range(10_000):
-        parse_range(short_many[:MAX_RANGE_HEADER], SIZE)
-    # Not a timing assert on the app: a sanity bound on the parser itself (10,000 parses).
-    assert time.perf_counter() - started < 5
+    assert parse_range(short_many[:MAX_RANGE_HEADER], SIZE) == ByteRange(0, 0)
+    garbage_after = "bytes=0-0," + "no-such-range," * 20
+    assert parse_range(garbage_after[:MAX_RANGE_HEADER], SIZE) == ByteRange(0, 0)
 
 
 def _video(casework_video: Casework) -> tuple[SignedIn, str, bytes]:

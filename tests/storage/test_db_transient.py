@@ -4,14 +4,13 @@ errors from real databases, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from storage.db import Database, is_transient
+from tests.fixtures.ports import closed_port
 
 
 def raised(engine_url: str, sql: str, **connect_args: object) -> DBAPIError:
@@ -24,12 +23,6 @@ def raised(engine_url: str, sql: str, **connect_args: object) -> DBAPIError:
     finally:
         engine.dispose()
     raise AssertionError(f"{sql!r} did not fail")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_busy_or_unreachable_database_passes_and_a_bad_statement_does_not(db: Database) -> None:

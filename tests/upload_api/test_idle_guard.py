@@ -69,6 +69,33 @@ async def test_a_stalled_stream_is_cut_off_after_what_arrived() -> None:
     await anyio.sleep(0.01)
 
 
+async def test_bytes_that_came_while_the_whole_process_stalled_are_not_idleness() -> None:
+    """The server process stalls (a GC pause, a loaded host) for longer than the idle
+    timeout while the client keeps sending. When the loop runs again it reads the client's
+    bytes and, in the same turn, the late timer finds the wait over-long: the client was
+    not idle, and is not cut off. The stall is real (the loop blocked in ``time.sleep``)
+    and the bytes come through a real socket, so the order of events is the loop's own."""
+    loop = asyncio.get_running_loop()
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+
+    def stall() -> None:
+        writer.send(b"b")  # the client sends ...
+        time.sleep(0.5)  # ... while the server does nothing for longer than the timeout
+
+    async def sends_during_a_stall() -> AsyncIterator[bytes]:
+        yield b"a"
+        loop.call_soon(stall)
+        yield await loop.sock_recv(reader, 1)
+
+    try:
+        got = [c async for c in idle_guarded(sends_during_a_stall(), idle_seconds=0.2)]
+    finally:
+        reader.close()
+        writer.close()
+    assert got == [b"a", b"b"]
+
+
 async def test_a_cancellation_from_elsewhere_is_not_turned_into_a_timeout() -> None:
     with anyio.move_on_after(0.1) as scope:
         async for _chunk in idle_guarded(stalls_after(1), idle_seconds=30):
