@@ -159,21 +159,25 @@ class _Heartbeat:
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{ctx.claim.job_id}", daemon=True)
 
     def _run(self) -> None:
+        # Timed by the clock, not by counting turns of a 0.1 s wait: on a loaded host each
+        # turn takes longer than 0.1 s, so counted turns drift, the beat comes late, the
+        # lease lapses and another worker takes the job while this one still works on it
+        # (a job processed twice; CF-04 is about leases that must not lapse under load).
         interval = max(0.3, self.lease_seconds / 3)
-        waited = 0.0
-        while not self.done.wait(0.1):
+        next_beat = time.monotonic() + interval
+        while not self.done.wait(max(0.0, min(0.1, next_beat - time.monotonic()))):
             if self.stop.is_set():
                 self.ctx.cancel.set()
-            waited += 0.1
-            if waited < interval:
+            if time.monotonic() < next_beat:
                 continue
-            waited = 0.0
             try:
                 ok = queue.heartbeat(self.db, self.ctx.claim, lease_seconds=self.lease_seconds,
                                      progress=self.ctx.progress)
-            except Exception as exc:  # the database hiccuped: try again next beat
+            except Exception as exc:  # the database hiccuped: try again soon, well within the lease
                 log.warning("worker.heartbeat_failed", extra={"job_id": self.ctx.claim.job_id, "error": str(exc)[:200]})
+                next_beat = time.monotonic() + min(interval, 1.0)
                 continue
+            next_beat = time.monotonic() + interval
             if not ok:
                 self.lost = True
                 self.ctx.cancel.set()
