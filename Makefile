@@ -28,5 +28,7 @@ typecheck:
 # clamd, moto server and template database (ports from the OS, dirs from tmp_path_factory).
 # --dist loadgroup: tests marked xdist_group("name") run on one xdist worker (the multi-node
 # module shares one deployment); every other test is spread as with the default `load`.
+# --durations=25: the slowest tests are named at the end of every run, where the suite's
+# wall time is won or lost.
 pytest:
-	.venv/bin/pytest -p no:cacheprovider -n auto --dist loadgroup
+	.venv/bin/pytest -p no:cacheprovider -n auto --dist loadgroup --durations=25
