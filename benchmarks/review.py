@@ -223,7 +223,8 @@ def upload_token(db: Database, settings: Settings) -> str:
 
 class PgCluster:
     def __init__(self, base: Path) -> None:
-        from tests.fixtures.postgres import _free_port, _pg_bin
+        from tests.fixtures.ports import free_port as _free_port
+        from tests.fixtures.postgres import _pg_bin
 
         self.base = base
         self.port = _free_port()

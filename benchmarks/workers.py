@@ -37,6 +37,7 @@ from botocore.config import Config  # noqa: E402
 from pipeline import make_clip, make_photos  # noqa: E402
 from review import PgCluster  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
+from sqlmodel import col  # noqa: E402
 
 from processing.blobs import BlobBridge  # noqa: E402
 from processing.clamd_manager import ClamdManager  # noqa: E402
@@ -133,8 +134,8 @@ def run(workers: int, files: list[Path], pg: PgCluster, moto: Moto, clamd: Clamd
                 if p.poll() is not None:
                     raise RuntimeError(f"a worker exited ({p.returncode}); see {data_dir}")
             with db.read() as s:
-                rows = s.execute(select(EvidenceItem.id, EvidenceItem.state, EvidenceItem.state_reason)
-                                 .where(EvidenceItem.id.in_(list(pending)))).all()  # type: ignore[attr-defined]
+                rows = s.execute(select(col(EvidenceItem.id), col(EvidenceItem.state), col(EvidenceItem.state_reason))
+                                 .where(col(EvidenceItem.id).in_(list(pending)))).all()
             for item_id, state, reason in rows:
                 if ItemState(state) in TERMINAL:
                     pending.discard(item_id)
@@ -149,10 +150,11 @@ def run(workers: int, files: list[Path], pg: PgCluster, moto: Moto, clamd: Clamd
         for p in procs:
             p.wait(timeout=60)
     with db.read() as s:
-        ready_events = dict(s.execute(select(CustodyEvent.item_id, func.count()).where(
-            CustodyEvent.action == "item.ready").group_by(CustodyEvent.item_id)).all())  # type: ignore[arg-type]
-        derivs = s.execute(select(Derivative.item_id, Derivative.kind, func.count()).group_by(
-            Derivative.item_id, Derivative.kind).having(func.count() > 1)).all()  # type: ignore[arg-type]
+        ready_events: dict[str | None, int] = {item_id: int(n) for item_id, n in s.execute(
+            select(col(CustodyEvent.item_id), func.count()).where(col(CustodyEvent.action) == "item.ready")
+            .group_by(col(CustodyEvent.item_id))).all()}
+        derivs = s.execute(select(col(Derivative.item_id), col(Derivative.kind), func.count()).group_by(
+            col(Derivative.item_id), col(Derivative.kind)).having(func.count() > 1)).all()
     twice = [i for i, n in ready_events.items() if n > 1]
     if twice:
         problems.append(f"{len(twice)} items reached ready more than once")
