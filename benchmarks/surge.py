@@ -19,7 +19,10 @@ Printed per N, against targets measured in the same run where they are ratios:
   by its transfer time at the paced rate (target: every one <= 1.2);
 - the server's memory (RSS of the serve process tree) before the surge and at its peak,
   and the growth per open upload (target: <= 256 KiB);
-- the staff pages' p50/p95 alone (before the surge) and during it (target: p95 < 50 ms).
+- the staff pages' p50/p95 alone (before the surge) and during it (target: p95 < 50 ms);
+- the CPU seconds the server and this client used during the surge, against the wall
+  time times the cores: when the client's share is large, or the two together are far
+  below what the cores give, the timings say more about the machine than the server.
 
     .venv/bin/python benchmarks/surge.py                       # N = 250, 500, 1000, 2000
     .venv/bin/python benchmarks/surge.py --n 1000 --size 1MiB --rate 64KiB --arrival 10
@@ -176,6 +179,37 @@ class Served:
                 continue
         return total
 
+    def listener(self, port: int) -> int | None:
+        """The process of the tree that listens on ``port`` (which door is which)."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    inodes.add(f"socket:[{cols[9]}]")
+        for pid in self.tree():
+            try:
+                if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
+                    return pid
+            except OSError:
+                continue
+        return None
+
+    def cpu_seconds(self, pids: list[int] | None = None) -> float:
+        """User + system CPU time of ``pids`` (default: the serve process tree) so far."""
+        ticks = 0
+        for pid in self.tree() if pids is None else pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -224,6 +258,15 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], 
     return status, headers, body
 
 
+_RANDOM: dict[int, bytes] = {}
+
+
+def _random_bytes(size: int) -> bytes:
+    if size not in _RANDOM:
+        _RANDOM[size] = os.urandom(size)
+    return _RANDOM[size]
+
+
 async def citizen(c: Citizen, port: int, token: str, size: int, rate: int, tick: float, start: float,
                   delay: float, open_uploads: list[int]) -> None:
     await asyncio.sleep(max(0.0, start + delay - time.monotonic()))  # the arrival schedule
@@ -262,7 +305,11 @@ async def citizen(c: Citizen, port: int, token: str, size: int, rate: int, tick:
         open_uploads[1] = max(open_uploads[1], open_uploads[0])
         try:
             piece = max(1, int(rate * tick))
-            payload = JPEG_HEAD + os.urandom(size - len(JPEG_HEAD))
+            # Each file distinct (its index after the JPEG head), the rest random bytes made
+            # once: 1 MiB of os.urandom per citizen cost the client 5 to 6 ms of its one
+            # event loop each, at the moment other citizens were due to send.
+            mark = c.index.to_bytes(8, "big")
+            payload = JPEG_HEAD + mark + _random_bytes(size - len(JPEG_HEAD) - len(mark))
             sent, began = 0, time.monotonic()
             while sent < size:
                 chunk = payload[sent:sent + piece]
@@ -341,6 +388,10 @@ class Result:
     staff_alone: list[float]
     staff_surge: list[float]
     staff_errors: int
+    wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+    public_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
     server_problems: dict[str, int] = field(default_factory=dict)
 
 
@@ -379,7 +430,14 @@ def run_one(n: int, size: int, rate: int, arrival: float, tick: float, workdir: 
 
         sampler.start()
         staff.start()
+        public_pid = served.listener(port)
+        public = [public_pid] if public_pid is not None else []
+        cpu_before, public_before, wall_before = served.cpu_seconds(), served.cpu_seconds(public), time.monotonic()
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
         asyncio.run(surge())
+        usage_after = resource.getrusage(resource.RUSAGE_SELF)
+        wall, server_cpu = time.monotonic() - wall_before, served.cpu_seconds() - cpu_before
+        public_cpu = served.cpu_seconds(public) - public_before if public else float("nan")
         stop.set()
         sampling.set()
         staff.join(timeout=120)
@@ -387,8 +445,11 @@ def run_one(n: int, size: int, rate: int, arrival: float, tick: float, workdir: 
         transfer = size / rate
         ratios = [(c.done - c.arrived) / transfer for c in citizens if c.done is not None]
         errors = [c.error for c in citizens if c.error]
+        # This process's CPU (the citizens, the officer, the sampler): on a machine with few
+        # cores the client competes with the server, and this says how much.
+        client_cpu = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
         result = Result(n, len(ratios), errors, ratios, rss_before, peak[0], open_uploads[1], alone,
-                        surge_officer.times_ms, surge_officer.errors)
+                        surge_officer.times_ms, surge_officer.errors, wall, server_cpu, public_cpu, client_cpu)
     finally:
         served.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -429,6 +490,11 @@ def main() -> None:
               f"{pct(r.ratios, 95):>7.2f}{worst:>7.2f}{r.peak_open:>6}{r.rss_before_kib / 1024:>16.1f}"
               f"{r.rss_peak_kib / 1024:>7.1f}{per_upload:>11.1f}{pct(r.staff_surge, 50):>10.1f}"
               f"{pct(r.staff_alone, 95):>10.1f}{staff_p95:>10.1f}  {', '.join(verdicts)}")
+        cores = os.cpu_count() or 1
+        print(f"       cpu during the surge ({r.wall_s:.1f} s wall, {cores} cores = {r.wall_s * cores:.0f} cpu-s): "
+              f"server {r.server_cpu_s:.1f} s, of which the public door {r.public_cpu_s:.1f} s "
+              f"({r.public_cpu_s * 1000 / n:.1f} ms per upload), "
+              f"client {r.client_cpu_s:.1f} s; the rest went to other processes or idle")
         if r.errors:
             print(f"       first errors: {r.errors[:3]}")
         if r.staff_errors:

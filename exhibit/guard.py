@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -52,6 +53,18 @@ LOG_INTERVAL = 60.0
 # deadline at line speed.
 MAX_HEAD_BYTES = 1 << 20
 NOTED_MAX = 10_000  # addresses remembered for rate-limited logging before old ones go
+# Beyond this many open connections, each new one gets a small kernel receive buffer
+# (``CROWDED_RCVBUF``). Threat (SECURITY_CHECKLIST LD-10, LD-01, UP-05): a surge of slow
+# uploads that the door cannot serve as fast as they send. Each socket then has bytes
+# waiting, and each read takes up to 256 KiB of them (asyncio's read size) into the
+# process, where uvicorn buffers a body up to 64 KiB before it stops reading: measured at
+# 1,000 mobile uploads on 2 busy cores, 550 KiB of memory per open upload with the
+# default buffers, 382 KiB with reads capped at 64 KiB (benchmarks/surge.py). A small
+# buffer makes the client wait instead (TCP flow control; a phone at 64 KiB/s needs a few
+# KiB of window), and bounds the kernel's memory per socket too (autotuning grows it to
+# megabytes). A few connections (one fast upload, the staff door) keep the kernel's own.
+CROWDED_CONNECTIONS = 64
+CROWDED_RCVBUF = 64 << 10
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
            b"Connection: close\r\nRetry-After: 10\r\n\r\nTry again.\r\n")
 
@@ -76,6 +89,8 @@ class ConnectionGuard:
     per_address: int
     total: int
     header_timeout: float
+    crowded: int = CROWDED_CONNECTIONS
+    crowded_rcvbuf: int = CROWDED_RCVBUF
     per_peer: dict[str, int] = field(default_factory=dict)
     conns: dict[tuple[str, int], _Conn] = field(default_factory=dict)
     _refused: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -99,6 +114,13 @@ class ConnectionGuard:
         conn = _Conn(transport, address)
         self.conns[(address, port)] = conn
         self.per_peer[address] = self.per_peer.get(address, 0) + 1
+        if len(self.conns) > self.crowded:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.crowded_rcvbuf)
+                except OSError:
+                    pass  # advice: without it the caps above still hold
         self._arm(conn)
         return conn
 

@@ -14,6 +14,13 @@ Two kinds of transaction:
 SQLite runs with ``journal_mode=WAL`` and ``synchronous=FULL``: an upload we acknowledged
 must survive a power cut (SECURITY_CHECKLIST CF-08), and WAL lets the reviewer read
 while uploads write. Connections are pooled on both databases.
+
+On SQLite the writers of one process also take turns on a mutex before they begin
+(``_writer_turn``): SQLite has one writer anyway, and a writer that finds the database
+locked waits in its busy handler, which sleeps and retries (up to 100 ms a sleep) instead
+of waking when the lock is free; under a surge of uploads, dozens of threads slept so
+while the lock sat free, and writes queued past the busy timeout ("database is locked").
+Other processes (the other door, the worker) still meet the busy handler.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -77,7 +85,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A writing transaction: commits when the block ends, rolls back on an error."""
-        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+        with _writer_turn(self), Session(self._write_engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     def now(self, session: Session) -> dt.datetime:
@@ -90,6 +98,35 @@ class Database:
 
 
 READ_ONLY = "exhibit_read_only"
+
+# How long a writer waits for SQLite's write lock (busy handler) or for its turn among this
+# process's writers, before "database is locked" (a transient fault: 503 and Retry-After).
+SQLITE_BUSY_SECONDS = 30
+
+# One turn-taking lock per SQLite database (by URL) for the whole process, shared by every
+# ``Database`` opened on it. Re-entrant: a write begun inside another write's block in the
+# same thread behaves as it did without it (SQLite decides).
+_writer_locks: dict[str, threading.RLock] = {}
+_writer_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _writer_turn(db: Database) -> Iterator[None]:
+    """On SQLite, wait for this process's other writers before beginning (the module
+    docstring says why; threat: a surge of uploads queueing writes past the busy timeout,
+    SECURITY_CHECKLIST LD-10). On PostgreSQL, nothing: it has row locks and many
+    writers."""
+    if not db.is_sqlite:
+        yield
+        return
+    with _writer_locks_guard:
+        lock = _writer_locks.setdefault(db.url, threading.RLock())
+    if not lock.acquire(timeout=SQLITE_BUSY_SECONDS):
+        raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def secure_sqlite_file(url: str, *, create_dir: bool = True) -> None:
@@ -245,7 +282,7 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
         poolclass=QueuePool,
         pool_size=8,
         max_overflow=-1,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
     )
     # A forked child must not share its parent's open SQLite connections (their locks
     # and WAL state belong to the parent): it starts with an empty pool.
@@ -265,7 +302,7 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
                 raise RuntimeError(f"SQLite refused WAL mode (journal_mode is {mode!r}): {url}")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         finally:
             cursor.close()
 

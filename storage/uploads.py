@@ -213,6 +213,7 @@ def admit(db: Database, upload_id: str, size: int, actor: str, request_id: str |
         elif up.length is None and link.used_bytes + link.reserved_bytes + size > link.max_bytes:
             code, message = "ERR_QUOTA_BYTES", "byte quota reached"
         if code:
+            up.offset = max(up.offset, size)  # the refusal records every byte received
             _close_row(db, session, up, link, UploadState.REFUSED, actor, request_id, {"reason": code})
             return Refused(message, code=code)
         if up.length is None:
@@ -251,6 +252,7 @@ def make_evidence(
         if detected_type is None or detected_type not in ALLOWED_TYPES:
             # Only reachable when the sniff could not run while streaming (state
             # lost before the first bytes were seen): refused, never evidence.
+            up.offset = max(up.offset, size)
             _close_row(db, session, up, link, UploadState.REFUSED, actor, request_id,
                        {"reason": "ERR_UNSUPPORTED_TYPE"})
             return Refused("file type not accepted", code="ERR_UNSUPPORTED_TYPE")

@@ -53,11 +53,18 @@ from storage.blobs.protocol import (
     UploadInfo,
     refused,
 )
-from storage.blobs.streaming import Observer, pump
+from storage.blobs.streaming import GatherBudget, Observer, pump
 
 log = logging.getLogger(__name__)
 
 WRITE_BUFFER_BYTES = 1 << 20
+# The memory every upload of this process may hold gathered before a write, shared between
+# the uploads streaming now (``storage.blobs.streaming.GatherBudget``; LD-01, LD-10: a
+# thousand slow uploads must not each hold a whole write buffer). 16 MiB: 16 streams (the
+# 16 x 64 MiB case of ``benchmarks/upload.py``) still write whole 1 MiB batches; a
+# thousand phones at 64 KiB/s write every 64 KiB, once a second each. (A batch being
+# written is not counted: at most about twice this is held.)
+GATHER_BUDGET = GatherBudget(total=16 << 20, floor=64 << 10)
 READ_CHUNK_BYTES = 1 << 20
 # A video seek waits for the first chunk of its Range: small, so the first byte goes out
 # after a 64 KiB read rather than a 1 MiB one; the rest follows in full chunks.
@@ -513,7 +520,8 @@ class FilesystemUpload:
     async def write(self, offset: int, chunks: AsyncIterator[bytes], observe: Observer | None = None) -> int:
         fd = await _run(self._store._open_for_append, self._key, offset)
         try:
-            return await pump(chunks, _FileSink(fd, offset), WRITE_BUFFER_BYTES, observe=observe)
+            return await pump(chunks, _FileSink(fd, offset), WRITE_BUFFER_BYTES, observe=observe,
+                              budget=GATHER_BUDGET)
         finally:
             os.close(fd)
 

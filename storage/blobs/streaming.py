@@ -9,12 +9,20 @@ stored and one being gathered.
 Why the shields: a batch handed over is a batch stored, and the remainder of a stream
 that broke off or was cancelled (client gone) is stored too, so that ``info().offset``
 counts every byte received and the client can resume from there.
+
+Why a budget (``GatherBudget``): a batch is gathered in memory until it is full. For one
+fast stream a large batch is what makes writing cheap, but a phone on a slow link takes
+seconds to fill one, and a thousand of them at once each held up to a whole batch (1 MiB:
+the whole file of a small photo, 650 to 1,090 KiB of server memory per open upload in
+``benchmarks/surge.py``). The budget shares a fixed amount of memory between the streams
+of the process that are gathering now, so the batch of each shrinks as their number grows.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import NoReturn, Protocol
 
@@ -43,6 +51,44 @@ class Sink(Protocol):
         ...
 
 
+class GatherBudget:
+    """The bytes that the pumps of one process may hold gathered (received, not yet
+    handed to their sink), shared between the pumps gathering now.
+
+    Threat (SECURITY_CHECKLIST LD-01, LD-10, UP-05): many slow uploads at once (a surge
+    of citizens on mobile links, or an attacker opening as many slow bodies as the
+    connection caps allow) each pinning a whole batch of server memory until the process
+    runs out. With a budget, a pump's batch is ``total`` divided by the number of pumps
+    gathering, between ``floor`` and the store's own batch size: one fast stream still
+    writes whole batches, and N slow ones hold about ``max(total, N * floor)`` between
+    them. ``floor`` keeps a batch large enough that the hop to a worker thread it costs
+    stays rare (at 64 KiB/s, a 64 KiB floor is one hop a second per upload).
+
+    Process-wide: pumps on several event loops (threads) may share it, so the count
+    changes under a lock; reading it for a batch size needs none."""
+
+    def __init__(self, total: int, floor: int) -> None:
+        if floor <= 0 or total < floor:
+            raise ValueError("a budget needs 0 < floor <= total")
+        self.total = total
+        self.floor = floor
+        self.active = 0  # pumps gathering now
+        self._lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._lock:
+            self.active += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def batch(self, ceiling: int) -> int:
+        """The batch size a pump uses now: its share of ``total``, within
+        [``floor``, ``ceiling``]."""
+        return min(ceiling, max(self.floor, self.total // max(1, self.active)))
+
+
 async def pump(
     chunks: AsyncIterator[bytes],
     sink: Sink,
@@ -50,10 +96,15 @@ async def pump(
     first: list[bytes] | None = None,
     *,
     observe: Observer | None = None,
+    budget: GatherBudget | None = None,
 ) -> int:
     """Feed ``chunks`` (after the ``first`` buffers, bytes carried from an earlier write)
     to ``sink``; return how many bytes ``chunks`` gave. ``observe`` sees the bytes of
     ``chunks`` (not ``first``) in the storing task, before each batch is stored.
+
+    A batch is handed to the sink once it holds ``batch_bytes``, or, with a ``budget``,
+    once it holds this pump's share of the budget if that is smaller (a sink that
+    cannot take smaller batches, S3's 5 MiB parts, passes none).
 
     Errors: a storage error wins (as ``BlobStoreError``); else the stream's own error
     propagates unchanged. A storage error never cancels the caller's task or throws into
@@ -69,6 +120,8 @@ async def pump(
             async with sender:
                 batch: list[bytes] = list(first or [])
                 gathered = sum(len(b) for b in batch)
+                if budget is not None:
+                    budget.enter()
                 try:
                     async for chunk in chunks:
                         if not chunk:
@@ -76,11 +129,13 @@ async def pump(
                         batch.append(chunk)
                         gathered += len(chunk)
                         received += len(chunk)
-                        if gathered >= batch_bytes:
+                        if gathered >= (batch_bytes if budget is None else budget.batch(batch_bytes)):
                             await sender.send(batch)  # BrokenResourceError: the sink failed
                             batch = []
                             gathered = 0
                 finally:
+                    if budget is not None:
+                        budget.leave()
                     # Reached on success, a broken stream and cancellation alike. The
                     # drain reads it once this sender is closed (just below).
                     tail.append(batch)
