@@ -110,6 +110,18 @@ _writer_locks: dict[str, threading.RLock] = {}
 _writer_locks_guard = threading.Lock()
 
 
+def _fresh_writer_locks() -> None:
+    # A forked child has only the forking thread: a lock another thread of the parent held
+    # at the fork would stay held in the child for ever, and every write there would wait
+    # the busy timeout and fail. The child starts with none held (its pool is empty too).
+    global _writer_locks_guard
+    _writer_locks.clear()
+    _writer_locks_guard = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_writer_locks)
+
+
 @contextmanager
 def _writer_turn(db: Database) -> Iterator[None]:
     """On SQLite, wait for this process's other writers before beginning (the module

@@ -11,6 +11,7 @@ its own process.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -119,3 +120,42 @@ def test_a_writer_that_gets_no_turn_in_time_is_told_the_database_is_busy(
         holder.join(timeout=30)
     with db.write() as s:  # and the turn is free again afterwards
         s.connection().execute(text("SELECT 1"))
+
+
+def test_a_child_forked_while_another_thread_writes_can_write(db: Database) -> None:
+    """A process forked while one of its parent's threads held its turn (the forkserver of
+    the worker, a test harness) must not inherit that turn held for ever: the child's
+    writes would wait the busy timeout and fail with "database is locked"."""
+    if not db.is_sqlite:
+        assert db.is_postgresql
+        return
+    holding = threading.Event()
+    done = threading.Event()
+
+    def hold() -> None:
+        with db.write() as s:
+            s.connection().execute(text("SELECT 1"))
+            holding.set()
+            done.wait(timeout=60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(timeout=20)
+        pid = os.fork()
+        if pid == 0:  # the child: its own connection, a turn of its own
+            code = 1
+            try:
+                storage.db.SQLITE_BUSY_SECONDS = 2  # a held turn would fail within 2 s
+                child = Database(db.url)
+                turn = storage.db._writer_turn(child)
+                turn.__enter__()  # must not wait for the parent's writer
+                turn.__exit__(None, None, None)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        done.set()
+        holder.join(timeout=30)
