@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -98,26 +100,11 @@ def test_a_writer_that_gets_no_turn_in_time_is_told_the_database_is_busy(
         assert db.is_postgresql
         return
     monkeypatch.setattr(storage.db, "SQLITE_BUSY_SECONDS", 0.2)
-    holding = threading.Event()
-    done = threading.Event()
-
-    def hold() -> None:
-        with db.write() as s:
-            s.connection().execute(text("SELECT 1"))
-            holding.set()
-            done.wait(timeout=30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(timeout=20)
+    with _another_thread_writing(db):
         with pytest.raises(OperationalError) as raised, db.write() as s:
             s.connection().execute(text("SELECT 1"))
         assert "database is locked" in str(raised.value)
         assert is_transient(raised.value)
-    finally:
-        done.set()
-        holder.join(timeout=30)
     with db.write() as s:  # and the turn is free again afterwards
         s.connection().execute(text("SELECT 1"))
 
@@ -129,19 +116,7 @@ def test_a_child_forked_while_another_thread_writes_can_write(db: Database) -> N
     if not db.is_sqlite:
         assert db.is_postgresql
         return
-    holding = threading.Event()
-    done = threading.Event()
-
-    def hold() -> None:
-        with db.write() as s:
-            s.connection().execute(text("SELECT 1"))
-            holding.set()
-            done.wait(timeout=60)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(timeout=20)
+    with _another_thread_writing(db):
         pid = os.fork()
         if pid == 0:  # the child: its own connection, a turn of its own
             code = 1
@@ -156,6 +131,25 @@ def test_a_child_forked_while_another_thread_writes_can_write(db: Database) -> N
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+@contextmanager
+def _another_thread_writing(db: Database) -> Iterator[None]:
+    """While the block runs, another thread of this process is inside ``db.write()``."""
+    holding = threading.Event()
+    done = threading.Event()
+
+    def hold() -> None:
+        with db.write() as s:
+            s.connection().execute(text("SELECT 1"))
+            holding.set()
+            done.wait(timeout=60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(timeout=20)
+        yield
     finally:
         done.set()
         holder.join(timeout=30)
