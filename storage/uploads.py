@@ -213,8 +213,8 @@ def admit(db: Database, upload_id: str, size: int, actor: str, request_id: str |
         elif up.length is None and link.used_bytes + link.reserved_bytes + size > link.max_bytes:
             code, message = "ERR_QUOTA_BYTES", "byte quota reached"
         if code:
-            up.offset = max(up.offset, size)  # the refusal records every byte received
-            _close_row(db, session, up, link, UploadState.REFUSED, actor, request_id, {"reason": code})
+            _close_row(db, session, up, link, UploadState.REFUSED, actor, request_id, {"reason": code},
+                       received=size)
             return Refused(message, code=code)
         if up.length is None:
             up.length = size
@@ -252,9 +252,8 @@ def make_evidence(
         if detected_type is None or detected_type not in ALLOWED_TYPES:
             # Only reachable when the sniff could not run while streaming (state
             # lost before the first bytes were seen): refused, never evidence.
-            up.offset = max(up.offset, size)
             _close_row(db, session, up, link, UploadState.REFUSED, actor, request_id,
-                       {"reason": "ERR_UNSUPPORTED_TYPE"})
+                       {"reason": "ERR_UNSUPPORTED_TYPE"}, received=size)
             return Refused("file type not accepted", code="ERR_UNSUPPORTED_TYPE")
         if up.length is not None and size != up.length:
             raise Refused("upload is not complete", code="ERR_OFFSET_MISMATCH")
@@ -296,8 +295,12 @@ def make_evidence(
 
 def _close_row(
     db: Database, session: Session, up: Upload, link: UploadLink, state: UploadState,
-    actor: str, request_id: str | None, detail: dict[str, Any],
+    actor: str, request_id: str | None, detail: dict[str, Any], *, received: int = 0,
 ) -> None:
+    """End ``up`` as ``state`` and record it. ``received``: the bytes the store holds, when
+    the row may not know them yet (the last PATCH completes without a progress write
+    first), so the record counts every byte received."""
+    up.offset = max(up.offset, received)
     up.state = state
     up.completed_at = db.now(session)
     link.reserved_bytes = max(0, link.reserved_bytes - (up.length or 0))
